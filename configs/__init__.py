@@ -1,0 +1,1 @@
+"""Experiment configs: `configs/<family>_<task>.py:get_config(arg)`."""

@@ -1,0 +1,44 @@
+"""Shared config pieces: preset parsing and the blocks every experiment has."""
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("", "demo", "tiny")
+
+
+def parse_preset(arg: str | None) -> str:
+  """`get_config('demo')` -> 'demo'; '' is the paper's setting. Rejects unknown presets."""
+  arg = (arg or "").strip()
+  if arg not in PRESETS:
+    raise ValueError(f"unknown config preset {arg!r}; expected one of {PRESETS} "
+                     "(e.g. --config configs/alpro_pretrain.py:demo)")
+  return arg
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The fields every experiment has; family configs fill and extend them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 42
+  c.model = ml_collections.ConfigDict(dict(
+      family="", dtype="float32", param_dtype="float32", remat=False))
+  c.objectives = ml_collections.ConfigDict()
+  c.data = ml_collections.ConfigDict(dict(
+      global_batch_size=32, data_dir="", shuffle_buffer=1024, tokenizer="", mlm_probability=0.15,
+      prefetch=2,
+      train=ml_collections.ConfigDict(dict(
+          builder="moving_shapes", builder_config="", split="train", num_frames=4,
+          sampling="rand", resolution=224, crop=0, max_text_len=40)),
+  ))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,
+      schedule=ml_collections.ConfigDict(dict(type="linear", warmup_steps=0, end_value=0.0)),
+      lr_mult=ml_collections.ConfigDict(), wd_exclude=("bias", "scale", "norm", "LayerNorm")))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=1000, log_every=50, eval_every=0, ckpt_every=1000, keep=3, grad_accum=1))
+  c.mesh = ml_collections.ConfigDict(dict(
+      axes=(("data", -1), ("fsdp", 1), ("model", 1)),
+      rules=(("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "model"),
+             ("heads", "model"), ("vocab", "model"), ("proj", None))))
+  c.init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint=""))
+  c.evals = ml_collections.ConfigDict()
+  return c

@@ -1,0 +1,1 @@
+"""vlx.convert"""

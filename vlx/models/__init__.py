@@ -1,0 +1,1 @@
+"""Model families; each sub-package is one family (see README 'Design: family contract')."""

@@ -24,14 +24,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.objectives = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(dict(
       global_batch_size=32, data_dir="", shuffle_buffer=1024, tokenizer="", mlm_probability=0.15,
-      prefetch=2,
+      prefetch=2, manual_dir="",  # manual_dir: raw copies of real datasets (tfds build)
       train=ml_collections.ConfigDict(dict(
           builder="moving_shapes", builder_config="", split="train", num_frames=4,
           sampling="rand", resolution=224, crop=0, max_text_len=40)),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,
-      schedule=ml_collections.ConfigDict(dict(type="linear", warmup_steps=0, end_value=0.0)),
+      schedule=ml_collections.ConfigDict(dict(type="linear", warmup_steps=0, warmup_ratio=0.0,
+                                                end_value=0.0)),
       lr_mult=ml_collections.ConfigDict(), wd_exclude=("bias", "scale", "norm", "LayerNorm")))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, log_every=50, eval_every=0, ckpt_every=1000, keep=3, grad_accum=1))
@@ -42,3 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint=""))
   c.evals = ml_collections.ConfigDict()
   return c
+
+
+def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
+  """One `config.evals.<name>` block of type 'retrieval' (fields of README 'Config schema')."""
+  e = ml_collections.ConfigDict(dict(
+      type="retrieval", builder="moving_shapes", builder_config="", split="test", num_frames=4,
+      sampling="uniform", resolution=224, max_text_len=40, batch_size=32, mode="vtc", every=0))
+  e.update(overrides)
+  return e

@@ -1,0 +1,1 @@
+"""TFDS builders of the datasets vlx reads (one folder per dataset)."""

@@ -1,0 +1,1 @@
+"""moving_shapes: the embedded synthetic video-language dataset."""

@@ -1,0 +1,289 @@
+"""tf.data input pipelines: global training batches and per-host evaluation batches.
+
+Training order depends only on (config.seed, step): each host reads its even share of the split,
+shuffles it with a seed fixed per epoch, and derives every random choice (frames, crop, caption,
+MLM mask) from stateless ops seeded by (seed, example counter or step). Resuming at step k starts
+at the right epoch and skips the encoded records before anything is decoded, so it yields exactly
+the batches k, k+1, ... of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import importlib
+import logging
+import os
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vlx.data import text_ops, video_ops
+
+tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators from JAX
+
+AUTO_BUILD = ("moving_shapes",)  # generated locally: built on first use
+TRAIN_KEYS = ("video", "text_ids", "text_mask", "mlm_text_ids", "mlm_labels")
+_SEED_SALT = dict(example=1, mlm=2, shuffle=3)
+log = logging.getLogger(__name__)
+
+
+class DatasetNotBuiltError(RuntimeError):
+  """The TFDS dataset is not in data_dir; the message gives the `tfds build` command."""
+
+
+def _data_dir(data_dir: str) -> str:
+  return os.path.expanduser(data_dir) if data_dir else tfds.core.constants.DATA_DIR
+
+
+def _builder_module(builder: str):
+  """Imports data_builders/<builder>/<builder>_dataset_builder.py (registers it with TFDS)."""
+  name = f"data_builders.{builder}.{builder}_dataset_builder"
+  try:
+    return importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    if e.name is None or not name.startswith(e.name):
+      raise  # a dependency of the builder is missing, not the builder
+    raise ValueError(f"no dataset builder data_builders/{builder}/{builder}_dataset_builder.py "
+                     f"(config data.train.builder / evals.*.builder = {builder!r})") from e
+
+
+def get_builder(builder: str, builder_config: str = "", data_dir: str = "",
+                manual_dir: str = "") -> tfds.core.DatasetBuilder:
+  """The prepared builder of data_builders/<builder>; builds moving_shapes if it is missing."""
+  data_dir = _data_dir(data_dir)
+  b = _builder_module(builder).Builder(config=builder_config or None, data_dir=data_dir)
+  if b.is_prepared():
+    return b
+  if builder in AUTO_BUILD:
+    log.warning("dataset %s/%s not found in %s: generating it now (local, no download)",
+                builder, builder_config or "default", data_dir)
+    b.download_and_prepare()
+    return b
+  manual = manual_dir or os.path.join(data_dir, "downloads", "manual")
+  config_flag = f" --config={builder_config}" if builder_config else ""
+  raise DatasetNotBuiltError(
+      f"dataset {builder!r}{' config ' + repr(builder_config) if builder_config else ''} is not "
+      f"built in {data_dir}. Put your copy of the dataset in {manual} and run:\n"
+      f"  tfds build data_builders/{builder}{config_flag} --manual_dir={manual} "
+      f"--data_dir={data_dir}\n"
+      f"(or, where the tfds command lacks apache_beam: python -m vlx.data.pipeline "
+      f"--builder={builder}{config_flag} --manual_dir={manual} --data_dir={data_dir})")
+
+
+def build(builder: str, builder_config: str = "", data_dir: str = "",
+          manual_dir: str = "") -> tfds.core.DatasetBuilder:
+  """Prepares data_builders/<builder> (what `tfds build` does, without its CLI's imports)."""
+  b = _builder_module(builder).Builder(config=builder_config or None, data_dir=_data_dir(data_dir))
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
+  b.download_and_prepare(download_config=config)
+  return b
+
+
+def num_examples(builder: str, builder_config: str, split: str, data_dir: str) -> int:
+  """Examples in `split` (a TFDS split string such as 'test' or 'train[:10%]')."""
+  return get_builder(builder, builder_config, data_dir).info.splits[split].num_examples
+
+
+def batch_axes(mesh: jax.sharding.Mesh, rules) -> tuple[str, ...]:
+  """Mesh axes the 'batch' logical axis maps to in config.mesh.rules (default data, fsdp)."""
+  axes = dict(rules).get("batch", ("data", "fsdp")) if rules else ("data", "fsdp")
+  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return tuple(a for a in axes if a in mesh.axis_names)
+
+
+def _tokenizer_name(config) -> str:
+  name = config.data.tokenizer
+  if not name and config.data.train.builder in text_ops.SHIPPED:
+    return config.data.train.builder
+  return name
+
+
+def _example_seeds(seed: int, counter: tf.Tensor) -> tf.Tensor:
+  return tf.stack([tf.constant(seed, tf.int64) * 16 + _SEED_SALT["example"],
+                   tf.cast(counter, tf.int64)])
+
+
+def _train_dataset(config, *, process_index: int, process_count: int, start_step: int = 0,
+                   extra_keys: tuple[str, ...] = ()) -> tf.data.Dataset:
+  """This host's training batches (dicts of TRAIN_KEYS tensors) from step `start_step` on.
+
+  `extra_keys` (e.g. 'video_id') are passed through from the TFDS examples, for tests.
+  """
+  d, t = config.data, config.data.train
+  if d.global_batch_size % process_count:
+    raise ValueError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
+                     f"the {process_count} processes")
+  local_batch = d.global_batch_size // process_count
+  builder = get_builder(t.builder, t.get("builder_config", ""), d.data_dir,
+                        d.get("manual_dir", ""))
+  split = tfds.split_for_jax_process(t.split, process_index=process_index,
+                                     process_count=process_count)
+  n_host = builder.info.splits[split].num_examples
+  if n_host == 0:
+    raise ValueError(f"split {t.split!r} of {t.builder} has no examples for process "
+                     f"{process_index}/{process_count}")
+  base = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={"video": tfds.decode.SkipDecoding()})
+  keep = ("video", "captions") + tuple(extra_keys)
+  base = base.map(lambda ex: {k: ex[k] for k in keep})
+  seed, buffer = int(config.seed), max(int(d.shuffle_buffer), 1)
+
+  def epoch(e):  # the epoch's order depends on (seed, epoch) only
+    return base.shuffle(buffer, seed=seed * 1_000_003 + _SEED_SALT["shuffle"] + e * 7919,
+                        reshuffle_each_iteration=False)
+
+  first_example = start_step * local_batch
+  ds = tf.data.Dataset.range(first_example // n_host, np.iinfo(np.int64).max).flat_map(epoch)
+  ds = ds.skip(first_example % n_host)  # skips encoded records: nothing decoded yet
+  ds = ds.enumerate(start=first_example)
+
+  def process(j, ex):
+    step, row = j // local_batch, j % local_batch
+    counter = step * d.global_batch_size + process_index * local_batch + row
+    frame_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(
+        _example_seeds(seed, counter), 2))
+    video = video_ops.preprocess_clip(ex["video"], num_frames=t.num_frames, sampling=t.sampling,
+                                      resolution=t.resolution, crop=t.crop, seed=frame_seed)
+    pick = tf.random.stateless_uniform([], caption_seed, 0, tf.shape(ex["captions"])[0],
+                                       dtype=tf.int32)
+    extra = {k: ex[k] for k in extra_keys}
+    return dict(video=video, caption=ex["captions"][pick], step=step, **extra)
+
+  ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local_batch, drop_remainder=True)
+  tokenizer = text_ops.load_tokenizer(_tokenizer_name(config))
+  specials = text_ops.special_ids(tokenizer)
+
+  def encode(texts):
+    return text_ops.tokenize(tokenizer, texts.numpy(), t.max_text_len)
+
+  def text(batch):
+    ids, mask = tf.py_function(encode, [batch["caption"]], [tf.int32, tf.int32])
+    ids.set_shape([local_batch, t.max_text_len])
+    mask.set_shape([local_batch, t.max_text_len])
+    mlm_seed = tf.stack([tf.constant(seed, tf.int64) * 16 + _SEED_SALT["mlm"],
+                         batch["step"][0] * process_count + process_index])
+    mlm_ids, labels = text_ops.mask_tokens(
+        ids, seed=mlm_seed, mask=mask, special_ids=specials, vocab_size=len(tokenizer),
+        mask_id=tokenizer.mask_token_id, probability=d.mlm_probability)
+    return dict(video=batch["video"], text_ids=ids, text_mask=mask, mlm_text_ids=mlm_ids,
+                mlm_labels=labels, **{k: batch[k] for k in extra_keys})
+
+  ds = ds.map(text, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(max(int(d.get("prefetch", 2)), 1))
+
+
+def _device_prefetch(it: Iterator, size: int) -> Iterator:
+  """Keeps `size` batches in flight on the devices while the step runs."""
+  queue = collections.deque()
+  for item in it:
+    queue.append(item)
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def make_train_iterator(config, mesh: jax.sharding.Mesh, *,
+                        start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+  """Global batches (jax.Arrays sharded over the mesh's batch axes) for steps start_step, ..."""
+  ds = _train_dataset(config, process_index=jax.process_index(),
+                      process_count=jax.process_count(), start_step=start_step)
+  sharding = NamedSharding(mesh, PartitionSpec(batch_axes(mesh, config.mesh.get("rules"))))
+
+  def global_batches():
+    for local in ds.as_numpy_iterator():
+      yield {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+  return _device_prefetch(global_batches(), 2)
+
+
+def make_eval_batches(eval_cfg, config, *, batch_size: int,
+                      process_index: int | None = None,
+                      process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This host's numpy batches over a whole split, in a fixed order.
+
+  Keys: video, text_ids, text_mask (the first, canonical caption), video_index (position in the
+  split) and valid. Every host yields the same number of batches (`batch_size` rows each); rows
+  past the end repeat the batch's first row with valid=False and video_index=-1.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  builder = get_builder(eval_cfg.builder, eval_cfg.get("builder_config", ""), config.data.data_dir,
+                        config.data.get("manual_dir", ""))
+  splits = [tfds.split_for_jax_process(eval_cfg.split, process_index=i, process_count=process_count)
+            for i in range(process_count)]
+  sizes = [builder.info.splits[s].num_examples for s in splits]
+  offset = sum(sizes[:process_index])
+  num_batches = -(-max(sizes) // batch_size)
+  ds = builder.as_dataset(split=splits[process_index], shuffle_files=False,
+                          decoders={"video": tfds.decode.SkipDecoding()})
+  sampling = eval_cfg.get("sampling", "uniform")
+  prep = functools.partial(video_ops.preprocess_clip, num_frames=eval_cfg.num_frames,
+                           sampling=sampling, resolution=eval_cfg.resolution)
+
+  def process(i, ex):  # random samplings (if asked for) are fixed per clip
+    video = prep(ex["video"], seed=tf.stack([tf.constant(int(config.seed), tf.int64), i]))
+    return dict(video=video, caption=ex["captions"][0])
+
+  ds = ds.enumerate(start=offset).map(process, num_parallel_calls=tf.data.AUTOTUNE,
+                                      deterministic=True)
+  ds = ds.batch(batch_size).prefetch(2)
+  tokenizer = text_ops.load_tokenizer(_tokenizer_name(config))
+  r, length = eval_cfg.resolution, eval_cfg.max_text_len
+  empty = dict(video=np.zeros((0, eval_cfg.num_frames, r, r, 3), np.float32),
+               text_ids=np.zeros((0, length), np.int32), text_mask=np.zeros((0, length), np.int32),
+               video_index=np.zeros(0, np.int32), valid=np.zeros(0, bool))
+  it = ds.as_numpy_iterator()
+  start = offset
+  for _ in range(num_batches):
+    batch = next(it, None)
+    if batch is None:  # this host's share ended before the others': padding only
+      yield _pad_rows(empty, batch_size)
+      continue
+    n = len(batch["video"])
+    ids, mask = text_ops.tokenize(tokenizer, batch["caption"], length)
+    out = dict(video=batch["video"], text_ids=ids, text_mask=mask,
+               video_index=np.arange(start, start + n, dtype=np.int32), valid=np.ones(n, bool))
+    start += n
+    yield _pad_rows(out, batch_size)
+
+
+def _pad_rows(batch: dict, size: int) -> dict:
+  """Fills a short batch to `size` rows by repeating its first row, marked invalid."""
+  n = len(batch["valid"])
+  if n == size:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    if k == "valid":
+      pad = np.zeros(size - n, bool)
+    elif k == "video_index":
+      pad = np.full(size - n, -1, np.int32)
+    elif n:
+      pad = np.repeat(v[:1], size - n, axis=0)
+    else:
+      pad = np.zeros((size,) + v.shape[1:], v.dtype)
+    out[k] = np.concatenate([v, pad])
+  return out
+
+
+def main(argv: list[str] | None = None) -> None:
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description="Build a dataset of data_builders/ with TFDS.")
+  p.add_argument("--builder", required=True)
+  p.add_argument("--config", default="")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--manual_dir", default="")
+  args = p.parse_args(argv)
+  b = build(args.builder, args.config, args.data_dir, args.manual_dir)
+  print(f"built {b.name}/{b.builder_config.name if b.builder_config else ''} in {b.data_dir}: "
+        f"{ {k: v.num_examples for k, v in b.info.splits.items()} }")
+
+
+if __name__ == "__main__":
+  main()

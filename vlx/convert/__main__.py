@@ -1,0 +1,92 @@
+"""`python -m vlx.convert --family alpro --checkpoint FILE.pt --out DIR [--variant V]`.
+
+Reads a released PyTorch checkpoint safely, maps it onto the vlx model and writes DIR/params
+(Orbax), DIR/model_config.json and DIR/conversion_report.json. Exit code 0 only when every source
+key was mapped or deliberately dropped and every model variable was filled (otherwise only the
+report is written). Errors (missing file, unsafe pickle, wrong family, shape mismatch) print one
+line without a traceback and exit with 2.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import sys
+import time
+from typing import Any
+
+from vlx.convert.errors import ConversionError
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+  """['video.num_heads=4', 'head=retrieval'] -> nested override dict (values as Python literals)."""
+  out: dict[str, Any] = {}
+  for item in items:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise ConversionError(f"--set {item!r}: expected FIELD=VALUE, e.g. video.num_frames=8")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    node = out
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return out
+
+
+def summary(report: dict[str, Any]) -> str:
+  """Human-readable report: counts, unused keys grouped by reason, then the problem lists."""
+  lines = [f"family {report['family']}, variant {report['variant']}: {report['mapped']} keys "
+           f"mapped, {len(report['unused'])} unused, {len(report['unmapped'])} unmapped, "
+           f"{len(report['missing'])} missing"]
+  for reason, n in collections.Counter(report["unused"].values()).most_common():
+    lines.append(f"  unused x{n}: {reason}")
+  for name in ("unmapped", "missing"):
+    keys = report[name]
+    if keys:
+      more = f" ... (+{len(keys) - 20})" if len(keys) > 20 else ""
+      lines.append(f"  {name} ({'source keys' if name == 'unmapped' else 'model variables'}): "
+                   + ", ".join(keys[:20]) + more)
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(prog="python -m vlx.convert", description=__doc__.split("\n")[0])
+  ap.add_argument("--family", required=True, help="model family, e.g. alpro")
+  ap.add_argument("--checkpoint", required=True, help="released .pt/.pth/.ckpt file")
+  ap.add_argument("--out", required=True, help="output directory (config.init.from_converted)")
+  ap.add_argument("--variant", default=None,
+                  help="target variant (default: detected from the keys), e.g. retrieval")
+  ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                  help="model config override, e.g. video.num_frames=8 (repeatable)")
+  args = ap.parse_args(argv)
+  # Imported here so that `--help` and argument errors are instant.
+  from vlx.convert.engine import convert_state_dict  # pylint: disable=import-outside-toplevel
+  from vlx.convert.store import (  # pylint: disable=import-outside-toplevel
+      save_converted, write_report)
+  from vlx.convert.torch_io import load_state_dict  # pylint: disable=import-outside-toplevel
+  start = time.time()
+  try:
+    overrides = _parse_set(args.overrides)
+    source = load_state_dict(args.checkpoint)
+    result = convert_state_dict(args.family, source, variant=args.variant,
+                                model_config=overrides or None)
+    print(summary(result.report))
+    if result.report["unmapped"] or result.report["missing"]:
+      path = write_report(result.report, args.out)
+      print(f"not converted: fix the unmapped/missing lists (report: {path})", file=sys.stderr)
+      return 1
+    out = save_converted(result, args.out)
+  except ConversionError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {out} (params/, model_config.json, conversion_report.json) "
+        f"in {time.time() - start:.1f} s")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -25,9 +25,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       global_batch_size=32, data_dir="", shuffle_buffer=1024, tokenizer="", mlm_probability=0.15,
       prefetch=2, manual_dir="",  # manual_dir: raw copies of real datasets (tfds build)
+      # QA: train_ans2label.json path; '' = build from the train split's answers (the
+      # answer_top_k most frequent, 0 = all) and write it to <workdir>/train_ans2label.json.
+      answer_vocab="", answer_top_k=0,
+      # ALPRO PEM entity list (unigrams.txt format: entity = first token of each line; the first
+      # model.num_entities lines are used); '' = the shipped list of the training builder.
+      entities="",
       train=ml_collections.ConfigDict(dict(
           builder="moving_shapes", builder_config="", split="train", num_frames=4,
-          sampling="rand", resolution=224, crop=0, max_text_len=40)),
+          sampling="rand", resolution=224, crop=0, max_text_len=40,
+          task="retrieval")),  # task: 'retrieval' (clip + caption) | 'qa' (clip + QA pair)
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,
@@ -40,7 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
       axes=(("data", -1), ("fsdp", 1), ("model", 1)),
       rules=(("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "model"),
              ("heads", "model"), ("vocab", "model"), ("proj", None))))
-  c.init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint=""))
+  # bert_dir / vit_file: public backbones for training from scratch (a Hugging Face BERT folder,
+  # a timm ViT state dict); see vlx/convert/backbones.py.
+  c.init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint="", bert_dir="",
+                                          vit_file=""))
   c.evals = ml_collections.ConfigDict()
   return c
 
@@ -49,6 +59,20 @@ def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
   """One `config.evals.<name>` block of type 'retrieval' (fields of README 'Config schema')."""
   e = ml_collections.ConfigDict(dict(
       type="retrieval", builder="moving_shapes", builder_config="", split="test", num_frames=4,
-      sampling="uniform", resolution=224, max_text_len=40, batch_size=32, mode="vtc", every=0))
+      sampling="uniform", resolution=224, max_text_len=40, batch_size=32, mode="vtc", every=0,
+      all_captions=False))  # all_captions: one text row per caption (else the first caption)
+  e.update(overrides)
+  return e
+
+
+def qa_eval(**overrides) -> ml_collections.ConfigDict:
+  """One `config.evals.<name>` block of type 'qa' (open-ended video QA accuracy, ALPRO §6.2).
+
+  qtypes: the per-type accuracies reported; qtype_source: 'first_word' of the question (the
+  MSRVTT-QA / MSVD-QA wh-word types) or 'feature' (the builder's qa/qtype strings)."""
+  e = ml_collections.ConfigDict(dict(
+      type="qa", task="qa", builder="moving_shapes", builder_config="", split="test",
+      num_frames=16, sampling="uniform", resolution=224, max_text_len=40, batch_size=32,
+      qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word", every=0))
   e.update(overrides)
   return e

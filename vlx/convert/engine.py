@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+import types
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
@@ -200,6 +201,17 @@ def _map_keys(source: Mapping[str, Any], converter: Any, variant: str,
       unmapped.append(key)
 
   return m
+
+
+def map_keys(source: Mapping[str, Any], rules: list[Rule], targets: Mapping[str, Any], *,
+             unused: Mapping[str, str] | None = None, tied: list[Tied] | None = None,
+             what: str = "source", dry_run: bool = False) -> _Mapped:
+  """The rule matching of `convert_with` for callers that fill only part of a model (backbone
+  initialisation): returns filled targets, unused/unmapped source keys, shape mismatches and rule
+  targets absent from `targets` ({nnx path: array or ShapeDtypeStruct}); raises nothing else."""
+  converter = types.SimpleNamespace(rules=lambda v, c: rules, unused=lambda v: dict(unused or {}),
+                                    tied=lambda v: list(tied or []))
+  return _map_keys(source, converter, "", None, dict(targets), what, dry_run)
 
 
 def convert_state_dict(family: str, source: Mapping[str, Any], *, variant: str | None = None,

@@ -1,0 +1,98 @@
+"""ALPRO vs the reference fixture (../shared/reference/alpro/tiny): every output of outputs.npz."""
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import vlx  # noqa: F401
+from vlx.models.alpro import load_fixture as lf
+
+pytestmark = pytest.mark.torch   # reads the reference .pt files
+
+EXACT = ("vtm_labels", "pem_ignore_masks", "pem_ignore_masks_img")
+
+
+def tolerance(key: str) -> dict:
+  """README tolerances: exact for labels/masks/metrics, rtol 1e-3 for gradients, 1e-4 otherwise."""
+  if key in EXACT or key.startswith("ret_metric/"):
+    return dict(rtol=0, atol=0)
+  if key.startswith("grad"):
+    return dict(rtol=1e-3, atol=1e-6)
+  return dict(rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(reference_dir) -> pathlib.Path:
+  return reference_dir / "alpro" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def outputs(fixture_dir):
+  with jax.default_matmul_precision("highest"):
+    return lf.compute_fixture_outputs(fixture_dir)
+
+
+def test_every_output_matches(outputs, fixture_dir):
+  ref = np.load(fixture_dir / "outputs.npz")
+  assert sorted(outputs) == sorted(ref.files)
+  failures, rows = [], []
+  for key in ref.files:
+    ours, want = outputs[key], ref[key]
+    assert ours.shape == want.shape, f"{key}: shape {ours.shape} vs reference {want.shape}"
+    err = float(np.max(np.abs(ours - want))) if want.size else 0.0
+    rows.append(f"{key:72s} {err:.2e}")
+    if not np.allclose(ours, want, **tolerance(key)):
+      failures.append(f"{key}: max abs error {err:.3e}")
+  print("\nmax |vlx - reference| per output\n" + "\n".join(rows))
+  assert not failures, failures
+
+
+def test_losses_match_readme_values(outputs):
+  """The loss values printed in tiny/README.md (independent of outputs.npz)."""
+  readme = {"vtc_loss": 1.206899, "vtm_loss": 0.869758, "mlm_loss": 8.52811, "pem_loss": 2.889276,
+            "total_loss": 13.494042, "prompter_vtc_loss": 1.535894, "qa_loss": 2.738587}
+  for key, value in readme.items():
+    np.testing.assert_allclose(outputs[key], value, rtol=1e-5, err_msg=key)
+
+
+def test_model_config_follows_config_json(fixture_dir):
+  cfg = json.loads((fixture_dir / "config.json").read_text())
+  c = lf.model_config_from_fixture(cfg, "qa")
+  assert (c.head, c.num_labels, c.video.num_frames) == ("qa", 24, 4)
+  assert (c.text.hidden_size, c.text.num_layers, c.text.fusion_layer) == (64, 4, 2)
+  assert (c.video.depth, c.video.num_heads, c.embed_dim, c.num_entities) == (2, 4, 32, 16)
+  p = lf.model_config_from_fixture(cfg, "pretrain")
+  assert p.pem and p.video.num_frames == 2 and p.temp_init == pytest.approx(0.05)
+  with pytest.raises(ValueError, match="task"):
+    lf.model_config_from_fixture(cfg, "captioning")
+  del cfg["model_config"]["fusion_layer"]
+  with pytest.raises(KeyError, match="model_config.fusion_layer"):
+    lf.model_config_from_fixture(cfg, "retrieval")
+
+
+def test_modified_frame_count_still_runs(fixture_dir, tmp_path):
+  """A retrieval model with 8 frames: time_embed is resized 2->8 on load and 8->4 on the fly for
+  the 4-frame inputs; nearest resizing composes, so the scores equal the reference's."""
+  cfg = json.loads((fixture_dir / "config.json").read_text())
+  cfg["retrieval"]["num_frm"] = 8
+  _, x, sd = lf.read_fixture(fixture_dir)
+  with jax.default_matmul_precision("highest"):
+    out = lf.retrieval_fixture_outputs(cfg, x, sd)
+  ref = np.load(fixture_dir / "outputs.npz")
+  assert out["ret_time_embed_resized"].shape == (1, 8, 64)
+  np.testing.assert_allclose(out["ret_time_embed_resized"][:, ::2], ref["ret_time_embed_resized"])
+  np.testing.assert_allclose(out["ret_score_matrix"], ref["ret_score_matrix"], atol=1e-4)
+
+
+def test_loader_rejects_unknown_and_missing_keys(fixture_dir):
+  cfg, _, sd = lf.read_fixture(fixture_dir)
+  with pytest.raises(ValueError, match="unmapped source keys.*visual_encoder.model.extra"):
+    lf._build(cfg, "retrieval", {**sd, "visual_encoder.model.extra": np.zeros(3)})
+  partial = {k: v for k, v in sd.items() if k != "itm_head.bias"}
+  with pytest.raises(ValueError, match="unfilled model variables.*itm_head/bias"):
+    lf._build(cfg, "retrieval", partial)
+  bad = dict(sd, **{"itm_head.bias": np.zeros(3, np.float32)})
+  with pytest.raises(ValueError, match="itm_head.bias -> itm_head/bias: shape"):
+    lf._build(cfg, "retrieval", bad)

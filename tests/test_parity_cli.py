@@ -1,0 +1,76 @@
+"""`python -m vlx.convert.parity`: end to end on the ALPRO tiny fixture, plus comparison logic."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vlx.convert import parity
+
+pytestmark = pytest.mark.torch  # the ALPRO fixture runner reads the reference .pt files
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(reference_dir):
+  return reference_dir / "alpro" / "tiny"
+
+
+def test_cli_end_to_end_matches_reference(fixture_dir, repo_root, tmp_path):
+  out = tmp_path / "alpro_tiny_outputs"  # no .npz suffix: the file must still be written as named
+  env = dict(os.environ, PYTHONPATH=str(repo_root))
+  proc = subprocess.run(
+      [sys.executable, "-m", "vlx.convert.parity", "--family", "alpro", "--fixture",
+       str(fixture_dir), "--out", str(out), "--compare", str(fixture_dir / "outputs.npz")],
+      cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  ref = np.load(fixture_dir / "outputs.npz")
+  ours = np.load(out)
+  assert sorted(ours.files) == sorted(ref.files)
+  np.testing.assert_allclose(ours["total_loss"], ref["total_loss"], rtol=1e-5)
+  np.testing.assert_array_equal(ours["vtm_labels"], ref["vtm_labels"])
+  assert f"{len(ref.files)} of {len(ref.files)} outputs pass" in proc.stdout
+  assert "grad_norm/temp" in proc.stdout and "exact" in proc.stdout
+
+
+def test_compare_applies_readme_tolerances():
+  ref = {"vtc_loss": np.float32(1.0), "grad/temp": np.float32(10.0),
+         "vtm_labels": np.array([1.0, 0.0]), "ret_metric/text2video/r1": np.float32(50.0),
+         "pem_ignore_masks_img": np.array([0.0, 1.0])}
+  near = {"vtc_loss": np.float32(1.00015), "grad/temp": np.float32(10.009),
+          "vtm_labels": np.array([1.0, 0.0]), "ret_metric/text2video/r1": np.float32(50.0),
+          "pem_ignore_masks_img": np.array([0.0, 1.0]), "extra": np.zeros(2)}
+  rows, ok = parity.compare(near, ref)
+  assert ok, rows
+  assert {r["key"]: r["status"] for r in rows}["extra"] == "extra"
+  for key, bad in (("vtc_loss", 1.0003), ("grad/temp", 10.02),
+                   ("ret_metric/text2video/r1", 50.0001)):
+    rows, ok = parity.compare(dict(near, **{key: np.float32(bad)}), ref)
+    assert not ok and [r["key"] for r in rows if r["status"] == "FAIL"] == [key]
+  rows, ok = parity.compare({k: v for k, v in near.items() if k != "grad/temp"}, ref)
+  assert not ok and "MISSING" in parity.format_table(rows)
+  rows, ok = parity.compare(dict(near, vtm_labels=np.array([1.0, 0.0, 0.0])), ref)
+  assert not ok and "SHAPE (3,)" in parity.format_table(rows)
+
+
+def test_cli_exit_codes(monkeypatch, tmp_path, capsys):
+  ref = {"a": np.ones(3, np.float32), "grad/b": np.float32(2.0)}
+  np.savez(tmp_path / "ref.npz", **ref)
+  outputs = dict(ref)
+  monkeypatch.setattr(parity, "family_runner",
+                      lambda family: ((lambda d: outputs), object()))
+  args = ["--family", "fake", "--fixture", str(tmp_path), "--out", str(tmp_path / "o.npz"),
+          "--compare", str(tmp_path / "ref.npz")]
+  assert parity.main(args) == 0
+  outputs["a"] = np.full(3, 1.01, np.float32)
+  assert parity.main(args) == 1
+  assert "FAILED: a" in capsys.readouterr().out
+  assert parity.main(args[:3] + [str(tmp_path / "missing"), *args[4:]]) == 2
+  assert parity.main(args[:-1] + [str(tmp_path / "no_ref.npz")]) == 2
+  assert "no_ref.npz: file not found" in capsys.readouterr().err
+  monkeypatch.undo()
+  assert parity.main(["--family", "nosuchfamily", "--fixture", str(tmp_path), "--out",
+                      str(tmp_path / "o.npz")]) == 2
+  assert "no fixture runner" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Factories and small helpers shared by every vlx layer.
+
+Every parameter carries logical axis names (README "Conventions": embed / mlp / heads / vocab /
+proj); biases, norms and scalars stay unnamed so they are replicated. Compute dtype and parameter
+dtype are separate so bf16 compute keeps f32 master weights.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = Any
+
+# Linear/Conv default: truncated normal(0.02) as in ViT/BERT (converted weights replace it anyway).
+default_kernel_init = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def as_dtype(name: str | Dtype | None) -> Dtype | None:
+  """'bfloat16' -> jnp.bfloat16 (configs store dtype names as strings)."""
+  if name is None or not isinstance(name, str):
+    return name
+  try:
+    return jnp.dtype(name).type
+  except TypeError as e:
+    raise ValueError(f"unknown dtype {name!r}; expected 'float32' or 'bfloat16'") from e
+
+
+def linear(in_features: int, out_features: int, names: Sequence[str | None], *,
+           use_bias: bool = True, dtype: Dtype = None, param_dtype: Dtype = jnp.float32,
+           kernel_init=default_kernel_init, rngs: nnx.Rngs) -> nnx.Linear:
+  """nnx.Linear whose (in, out) kernel carries the logical axis names `names`."""
+  return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=as_dtype(dtype),
+                    param_dtype=as_dtype(param_dtype),
+                    kernel_init=nnx.with_partitioning(kernel_init, tuple(names)),
+                    rngs=rngs)
+
+
+def layer_norm(features: int, eps: float, *, dtype: Dtype = None,
+               param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """LayerNorm (scale, bias); statistics are reduced in float32 whatever the compute dtype."""
+  return nnx.LayerNorm(features, epsilon=eps, dtype=as_dtype(dtype),
+                       param_dtype=as_dtype(param_dtype), use_fast_variance=False, rngs=rngs)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU: what torch nn.GELU() and HF BERT's 'gelu' compute."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {"gelu": gelu, "relu": jax.nn.relu, "gelu_tanh": lambda x: jax.nn.gelu(x, True)}
+
+
+def activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+def dropout(x: jax.Array, rate: float, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
+  """Inverted dropout with call-time rngs (modules store no randomness)."""
+  if deterministic or rate == 0.0:
+    return x
+  if rngs is None:
+    raise ValueError("dropout needs rngs (nnx.Rngs with a 'dropout' stream) when not deterministic")
+  keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def drop_path(x: jax.Array, rate: float, *, deterministic: bool,
+              rngs: nnx.Rngs | None) -> jax.Array:
+  """Stochastic depth: drops whole rows (leading axis) of a residual branch, rescales the rest."""
+  if deterministic or rate == 0.0:
+    return x
+  if rngs is None:
+    raise ValueError("drop_path needs rngs (nnx.Rngs with a 'dropout' stream) when training")
+  shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+  keep = jax.random.bernoulli(rngs.dropout(), 1.0 - rate, shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """F.normalize: x / max(||x||, eps), in float32."""
+  x = x.astype(jnp.float32)
+  norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+  return x / jnp.maximum(norm, eps)
+
+
+def nearest_resize_1d(x: jax.Array, size: int, axis: int) -> jax.Array:
+  """torch F.interpolate(mode='nearest') along one axis: index floor(i * n_old / n_new)."""
+  n_old = x.shape[axis]
+  if n_old == size:
+    return x
+  idx = (jnp.arange(size) * n_old) // size
+  return jnp.take(x, idx, axis=axis)

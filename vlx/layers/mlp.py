@@ -1,0 +1,29 @@
+"""Two-layer MLP (fc1 -> activation -> dropout -> fc2 -> dropout), used by ViT/BERT blocks and heads."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vlx.layers import common
+
+
+class Mlp(nnx.Module):
+  """`out_axis` names fc2's output axis: 'embed' inside blocks, None (replicated) for class heads."""
+
+  def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None, *,
+               activation: str = "gelu", dropout: float = 0.0, out_axis: str | None = "embed",
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    out_features = out_features or in_features
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.fc1 = common.linear(in_features, hidden_features, ("embed", "mlp"), **kw)
+    self.fc2 = common.linear(hidden_features, out_features, ("mlp", out_axis), **kw)
+    self.activation = activation
+    self.dropout = dropout
+    common.activation(activation)  # validate early
+
+  def __call__(self, x: jax.Array, *, deterministic: bool = True,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    h = common.activation(self.activation)(self.fc1(x))
+    h = common.dropout(h, self.dropout, deterministic=deterministic, rngs=rngs)
+    return common.dropout(self.fc2(h), self.dropout, deterministic=deterministic, rngs=rngs)

@@ -1,0 +1,400 @@
+"""Reference-fixture support for ALPRO: config from config.json, a small explicit torch-key loader,
+and every output of outputs.npz recomputed with vlx (used by tests/test_alpro_parity.py).
+
+The loader is deliberately simple and isolated; the generic converter (vlx/convert + alpro's
+convert.py) is the production path.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from configs.alpro_pretrain import alpro_model
+from vlx.layers import common
+from vlx.models.alpro.model import AlproModel, pem_pooled
+from vlx.models.alpro import objectives as obj
+from vlx.objectives import pem
+
+TASKS = {"pretrain": "pretrain", "retrieval": "retrieval", "qa": "qa"}
+
+
+def _need(d: dict, key: str, where: str):
+  if key not in d:
+    raise KeyError(f"fixture config.json: missing {where}.{key}")
+  return d[key]
+
+
+def model_config_from_fixture(config_json: dict, task: str) -> ml_collections.ConfigDict:
+  """ALPRO model config (alpro_model('') schema) with the sizes of a fixture's config.json."""
+  if task not in TASKS:
+    raise ValueError(f"task={task!r}; expected one of {sorted(TASKS)}")
+  mc = _need(config_json, "model_config", "")
+  vc = _need(config_json, "visual_model_cfg", "")
+  hc = _need(config_json, "hardcoded_overrides", "")
+  tc = _need(config_json, task, "")
+  if mc.get("hidden_act", "gelu") != "gelu":
+    raise ValueError(f"model_config.hidden_act={mc['hidden_act']!r}; ALPRO uses 'gelu' (erf)")
+  if _need(hc, "timesformer_embed_dim", "hardcoded_overrides") != mc["hidden_size"]:
+    raise ValueError("hardcoded_overrides.timesformer_embed_dim must equal model_config.hidden_size")
+  c = alpro_model("")
+  c.head = TASKS[task]
+  c.embed_dim = int(_need(hc, "embed_dim", "hardcoded_overrides"))
+  c.num_entities = int(mc.get("num_entities", config_json.get("pretrain", {}).get(
+      "num_entities", c.num_entities)))
+  c.pem = task == "pretrain"
+  c.num_labels = int(tc["num_labels"]) if task == "qa" else 0
+  c.temp_init = float(config_json.get("initial_values", {}).get("temp", c.temp_init))
+  c.video.update(
+      img_size=int(tc.get("crop_img_size", _need(vc, "img_size", "visual_model_cfg"))),
+      patch_size=int(_need(vc, "patch_size", "visual_model_cfg")),
+      num_frames=int(_need(tc, "num_frm", task)),
+      width=int(hc["timesformer_embed_dim"]),
+      depth=int(_need(hc, "timesformer_depth", "hardcoded_overrides")),
+      num_heads=int(_need(hc, "timesformer_num_heads", "hardcoded_overrides")),
+      mlp_ratio=hc.get("timesformer_mlp_ratio", 4),
+      ln_eps=float(hc.get("timesformer_layer_norm_eps", 1e-6)),
+      drop_path_rate=float(vc.get("drop_path_rate", 0.0)),
+      num_classes=int(hc.get("timesformer_num_classes", 400)))
+  c.text.update(
+      vocab_size=int(_need(mc, "vocab_size", "model_config")),
+      hidden_size=int(mc["hidden_size"]),
+      num_layers=int(_need(mc, "num_hidden_layers", "model_config")),
+      fusion_layer=int(_need(mc, "fusion_layer", "model_config")),
+      num_heads=int(_need(mc, "num_attention_heads", "model_config")),
+      intermediate_size=int(_need(mc, "intermediate_size", "model_config")),
+      max_position_embeddings=int(_need(mc, "max_position_embeddings", "model_config")),
+      type_vocab_size=int(mc.get("type_vocab_size", 2)),
+      ln_eps=float(mc.get("layer_norm_eps", 1e-12)),
+      dropout=float(mc.get("hidden_dropout_prob", 0.1)),
+      attn_dropout=float(mc.get("attention_probs_dropout_prob", 0.1)))
+  return c
+
+
+# -- torch key -> vlx path -------------------------------------------------------------------
+_T = "T"  # transpose a Linear weight (out, in) -> (in, out)
+_VIDEO_RULES = [
+    (r"cls_token", "cls_token", None), (r"pos_embed", "pos_embed", None),
+    (r"time_embed", "time_embed", "time"),
+    (r"patch_embed\.proj\.weight", "patch_embed/kernel", "conv"),
+    (r"patch_embed\.proj\.bias", "patch_embed/bias", None),
+    (r"blocks\.(\d+)\.(attn|temporal_attn)\.qkv\.(weight|bias)", r"blocks/\1/\2/{qkv}/\3", "qkv"),
+    (r"blocks\.(\d+)\.(attn|temporal_attn)\.proj\.(weight|bias)", r"blocks/\1/\2/out/\3", _T),
+    (r"blocks\.(\d+)\.temporal_norm1\.(weight|bias)", r"blocks/\1/temporal_norm/\2", "ln"),
+    (r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)", r"blocks/\1/\2/\3", "ln"),
+    (r"blocks\.(\d+)\.temporal_fc\.(weight|bias)", r"blocks/\1/temporal_fc/\2", _T),
+    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks/\1/mlp/\2/\3", _T),
+    (r"norm\.(weight|bias)", r"norm/\1", "ln"),
+]
+_TEXT_RULES = [
+    (r"embeddings\.word_embeddings\.weight", "embeddings/word/embedding", None),
+    (r"embeddings\.position_embeddings\.weight", "embeddings/position/embedding", None),
+    (r"embeddings\.token_type_embeddings\.weight", "embeddings/token_type/embedding", None),
+    (r"embeddings\.LayerNorm\.(weight|bias)", r"embeddings/norm/\1", "ln"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)",
+     r"layers/\1/attn/\2/\3", _T),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", r"layers/\1/attn/out/\2", _T),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(weight|bias)",
+     r"layers/\1/attn_norm/\2", "ln"),
+    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", r"layers/\1/mlp/fc1/\2", _T),
+    (r"encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)", r"layers/\1/mlp/fc2/\2", _T),
+    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.(weight|bias)", r"layers/\1/mlp_norm/\2", "ln"),
+]
+_TOP_RULES = [
+    (r"temp", "temp", None),
+    (r"cls\.predictions\.bias", "mlm_head/bias", None),
+    (r"cls\.predictions\.transform\.dense\.(weight|bias)", r"mlm_head/dense/\1", _T),
+    (r"cls\.predictions\.transform\.LayerNorm\.(weight|bias)", r"mlm_head/norm/\1", "ln"),
+    (r"(vision_proj|text_proj|itm_head)\.(weight|bias)", r"\1/\2", _T),
+    (r"mpm_head\.0\.(weight|bias)", r"pem_head/fc1/\1", _T),
+    (r"mpm_head\.2\.(weight|bias)", r"pem_head/fc2/\1", _T),
+    (r"classifier\.0\.(weight|bias)", r"classifier/fc1/\1", _T),
+    (r"classifier\.2\.(weight|bias)", r"classifier/fc2/\1", _T),
+    (r"(video_prompt_feat|image_prompt_feat)", r"\1", None),
+]
+_DROPPED = (r"text_encoder\.(bert\.)?embeddings\.position_ids", r"visual_encoder\.model\.head\..*",
+            r"text_encoder\.cls\.predictions\.decoder\.(weight|bias)")   # buffer / unused / tied
+
+
+def _leaf(path: str, hook, value: np.ndarray, num_frames: int) -> list[tuple[str, np.ndarray]]:
+  """Applies a layout hook; returns (vlx path, array) pairs."""
+  path = re.sub(r"/weight$", "/kernel", path) if hook in (_T, "qkv") else path
+  if hook == "ln":
+    return [(re.sub(r"/weight$", "/scale", path), value)]
+  if hook == _T:
+    return [(path, value.T if value.ndim == 2 else value)]
+  if hook == "conv":   # OIHW -> HWIO
+    return [(path, value.transpose(2, 3, 1, 0))]
+  if hook == "time":   # nearest resize to the model's frame count, as the reference loader does
+    return [(path, np.asarray(common.nearest_resize_1d(jnp.asarray(value), num_frames, 1)))]
+  if hook == "qkv":    # fused rows (3, heads, head_dim): q | k | v
+    parts = np.split(value, 3, axis=0)
+    return [(path.format(qkv=n), p.T if p.ndim == 2 else p)
+            for n, p in zip(("query", "key", "value"), parts)]
+  return [(path, value)]
+
+
+def _map_key(key: str, num_frames: int, value: np.ndarray):
+  """torch key -> list of (vlx path, array), [] for dropped keys, None if no rule applies."""
+  prefix = ""
+  while key.startswith("prompter."):
+    prefix, key = prefix + "prompter/", key[len("prompter."):]
+  if any(re.fullmatch(p, key) for p in _DROPPED):
+    return []
+  groups = [("visual_encoder.model.", "video/", _VIDEO_RULES),
+            ("text_encoder.bert.", "text/", _TEXT_RULES), ("text_encoder.", "text/", _TEXT_RULES),
+            ("text_encoder.", "", _TOP_RULES), ("", "", _TOP_RULES)]
+  for src, dst, rules in groups:
+    if not key.startswith(src):
+      continue
+    rest = key[len(src):]
+    for pattern, target, hook in rules:
+      m = re.fullmatch(pattern, rest)
+      if m:
+        return [(prefix + dst + p, v)
+                for p, v in _leaf(m.expand(target), hook, value, num_frames)]
+  return None
+
+
+def _variables(model) -> dict[str, nnx.Variable]:
+  out = {}
+  for path, var in nnx.iter_graph(model):
+    if isinstance(var, nnx.Variable):
+      out["/".join(str(p) for p in path)] = var
+  return out
+
+
+def load_torch_state(model: AlproModel, state_dict: dict[str, np.ndarray],
+                     head: str | None = None) -> list[str]:
+  """Fills `model` from a reference state dict; returns the source keys it ignored.
+
+  Keys for modules the model lacks (prompter.*, mpm_head.*, cls.* of a QA model) are ignored as
+  the reference's strict=False loading does; any other unmapped key, any shape mismatch or any
+  model variable left unfilled raises with the lists.
+  """
+  if head is not None and head != model.head:
+    raise ValueError(f"load_torch_state: head={head!r} but the model was built with {model.head!r}")
+  targets = _variables(model)
+  num_frames = model.video.time_embed.shape[1]
+  filled, ignored, unknown = set(), [], []
+  for key, value in state_dict.items():
+    pairs = _map_key(key, num_frames, np.asarray(value))
+    if pairs is None:
+      unknown.append(key)
+      continue
+    for path, arr in pairs:
+      if path not in targets:
+        ignored.append(key)
+        continue
+      var = targets[path]
+      if tuple(var.shape) != tuple(arr.shape):
+        raise ValueError(f"{key} -> {path}: shape {arr.shape}, model expects {tuple(var.shape)}")
+      var.set_value(jnp.asarray(arr, var.dtype))
+      filled.add(path)
+  missing = sorted(set(targets) - filled)
+  if unknown or missing:
+    raise ValueError(f"load_torch_state: unmapped source keys {unknown}; unfilled model "
+                     f"variables {missing}")
+  return sorted(set(ignored))
+
+
+def read_fixture(fixture_dir) -> tuple[dict, dict, dict]:
+  """(config.json, inputs.npz, checkpoint.pt) of a fixture directory."""
+  import torch   # only needed to read the reference files
+  d = pathlib.Path(fixture_dir)
+  cfg = json.loads((d / "config.json").read_text())
+  inputs = dict(np.load(d / "inputs.npz"))
+  sd = {k: v.numpy() for k, v in torch.load(d / "checkpoint.pt", weights_only=True).items()}
+  return cfg, inputs, sd
+
+
+def to_channels_last(video: np.ndarray) -> jax.Array:
+  """Reference (B, T, C, H, W) -> vlx (B, T, H, W, C)."""
+  return jnp.asarray(np.transpose(video, (0, 1, 3, 4, 2)))
+
+
+# -- fixture outputs -----------------------------------------------------------------------
+_GRAD_PATHS = {   # reference parameter name -> (vlx paths, how to assemble torch's layout)
+    "temp": (["temp"], None),
+    "visual_encoder.model.time_embed": (["video/time_embed"], None),
+    "visual_encoder.model.blocks.0.temporal_attn.qkv.weight":
+        ([f"video/blocks/0/temporal_attn/{n}/kernel" for n in ("query", "key", "value")], "qkv"),
+    "visual_encoder.model.patch_embed.proj.weight": (["video/patch_embed/kernel"], "conv"),
+    "text_encoder.bert.embeddings.word_embeddings.weight": (["text/embeddings/word/embedding"], None),
+    "text_encoder.bert.encoder.layer.2.attention.self.query.weight":
+        (["text/layers/2/attn/query/kernel"], "T"),
+    "itm_head.weight": (["itm_head/kernel"], "T"),
+    "mpm_head.2.bias": (["pem_head/fc2/bias"], None),
+}
+
+
+def _torch_layout(grads: dict[str, np.ndarray], name: str) -> np.ndarray:
+  paths, kind = _GRAD_PATHS[name]
+  g = [grads[p] for p in paths]
+  if kind == "qkv":
+    return np.concatenate([x.T for x in g], axis=0)
+  if kind == "conv":
+    return g[0].transpose(3, 2, 0, 1)
+  if kind == "T":
+    return g[0].T
+  return g[0]
+
+
+def retrieval_metrics(scores_t2v: np.ndarray, gt_video_of_text: np.ndarray) -> dict[str, float]:
+  """R@1/5/10 (percent), median and mean rank (1-indexed) in both directions, spec §6.1.
+
+  Scores are rounded to 4 decimals first; ties keep the lower index first (stable sort).
+  Local helper for the fixture; vlx/evals/retrieval.py is the project's evaluator.
+  """
+  s = np.round(np.asarray(scores_t2v, np.float64), 4)
+  out = {}
+  for name, mat, gt in (("text2video", s, gt_video_of_text),
+                        ("video2text", s.T, _invert(gt_video_of_text, s.shape[1]))):
+    order = np.argsort(-mat, axis=1, kind="stable")
+    ranks = np.array([int(np.nonzero(order[i] == gt[i])[0][0]) for i in range(mat.shape[0])])
+    for k in (1, 5, 10):
+      out[f"{name}/r{k}"] = 100.0 * float(np.mean(ranks < k))
+    out[f"{name}/medianR"] = float(np.median(ranks + 1))
+    out[f"{name}/meanR"] = float(np.mean(ranks + 1))
+  return out
+
+
+def _invert(gt_video_of_text: np.ndarray, n_videos: int) -> np.ndarray:
+  """video -> its caption (the last one if several, as the reference's dict inversion)."""
+  inv = np.full(n_videos, -1)
+  for t, v in enumerate(gt_video_of_text):
+    inv[v] = t
+  return inv
+
+
+def _build(cfg: dict, task: str, sd: dict) -> AlproModel:
+  config = model_config_from_fixture(cfg, task)
+  # abstract build (no random init): every variable is then replaced by the checkpoint's value
+  model = nnx.eval_shape(lambda: AlproModel(config, head=TASKS[task], rngs=nnx.Rngs(params=0)))
+  load_torch_state(model, sd)
+  return model
+
+
+def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
+  """Every key of the fixture's outputs.npz, recomputed with vlx (eval mode, fixed negatives)."""
+  cfg, x, sd = read_fixture(fixture_dir)
+  model = _build(cfg, "pretrain", sd)
+  batch = dict(video=to_channels_last(x["visual_inputs"]), text_ids=jnp.asarray(x["text_input_ids"]),
+               text_mask=jnp.asarray(x["text_input_mask"]),
+               mlm_text_ids=jnp.asarray(x["mlm_text_input_ids"]),
+               mlm_labels=jnp.asarray(x["mlm_labels"]),
+               crop_video=to_channels_last(x["crop_visual_inputs"]),
+               mpm_mask=jnp.asarray(x["mpm_mask"]),
+               vtm_neg_video_idx=jnp.asarray(x["vtm_neg_video_idx"]),
+               vtm_neg_text_idx=jnp.asarray(x["vtm_neg_text_idx"]))
+  prompts = {k: jnp.asarray(x[k]) for k in ("video_prompt_input_ids", "video_prompt_attention_mask",
+                                            "image_prompt_input_ids", "image_prompt_attention_mask")}
+  n_templates = (int(cfg["pretrain"].get("n_video_prompt_templates", 12)),
+                 int(cfg["pretrain"].get("n_image_prompt_templates", 12)))
+  out = dict(_pretrain_outputs(model, batch, prompts, n_templates))
+  flat = {"/".join(str(q) for q in k): np.asarray(v[...])
+          for k, v in nnx.to_flat_state(out.pop("grads"))}
+  for name in _GRAD_PATHS:
+    g = _torch_layout(flat, name)
+    out[f"grad_norm/{name}"] = np.linalg.norm(g.astype(np.float64).ravel()).astype(np.float32)
+  for name in ("temp", "itm_head.weight", "mpm_head.2.bias"):
+    out[f"grad/{name}"] = _torch_layout(flat, name)
+  out.update(retrieval_fixture_outputs(cfg, x, sd))
+  out.update(_qa_outputs(cfg, x, sd, fixture_dir))
+  return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+_WEIGHTS = {k: 1.0 for k in ("vtc", "vtm", "mlm", "pem")}
+_KEEP = ("video_embeds text_embeds video_feat text_feat temp vtc_sim_v2t vtc_sim_t2v vtc_loss_v2t "
+         "vtc_loss_t2v vtc_loss vtm_neg_weights_t2v vtm_neg_weights_v2t multimodal_pos "
+         "multimodal_neg vtm_logits vtm_labels vtm_loss mlm_text_embeds mlm_multimodal mlm_logits "
+         "mlm_loss pem_sim pem_pseudo_labels pem_ignore_masks pem_logits pem_loss").split()
+
+
+@nnx.jit(static_argnums=(3,))
+def _pretrain_outputs(model: AlproModel, batch: dict, prompts: dict, n_templates) -> dict:
+  """Pre-training model tensors, prompter tensors and the gradients of total_loss (one jit)."""
+  rng = jax.random.key(0)
+  out = {}
+  video = batch["video"]
+  out["video_tokens_embedded"] = emb = model.video.embed(video)
+  out["video_block0_out"] = model.video.blocks[0](emb, video.shape[1])
+  out["video_tokens_full"] = model.video.all_tokens(video)
+  # one forward serves the outputs and the gradients of total_loss (eval mode, recorded
+  # negatives); the tied word embedding sums its lookup and decoder gradients automatically
+  def total(m):
+    f = obj.forward_pretrain(m, batch, active=set(_WEIGHTS), rng=rng, train=False)
+    return sum(f[f"{k}_loss"] for k in _WEIGHTS), f
+  (_, fwd), out["grads"] = nnx.value_and_grad(total, has_aux=True)(model)
+  out.update({k: fwd[k] for k in _KEEP})
+  text_len = batch["text_ids"].shape[1]
+  out["pem_pooled_visual"] = pem_pooled(fwd["multimodal_pos"], text_len, batch["mpm_mask"])
+  forced = jnp.zeros(fwd["pem_logits"].shape[0], bool).at[0].set(True)
+  out["pem_loss_forced_ignore0"] = pem.soft_ce(fwd["pem_logits"], fwd["pem_pseudo_labels"], forced)
+  out["total_loss"] = fwd["vtc_loss"] + fwd["vtm_loss"] + fwd["mlm_loss"] + fwd["pem_loss"]
+  p = model.prompter
+  out["video_prompt_feat"] = p.prompt_text_features(
+      prompts["video_prompt_input_ids"], prompts["video_prompt_attention_mask"], n_templates[0])
+  out["image_prompt_feat"] = p.prompt_text_features(
+      prompts["image_prompt_input_ids"], prompts["image_prompt_attention_mask"], n_templates[1])
+  out["prompter_crop_video_embeds"] = crop = p.encode_video(batch["crop_video"])
+  out["prompter_crop_video_feat"] = p.video_feat(crop)
+  out["pem_sim_img"] = sim_img = p.entity_similarity(batch["crop_video"], "image")
+  out["pem_pseudo_labels_img"], out["pem_ignore_masks_img"] = pem.pseudo_labels(sim_img)
+  pf = obj.forward_pretrain(p, batch, active={"vtc"}, rng=rng, train=False)
+  out.update(prompter_video_embeds=pf["video_embeds"], prompter_text_embeds=pf["text_embeds"],
+             prompter_video_feat=pf["video_feat"], prompter_text_feat=pf["text_feat"],
+             prompter_sim_v2t=pf["vtc_sim_v2t"], prompter_sim_t2v=pf["vtc_sim_t2v"],
+             prompter_vtc_loss=pf["vtc_loss"])
+  return out
+
+
+def retrieval_fixture_outputs(cfg: dict, x: dict, sd: dict) -> dict:
+  """Retrieval model = checkpoint.pt minus prompter/PEM, time_embed resized (strict=False load)."""
+  model = _build(cfg, "retrieval", sd)
+  out, scores_t2v = _retrieval_jit(model, to_channels_last(x["ret_visual_inputs"]),
+                                   jnp.asarray(x["ret_text_input_ids"]),
+                                   jnp.asarray(x["ret_text_input_mask"]))
+  metrics = retrieval_metrics(np.asarray(scores_t2v), np.arange(scores_t2v.shape[0]))
+  out.update({f"ret_metric/{k}": v for k, v in metrics.items()})
+  return out
+
+
+@nnx.jit
+def _retrieval_jit(model: AlproModel, video, text_ids, text_mask):
+  videos = obj.encode_videos(model, dict(video=video))
+  texts = obj.encode_texts(model, dict(text_ids=text_ids, text_mask=text_mask))
+  logits = obj.pair_itm_logits(model, texts, videos)                       # (Nv, Nt, 2)
+  scores_t2v = obj.retrieval_scores(model, texts, videos, mode="vtm")      # (Nt, Nv)
+  out = dict(ret_time_embed_resized=model.video.time_embed[...], ret_itm_logits=logits,
+             ret_score_matrix=scores_t2v.T,
+             ret_itc_scores=obj.retrieval_scores(model, texts, videos, mode="vtc").T)
+  return out, scores_t2v
+
+
+def _qa_outputs(cfg: dict, x: dict, sd: dict, fixture_dir) -> dict:
+  """QA model from checkpoint_qa.pt; qa_time_embed_resized = the pretrain time_embed resized."""
+  import torch
+  t_qa = int(cfg["qa"]["num_frm"])
+  resized = common.nearest_resize_1d(jnp.asarray(sd["visual_encoder.model.time_embed"]), t_qa, 1)
+  sd_qa = {k: v.numpy() for k, v in torch.load(pathlib.Path(fixture_dir) / "checkpoint_qa.pt",
+                                               weights_only=True).items()}
+  model = _build(cfg, "qa", sd_qa)
+  batch = dict(video=to_channels_last(x["qa_visual_inputs"]),
+               text_ids=jnp.asarray(x["qa_text_input_ids"]),
+               text_mask=jnp.asarray(x["qa_text_input_mask"]), label=jnp.asarray(x["qa_labels"]))
+  return dict(qa_time_embed_resized=resized, **_qa_jit(model, batch))
+
+
+@nnx.jit
+def _qa_jit(model: AlproModel, batch: dict) -> dict:
+  f = obj.qa_forward(model, batch, rng=jax.random.key(0), train=False)
+  loss, _ = obj.loss_fn(model, batch, weights={"qa": 1.0}, rng=jax.random.key(0), train=False)
+  return dict(qa_video_embeds=f["video_embeds"], qa_text_embeds=f["text_embeds"],
+              qa_multimodal=f["multimodal"], qa_logits=f["logits"], qa_loss=loss)

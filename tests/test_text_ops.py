@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from configs import alpro_pretrain
 from data_builders.moving_shapes import captions as cap
-from vlx.data import text_ops
+from vlx.data import prompts, text_ops
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,9 @@ def tok():
 
 
 def test_shipped_vocab_matches_builder_words(tmp_path, tok):
-  expected = text_ops.write_vocab(cap.vocabulary(), tmp_path / "vocab.txt")
+  # the builder's words plus the ALPRO entity-prompt template words (PEM prompts, spec §5.4)
+  expected = text_ops.write_vocab(cap.vocabulary() + prompts.template_words(),
+                                  tmp_path / "vocab.txt")
   shipped = text_ops.SHIPPED["moving_shapes"].read_text().splitlines()
   assert shipped == expected
   assert shipped[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

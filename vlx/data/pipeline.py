@@ -28,8 +28,9 @@ tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators 
 AUTO_BUILD = ("moving_shapes",)  # generated locally: built on first use
 TRAIN_KEYS = ("video", "text_ids", "text_mask", "mlm_text_ids", "mlm_labels")
 QA_TRAIN_KEYS = ("video", "text_ids", "text_mask", "label")
+PEM_KEYS = ("crop_video", "mpm_mask")  # added to TRAIN_KEYS when config.model.pem (ALPRO §5.4)
 TASKS = ("retrieval", "qa")  # config.data.train.task: what one training example is
-_SEED_SALT = dict(example=1, mlm=2, shuffle=3)
+_SEED_SALT = dict(example=1, mlm=2, shuffle=3, erase=4)
 log = logging.getLogger(__name__)
 
 
@@ -98,10 +99,7 @@ def batch_axes(mesh: jax.sharding.Mesh, rules) -> tuple[str, ...]:
 
 
 def _tokenizer_name(config) -> str:
-  name = config.data.tokenizer
-  if not name and config.data.train.builder in text_ops.SHIPPED:
-    return config.data.train.builder
-  return name
+  return text_ops.tokenizer_name(config)
 
 
 def _example_seeds(seed: int, counter: tf.Tensor) -> tf.Tensor:
@@ -114,6 +112,19 @@ def _task(cfg, where: str) -> str:
   if task not in TASKS:
     raise ValueError(f"{where}.task={task!r}: expected one of {TASKS}")
   return task
+
+
+def _pem_patch_size(config, task: str) -> int:
+  """The PEM box grid (config.model.video.patch_size) when config.model.pem, else 0."""
+  model = config.get("model", None)
+  if model is None or not model.get("pem", False) or task != "retrieval":
+    return 0
+  video = model.get("video", None)
+  patch = int(video.get("patch_size", 0)) if video is not None else 0
+  if patch <= 0:
+    raise ValueError("config.model.pem is True but config.model.video.patch_size is not set: "
+                     "the PEM crop boxes are snapped to the patch grid")
+  return patch
 
 
 def _check_num_labels(config, vocab: dict[str, int]) -> None:
@@ -152,7 +163,10 @@ def _qa_train_rows(config, builder, split: str, extra_keys: tuple[str, ...]):
 def _train_dataset(config, *, process_index: int, process_count: int, start_step: int = 0,
                    extra_keys: tuple[str, ...] = ()) -> tf.data.Dataset:
   """This host's training batches from step `start_step` on: dicts of TRAIN_KEYS tensors, or of
-  QA_TRAIN_KEYS when config.data.train.task == 'qa' (one example per QA pair).
+  QA_TRAIN_KEYS when config.data.train.task == 'qa' (one example per QA pair). With
+  config.model.pem (retrieval task) also PEM_KEYS: `crop_video` float32 [B, T, S, S, C] (the
+  clip with the pixels outside one random patch-aligned box per clip at raw 0) and `mpm_mask`
+  float32 [B, S/p, S/p] (1 = patch outside the box), S = crop or resolution.
 
   `extra_keys` (e.g. 'video_id') are passed through from the TFDS examples, for tests.
   """
@@ -179,6 +193,7 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
     raise ValueError(f"split {t.split!r} of {t.builder} has no {what} for process "
                      f"{process_index}/{process_count}")
   seed, buffer = int(config.seed), max(int(d.shuffle_buffer), 1)
+  patch, size = _pem_patch_size(config, task), t.crop or t.resolution
 
   def epoch(e):  # the epoch's order depends on (seed, epoch) only
     return base.shuffle(buffer, seed=seed * 1_000_003 + _SEED_SALT["shuffle"] + e * 7919,
@@ -201,6 +216,11 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
       return dict(video=video, caption=ex["question"], label=ex["label"], step=step, **extra)
     pick = tf.random.stateless_uniform([], caption_seed, 0, tf.shape(ex["captions"])[0],
                                        dtype=tf.int32)
+    if patch:  # own seed stream: the frames and captions do not change with model.pem
+      erase_seed = tf.stack([tf.constant(seed, tf.int64) * 16 + _SEED_SALT["erase"],
+                             tf.cast(counter, tf.int64)])
+      box = video_ops.erase_box(size, size, patch, erase_seed)
+      extra["crop_video"], extra["mpm_mask"] = video_ops.pem_crop(video, box, patch)
     return dict(video=video, caption=ex["captions"][pick], step=step, **extra)
 
   ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -215,7 +235,7 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
     ids, mask = tf.py_function(encode, [batch["caption"]], [tf.int32, tf.int32])
     ids.set_shape([local_batch, t.max_text_len])
     mask.set_shape([local_batch, t.max_text_len])
-    extra = {k: batch[k] for k in extra_keys}
+    extra = {k: batch[k] for k in tuple(extra_keys) + (PEM_KEYS if patch else ())}
     if task == "qa":  # the question only; no MLM in QA fine-tuning
       return dict(video=batch["video"], text_ids=ids, text_mask=mask, label=batch["label"],
                   **extra)

@@ -1,7 +1,8 @@
 """Tokenizers and ALPRO's MLM corruption (spec §5.3).
 
 `load_tokenizer('moving_shapes')` gives the WordPiece vocab shipped with vlx (every word of the
-synthetic captions, < 128 ids, so the demo's text.vocab_size=128 fits); a directory gives a local
+synthetic captions and of ALPRO's entity-prompt templates, vlx/data/prompts.py; < 128 ids, so the
+demo's text.vocab_size=128 fits); a directory gives a local
 BERT tokenizer (e.g. a copy of bert-base-uncased). `mask_tokens` is written with stateless TF ops
 so it runs inside tf.data and depends on its seed only.
 """
@@ -32,6 +33,14 @@ def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
       f"tokenizer {name_or_path!r} (config.data.tokenizer) is neither a shipped vocab "
       f"{sorted(SHIPPED)}, a vocab.txt file, nor a folder with a BERT tokenizer (e.g. a local "
       "copy of bert-base-uncased with vocab.txt / tokenizer.json)")
+
+
+def tokenizer_name(config) -> str:
+  """config.data.tokenizer, or the shipped vocab of the training builder when it is ''."""
+  name = config.data.tokenizer
+  if not name and config.data.train.builder in SHIPPED:
+    return config.data.train.builder
+  return name
 
 
 def special_ids(tokenizer) -> tuple[int, ...]:

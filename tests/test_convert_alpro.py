@@ -174,6 +174,16 @@ def test_wrong_family_and_wrong_shape_name_the_keys(tiny):
     convert_state_dict("alpro", bad, model_config=TINY_HEADS)
 
 
+def test_unknown_key_and_missing_variable_are_reported(tiny):
+  """One stray key is reported, not fatal; an absent parameter leaves the model unbuilt."""
+  extra = dict(tiny["sd"], **{"visual_encoder.model.extra": np.zeros(3, np.float32)})
+  rep = convert_state_dict("alpro", extra, model_config=TINY_HEADS, dry_run=True).report
+  assert (rep["unmapped"], rep["missing"]) == (["visual_encoder.model.extra"], [])
+  partial = {k: v for k, v in tiny["sd"].items() if k != "itm_head.bias"}
+  res = convert_state_dict("alpro", partial, model_config=TINY_HEADS)
+  assert (res.report["unmapped"], res.report["missing"], res.model) == ([], ["itm_head/bias"], None)
+
+
 def _save_torch(sd, path):
   torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
   return str(path)

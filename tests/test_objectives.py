@@ -43,7 +43,8 @@ def test_negative_weights_and_sampling():
   np.testing.assert_allclose(w, want, **RTOL)
   assert np.all(np.diag(w) == 0)
   keys = jax.random.split(jax.random.key(0), 4000)
-  draws = np.asarray(jax.vmap(lambda k: matching.sample_negatives(k, jnp.asarray(sim)))(keys))
+  draws = np.asarray(jax.jit(jax.vmap(lambda k: matching.sample_negatives(k, jnp.asarray(sim))))(
+      keys))
   assert np.all(draws != np.arange(4))              # self is never drawn
   freq = np.stack([np.bincount(draws[:, i], minlength=4) / 4000 for i in range(4)])
   np.testing.assert_allclose(freq, w, atol=0.04)

@@ -13,26 +13,24 @@ from vlx.convert import parity
 pytestmark = pytest.mark.torch  # the ALPRO fixture runner reads the reference .pt files
 
 
-@pytest.fixture(scope="module")
-def fixture_dir(reference_dir):
-  return reference_dir / "alpro" / "tiny"
-
-
-def test_cli_end_to_end_matches_reference(fixture_dir, repo_root, tmp_path):
-  out = tmp_path / "alpro_tiny_outputs"  # no .npz suffix: the file must still be written as named
+def test_cli_end_to_end_matches_reference(alpro_parity_run, repo_root, tmp_path):
+  """The real `python -m` entry point on the fixture (run once per session by the conftest
+  fixture, whose outputs tests/test_alpro_parity.py checks key by key)."""
+  returncode, log, ours, fixture_dir = alpro_parity_run
+  assert returncode == 0, log[-3000:]
+  ref = np.load(fixture_dir / "outputs.npz")
+  assert sorted(ours) == sorted(ref.files)
+  np.testing.assert_allclose(ours["total_loss"], ref["total_loss"], rtol=1e-5)
+  np.testing.assert_array_equal(ours["vtm_labels"], ref["vtm_labels"])
+  assert f"{len(ref.files)} of {len(ref.files)} outputs pass" in log
+  assert "grad_norm/temp" in log and "exact" in log
+  # the entry point's error path: one line on stderr, exit 2 (fails before any computation)
   env = dict(os.environ, PYTHONPATH=str(repo_root))
   proc = subprocess.run(
       [sys.executable, "-m", "vlx.convert.parity", "--family", "alpro", "--fixture",
-       str(fixture_dir), "--out", str(out), "--compare", str(fixture_dir / "outputs.npz")],
-      cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  ref = np.load(fixture_dir / "outputs.npz")
-  ours = np.load(out)
-  assert sorted(ours.files) == sorted(ref.files)
-  np.testing.assert_allclose(ours["total_loss"], ref["total_loss"], rtol=1e-5)
-  np.testing.assert_array_equal(ours["vtm_labels"], ref["vtm_labels"])
-  assert f"{len(ref.files)} of {len(ref.files)} outputs pass" in proc.stdout
-  assert "grad_norm/temp" in proc.stdout and "exact" in proc.stdout
+       str(fixture_dir), "--out", str(tmp_path / "o.npz"), "--compare", str(tmp_path / "no.npz")],
+      cwd=repo_root, env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 2 and "no.npz: file not found" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_compare_applies_readme_tolerances():

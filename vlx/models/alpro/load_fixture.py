@@ -1,14 +1,11 @@
-"""Reference-fixture support for ALPRO: config from config.json, a small explicit torch-key loader,
-and every output of outputs.npz recomputed with vlx (used by tests/test_alpro_parity.py).
-
-The loader is deliberately simple and isolated; the generic converter (vlx/convert + alpro's
-convert.py) is the production path.
+"""Reference-fixture support for ALPRO: model config from config.json, weights through the generic
+converter (vlx/convert + alpro's convert.py), and every output of outputs.npz recomputed with vlx
+(`python -m vlx.convert.parity --family alpro`, tests/test_alpro_parity.py).
 """
 from __future__ import annotations
 
 import json
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +14,8 @@ import numpy as np
 from flax import nnx
 
 from configs.alpro_pretrain import alpro_model
+from vlx.convert import convert_state_dict, load_state_dict
+from vlx.evals.retrieval import retrieval_metrics
 from vlx.layers import common
 from vlx.models.alpro.model import AlproModel, pem_pooled
 from vlx.models.alpro import objectives as obj
@@ -42,7 +41,8 @@ def model_config_from_fixture(config_json: dict, task: str) -> ml_collections.Co
   if mc.get("hidden_act", "gelu") != "gelu":
     raise ValueError(f"model_config.hidden_act={mc['hidden_act']!r}; ALPRO uses 'gelu' (erf)")
   if _need(hc, "timesformer_embed_dim", "hardcoded_overrides") != mc["hidden_size"]:
-    raise ValueError("hardcoded_overrides.timesformer_embed_dim must equal model_config.hidden_size")
+    raise ValueError("hardcoded_overrides.timesformer_embed_dim must equal "
+                     "model_config.hidden_size")
   c = alpro_model("")
   c.head = TASKS[task]
   c.embed_dim = int(_need(hc, "embed_dim", "hardcoded_overrides"))
@@ -77,140 +77,12 @@ def model_config_from_fixture(config_json: dict, task: str) -> ml_collections.Co
   return c
 
 
-# -- torch key -> vlx path -------------------------------------------------------------------
-_T = "T"  # transpose a Linear weight (out, in) -> (in, out)
-_VIDEO_RULES = [
-    (r"cls_token", "cls_token", None), (r"pos_embed", "pos_embed", None),
-    (r"time_embed", "time_embed", "time"),
-    (r"patch_embed\.proj\.weight", "patch_embed/kernel", "conv"),
-    (r"patch_embed\.proj\.bias", "patch_embed/bias", None),
-    (r"blocks\.(\d+)\.(attn|temporal_attn)\.qkv\.(weight|bias)", r"blocks/\1/\2/{qkv}/\3", "qkv"),
-    (r"blocks\.(\d+)\.(attn|temporal_attn)\.proj\.(weight|bias)", r"blocks/\1/\2/out/\3", _T),
-    (r"blocks\.(\d+)\.temporal_norm1\.(weight|bias)", r"blocks/\1/temporal_norm/\2", "ln"),
-    (r"blocks\.(\d+)\.(norm1|norm2)\.(weight|bias)", r"blocks/\1/\2/\3", "ln"),
-    (r"blocks\.(\d+)\.temporal_fc\.(weight|bias)", r"blocks/\1/temporal_fc/\2", _T),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks/\1/mlp/\2/\3", _T),
-    (r"norm\.(weight|bias)", r"norm/\1", "ln"),
-]
-_TEXT_RULES = [
-    (r"embeddings\.word_embeddings\.weight", "embeddings/word/embedding", None),
-    (r"embeddings\.position_embeddings\.weight", "embeddings/position/embedding", None),
-    (r"embeddings\.token_type_embeddings\.weight", "embeddings/token_type/embedding", None),
-    (r"embeddings\.LayerNorm\.(weight|bias)", r"embeddings/norm/\1", "ln"),
-    (r"encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)",
-     r"layers/\1/attn/\2/\3", _T),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)", r"layers/\1/attn/out/\2", _T),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(weight|bias)",
-     r"layers/\1/attn_norm/\2", "ln"),
-    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)", r"layers/\1/mlp/fc1/\2", _T),
-    (r"encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)", r"layers/\1/mlp/fc2/\2", _T),
-    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.(weight|bias)", r"layers/\1/mlp_norm/\2", "ln"),
-]
-_TOP_RULES = [
-    (r"temp", "temp", None),
-    (r"cls\.predictions\.bias", "mlm_head/bias", None),
-    (r"cls\.predictions\.transform\.dense\.(weight|bias)", r"mlm_head/dense/\1", _T),
-    (r"cls\.predictions\.transform\.LayerNorm\.(weight|bias)", r"mlm_head/norm/\1", "ln"),
-    (r"(vision_proj|text_proj|itm_head)\.(weight|bias)", r"\1/\2", _T),
-    (r"mpm_head\.0\.(weight|bias)", r"pem_head/fc1/\1", _T),
-    (r"mpm_head\.2\.(weight|bias)", r"pem_head/fc2/\1", _T),
-    (r"classifier\.0\.(weight|bias)", r"classifier/fc1/\1", _T),
-    (r"classifier\.2\.(weight|bias)", r"classifier/fc2/\1", _T),
-    (r"(video_prompt_feat|image_prompt_feat)", r"\1", None),
-]
-_DROPPED = (r"text_encoder\.(bert\.)?embeddings\.position_ids", r"visual_encoder\.model\.head\..*",
-            r"text_encoder\.cls\.predictions\.decoder\.(weight|bias)")   # buffer / unused / tied
-
-
-def _leaf(path: str, hook, value: np.ndarray, num_frames: int) -> list[tuple[str, np.ndarray]]:
-  """Applies a layout hook; returns (vlx path, array) pairs."""
-  path = re.sub(r"/weight$", "/kernel", path) if hook in (_T, "qkv") else path
-  if hook == "ln":
-    return [(re.sub(r"/weight$", "/scale", path), value)]
-  if hook == _T:
-    return [(path, value.T if value.ndim == 2 else value)]
-  if hook == "conv":   # OIHW -> HWIO
-    return [(path, value.transpose(2, 3, 1, 0))]
-  if hook == "time":   # nearest resize to the model's frame count, as the reference loader does
-    return [(path, np.asarray(common.nearest_resize_1d(jnp.asarray(value), num_frames, 1)))]
-  if hook == "qkv":    # fused rows (3, heads, head_dim): q | k | v
-    parts = np.split(value, 3, axis=0)
-    return [(path.format(qkv=n), p.T if p.ndim == 2 else p)
-            for n, p in zip(("query", "key", "value"), parts)]
-  return [(path, value)]
-
-
-def _map_key(key: str, num_frames: int, value: np.ndarray):
-  """torch key -> list of (vlx path, array), [] for dropped keys, None if no rule applies."""
-  prefix = ""
-  while key.startswith("prompter."):
-    prefix, key = prefix + "prompter/", key[len("prompter."):]
-  if any(re.fullmatch(p, key) for p in _DROPPED):
-    return []
-  groups = [("visual_encoder.model.", "video/", _VIDEO_RULES),
-            ("text_encoder.bert.", "text/", _TEXT_RULES), ("text_encoder.", "text/", _TEXT_RULES),
-            ("text_encoder.", "", _TOP_RULES), ("", "", _TOP_RULES)]
-  for src, dst, rules in groups:
-    if not key.startswith(src):
-      continue
-    rest = key[len(src):]
-    for pattern, target, hook in rules:
-      m = re.fullmatch(pattern, rest)
-      if m:
-        return [(prefix + dst + p, v)
-                for p, v in _leaf(m.expand(target), hook, value, num_frames)]
-  return None
-
-
-def _variables(model) -> dict[str, nnx.Variable]:
-  out = {}
-  for path, var in nnx.iter_graph(model):
-    if isinstance(var, nnx.Variable):
-      out["/".join(str(p) for p in path)] = var
-  return out
-
-
-def load_torch_state(model: AlproModel, state_dict: dict[str, np.ndarray],
-                     head: str | None = None) -> list[str]:
-  """Fills `model` from a reference state dict; returns the source keys it ignored.
-
-  Keys for modules the model lacks (prompter.*, mpm_head.*, cls.* of a QA model) are ignored as
-  the reference's strict=False loading does; any other unmapped key, any shape mismatch or any
-  model variable left unfilled raises with the lists.
-  """
-  if head is not None and head != model.head:
-    raise ValueError(f"load_torch_state: head={head!r} but the model was built with {model.head!r}")
-  targets = _variables(model)
-  num_frames = model.video.time_embed.shape[1]
-  filled, ignored, unknown = set(), [], []
-  for key, value in state_dict.items():
-    pairs = _map_key(key, num_frames, np.asarray(value))
-    if pairs is None:
-      unknown.append(key)
-      continue
-    for path, arr in pairs:
-      if path not in targets:
-        ignored.append(key)
-        continue
-      var = targets[path]
-      if tuple(var.shape) != tuple(arr.shape):
-        raise ValueError(f"{key} -> {path}: shape {arr.shape}, model expects {tuple(var.shape)}")
-      var.set_value(jnp.asarray(arr, var.dtype))
-      filled.add(path)
-  missing = sorted(set(targets) - filled)
-  if unknown or missing:
-    raise ValueError(f"load_torch_state: unmapped source keys {unknown}; unfilled model "
-                     f"variables {missing}")
-  return sorted(set(ignored))
-
-
 def read_fixture(fixture_dir) -> tuple[dict, dict, dict]:
   """(config.json, inputs.npz, checkpoint.pt) of a fixture directory."""
-  import torch   # only needed to read the reference files
   d = pathlib.Path(fixture_dir)
   cfg = json.loads((d / "config.json").read_text())
   inputs = dict(np.load(d / "inputs.npz"))
-  sd = {k: v.numpy() for k, v in torch.load(d / "checkpoint.pt", weights_only=True).items()}
+  sd = load_state_dict(d / "checkpoint.pt")
   return cfg, inputs, sd
 
 
@@ -226,7 +98,8 @@ _GRAD_PATHS = {   # reference parameter name -> (vlx paths, how to assemble torc
     "visual_encoder.model.blocks.0.temporal_attn.qkv.weight":
         ([f"video/blocks/0/temporal_attn/{n}/kernel" for n in ("query", "key", "value")], "qkv"),
     "visual_encoder.model.patch_embed.proj.weight": (["video/patch_embed/kernel"], "conv"),
-    "text_encoder.bert.embeddings.word_embeddings.weight": (["text/embeddings/word/embedding"], None),
+    "text_encoder.bert.embeddings.word_embeddings.weight":
+        (["text/embeddings/word/embedding"], None),
     "text_encoder.bert.encoder.layer.2.attention.self.query.weight":
         (["text/layers/2/attn/query/kernel"], "T"),
     "itm_head.weight": (["itm_head/kernel"], "T"),
@@ -246,46 +119,24 @@ def _torch_layout(grads: dict[str, np.ndarray], name: str) -> np.ndarray:
   return g[0]
 
 
-def retrieval_metrics(scores_t2v: np.ndarray, gt_video_of_text: np.ndarray) -> dict[str, float]:
-  """R@1/5/10 (percent), median and mean rank (1-indexed) in both directions, spec §6.1.
-
-  Scores are rounded to 4 decimals first; ties keep the lower index first (stable sort).
-  Local helper for the fixture; vlx/evals/retrieval.py is the project's evaluator.
-  """
-  s = np.round(np.asarray(scores_t2v, np.float64), 4)
-  out = {}
-  for name, mat, gt in (("text2video", s, gt_video_of_text),
-                        ("video2text", s.T, _invert(gt_video_of_text, s.shape[1]))):
-    order = np.argsort(-mat, axis=1, kind="stable")
-    ranks = np.array([int(np.nonzero(order[i] == gt[i])[0][0]) for i in range(mat.shape[0])])
-    for k in (1, 5, 10):
-      out[f"{name}/r{k}"] = 100.0 * float(np.mean(ranks < k))
-    out[f"{name}/medianR"] = float(np.median(ranks + 1))
-    out[f"{name}/meanR"] = float(np.mean(ranks + 1))
-  return out
-
-
-def _invert(gt_video_of_text: np.ndarray, n_videos: int) -> np.ndarray:
-  """video -> its caption (the last one if several, as the reference's dict inversion)."""
-  inv = np.full(n_videos, -1)
-  for t, v in enumerate(gt_video_of_text):
-    inv[v] = t
-  return inv
-
-
 def _build(cfg: dict, task: str, sd: dict) -> AlproModel:
+  """The fixture's model for `task`, filled by the generic converter (strict: every source key
+  used or declared unused, every model variable filled)."""
   config = model_config_from_fixture(cfg, task)
-  # abstract build (no random init): every variable is then replaced by the checkpoint's value
-  model = nnx.eval_shape(lambda: AlproModel(config, head=TASKS[task], rngs=nnx.Rngs(params=0)))
-  load_torch_state(model, sd)
-  return model
+  result = convert_state_dict("alpro", sd, variant=TASKS[task], model_config=config)
+  r = result.report
+  if r["unmapped"] or r["missing"]:
+    raise ValueError(f"fixture checkpoint for task {task!r}: unmapped source keys {r['unmapped']}; "
+                     f"unfilled model variables {r['missing']}")
+  return result.model
 
 
 def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
   """Every key of the fixture's outputs.npz, recomputed with vlx (eval mode, fixed negatives)."""
   cfg, x, sd = read_fixture(fixture_dir)
   model = _build(cfg, "pretrain", sd)
-  batch = dict(video=to_channels_last(x["visual_inputs"]), text_ids=jnp.asarray(x["text_input_ids"]),
+  batch = dict(video=to_channels_last(x["visual_inputs"]),
+               text_ids=jnp.asarray(x["text_input_ids"]),
                text_mask=jnp.asarray(x["text_input_mask"]),
                mlm_text_ids=jnp.asarray(x["mlm_text_input_ids"]),
                mlm_labels=jnp.asarray(x["mlm_labels"]),
@@ -293,8 +144,9 @@ def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
                mpm_mask=jnp.asarray(x["mpm_mask"]),
                vtm_neg_video_idx=jnp.asarray(x["vtm_neg_video_idx"]),
                vtm_neg_text_idx=jnp.asarray(x["vtm_neg_text_idx"]))
-  prompts = {k: jnp.asarray(x[k]) for k in ("video_prompt_input_ids", "video_prompt_attention_mask",
-                                            "image_prompt_input_ids", "image_prompt_attention_mask")}
+  prompts = {k: jnp.asarray(x[k]) for k in (
+      "video_prompt_input_ids", "video_prompt_attention_mask", "image_prompt_input_ids",
+      "image_prompt_attention_mask")}
   n_templates = (int(cfg["pretrain"].get("n_video_prompt_templates", 12)),
                  int(cfg["pretrain"].get("n_image_prompt_templates", 12)))
   out = dict(_pretrain_outputs(model, batch, prompts, n_templates))
@@ -355,6 +207,9 @@ def _pretrain_outputs(model: AlproModel, batch: dict, prompts: dict, n_templates
   return out
 
 
+_METRIC_NAMES = {"medr": "medianR", "meanr": "meanR"}   # vlx.evals names -> fixture names
+
+
 def retrieval_fixture_outputs(cfg: dict, x: dict, sd: dict) -> dict:
   """Retrieval model = checkpoint.pt minus prompter/PEM, time_embed resized (strict=False load)."""
   model = _build(cfg, "retrieval", sd)
@@ -362,7 +217,9 @@ def retrieval_fixture_outputs(cfg: dict, x: dict, sd: dict) -> dict:
                                    jnp.asarray(x["ret_text_input_ids"]),
                                    jnp.asarray(x["ret_text_input_mask"]))
   metrics = retrieval_metrics(np.asarray(scores_t2v), np.arange(scores_t2v.shape[0]))
-  out.update({f"ret_metric/{k}": v for k, v in metrics.items()})
+  for k, v in metrics.items():
+    direction, name = ("video2text", k[4:]) if k.startswith("v2t/") else ("text2video", k)
+    out[f"ret_metric/{direction}/{_METRIC_NAMES.get(name, name)}"] = v
   return out
 
 
@@ -380,11 +237,9 @@ def _retrieval_jit(model: AlproModel, video, text_ids, text_mask):
 
 def _qa_outputs(cfg: dict, x: dict, sd: dict, fixture_dir) -> dict:
   """QA model from checkpoint_qa.pt; qa_time_embed_resized = the pretrain time_embed resized."""
-  import torch
   t_qa = int(cfg["qa"]["num_frm"])
   resized = common.nearest_resize_1d(jnp.asarray(sd["visual_encoder.model.time_embed"]), t_qa, 1)
-  sd_qa = {k: v.numpy() for k, v in torch.load(pathlib.Path(fixture_dir) / "checkpoint_qa.pt",
-                                               weights_only=True).items()}
+  sd_qa = load_state_dict(pathlib.Path(fixture_dir) / "checkpoint_qa.pt")
   model = _build(cfg, "qa", sd_qa)
   batch = dict(video=to_channels_last(x["qa_visual_inputs"]),
                text_ids=jnp.asarray(x["qa_text_input_ids"]),

@@ -142,11 +142,30 @@ class AlproModel(nnx.Module):
     self.video_prompt_feat[...] = self.prompt_text_features(video_ids, video_mask, num_templates)
     self.image_prompt_feat[...] = self.prompt_text_features(image_ids, image_mask, num_templates)
 
-  def entity_similarity(self, crop_video: jax.Array, prompts: str = "video") -> jax.Array:
-    """Prompter: normalised crop-video feature @ prompt features^T / temp -> [B, num_entities]."""
+  def entity_similarity(self, crop_video: jax.Array, prompts: str = "video",
+                        is_image: jax.Array | None = None) -> jax.Array:
+    """Prompter: normalised crop-video feature @ prompt features^T / temp -> [B, num_entities].
+
+    `prompts` picks one prompt set for the whole batch; `is_image` (bool scalar or [B]), when
+    given, picks per row instead: image prompts where True (CC3M images, spec §5.4/§7), video
+    prompts elsewhere. Both products are computed and selected with `where` (jit-friendly).
+    """
+    if prompts not in ("video", "image"):
+      raise ValueError(f"prompts={prompts!r}; expected 'video' or 'image'")
+    b = crop_video.shape[0]
+    if is_image is not None:   # checked before any compute
+      flag = jnp.asarray(is_image, bool)
+      if flag.ndim > 1 or flag.size not in (1, b):
+        raise ValueError(f"is_image has shape {flag.shape}; expected a scalar or [{b}]")
     feat = self.video_feat(self.encode_video(crop_video))
-    p = self.video_prompt_feat if prompts == "video" else self.image_prompt_feat
-    return feat @ p[...].T / self.temperature()
+    temp = self.temperature()
+    if is_image is None:
+      p = self.video_prompt_feat if prompts == "video" else self.image_prompt_feat
+      return feat @ p[...].T / temp
+    flag = jnp.broadcast_to(flag.reshape(-1), (b,))
+    sim_video = feat @ self.video_prompt_feat[...].T / temp
+    sim_image = feat @ self.image_prompt_feat[...].T / temp
+    return jnp.where(flag[:, None], sim_image, sim_video)
 
 
 def pem_pooled(fused: jax.Array, text_len: int, mpm_mask: jax.Array) -> jax.Array:
@@ -159,4 +178,5 @@ def pem_pooled(fused: jax.Array, text_len: int, mpm_mask: jax.Array) -> jax.Arra
 
 
 def build(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> AlproModel:
-  return AlproModel(model_config, head=model_config.head, rngs=rngs)
+  with common.kernel_init_scheme(model_config.get("kernel_init", "trunc_normal")):
+    return AlproModel(model_config, head=model_config.head, rngs=rngs)

@@ -78,7 +78,9 @@ def forward_pretrain(model, batch: dict, *, active: set[str], rng: jax.Array, tr
     out["mlm_loss"], out["mlm_acc"] = m["loss"], m["acc"]
   if "pem" in active:
     # the prompter is frozen and always in eval mode: no dropout, no gradient (spec §5.4)
-    sim = jax.lax.stop_gradient(model.prompter.entity_similarity(batch["crop_video"], prompts))
+    # image-text batches (`is_image`, CC3M) use the image prompts (spec §5.4/§7)
+    sim = jax.lax.stop_gradient(model.prompter.entity_similarity(
+        batch["crop_video"], prompts, is_image=batch.get("is_image")))
     out["pem_sim"] = sim
     out["pem_pseudo_labels"], out["pem_ignore_masks"] = pem.pseudo_labels(sim)
     out["pem_logits"] = model.pem_logits(out["multimodal_pos"], text_len, batch["mpm_mask"])
@@ -124,6 +126,9 @@ def qa_forward(model, batch: dict, *, rng: jax.Array, train: bool) -> dict[str, 
 
 def qa_logits(model, batch: dict, *, rng: jax.Array | None = None,
               train: bool = False) -> jax.Array:
+  """[B, num_labels] answer logits (family contract; eval mode unless `train`)."""
+  if model.head != "qa":
+    raise ValueError(f"qa_logits needs a model built with head='qa', not {model.head!r}")
   rng = jax.random.key(0) if rng is None else rng
   return qa_forward(model, batch, rng=rng, train=train)["logits"]
 

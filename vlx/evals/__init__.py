@@ -1,1 +1,12 @@
-"""vlx.evals"""
+"""Evaluations by `config.evals.<name>.type`: each is fn(model, family, eval_cfg, config, mesh)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from vlx.evals.qa import qa_metrics, run_qa_eval
+from vlx.evals.retrieval import retrieval_metrics, run_retrieval_eval
+
+EVALUATORS: dict[str, Callable[..., dict[str, float]]] = {
+    "retrieval": run_retrieval_eval, "qa": run_qa_eval}
+
+__all__ = ["EVALUATORS", "qa_metrics", "retrieval_metrics", "run_qa_eval", "run_retrieval_eval"]

@@ -1,0 +1,122 @@
+"""Train-step time, examples/s and compiled peak memory for a config at a given batch size.
+
+  python benchmarks/step_time.py --config configs/alpro_pretrain.py:demo --batch_size 32
+  python benchmarks/step_time.py --config configs/alpro_pretrain.py --batch_size 2 --steps 2
+  python benchmarks/step_time.py --config configs/alpro_pretrain.py --batch_size 16 --memory_only
+
+Memory comes from XLA's compiled memory analysis of the jitted step lowered on abstract inputs
+(nothing allocated), so it also works for sizes that would not fit; time needs real arrays.
+Prints one JSON object per config.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vlx import optim, registry, steps  # noqa: E402
+from vlx import sharding as shd  # noqa: E402
+
+
+def load_config(spec: str):
+  path, _, preset = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location("bench_config", REPO / path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """Random arrays with the project batch keys the config's objectives need."""
+  rs = np.random.RandomState(seed)
+  t = config.data.train
+  size = int(t.crop or t.resolution)
+  length, vocab = int(t.max_text_len), int(config.model.get("text", {}).get("vocab_size", 100))
+  ids = rs.randint(5, min(vocab, 1000), size=(batch_size, length)).astype(np.int32)
+  ids[:, 0], ids[:, length * 3 // 4:] = 2, 0
+  labels = np.where(rs.rand(batch_size, length) < 0.15, ids, -100).astype(np.int32)
+  b = dict(video=rs.randn(batch_size, t.num_frames, size, size, 3).astype(np.float32),
+           text_ids=ids, text_mask=(ids > 0).astype(np.int32),
+           mlm_text_ids=np.where(labels >= 0, 4, ids).astype(np.int32), mlm_labels=labels)
+  if "pem" in config.objectives:
+    patch = int(config.model.video.patch_size)
+    b["crop_video"] = b["video"].copy()
+    b["mpm_mask"] = (rs.rand(batch_size, size // patch, size // patch) > 0.3).astype(np.float32)
+  return b
+
+
+def bench(config, batch_size: int, num_steps: int, memory_only: bool) -> dict:
+  config.data.global_batch_size = batch_size
+  family = registry.get(config.model.family)
+  mesh = shd.make_mesh(config.mesh)
+  rules = tuple(config.mesh.rules)
+  tx, sched = optim.make_optimizer(config)
+  graphdef, abstract = steps.abstract_state(family, config, tx)
+  shardings = steps.state_shardings(abstract, tx, mesh, rules)
+  batch = synthetic_batch(config, batch_size)
+  bsh = shd.batch_sharding(mesh, rules)
+  fn = steps.jit_train_step(steps.make_train_step(family, config, graphdef, tx, sched),
+                            shardings, mesh)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
+  out = dict(config=config.get("name", ""), batch_size=batch_size, devices=jax.device_count(),
+             platform=jax.devices()[0].platform, params=n_params,
+             dtype=config.model.get("dtype", "float32"))
+  with jax.set_mesh(mesh), shd.use_rules(rules):
+    abs_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in batch.items()}
+    t0 = time.time()
+    compiled = fn.lower(steps.with_shardings(abstract, shardings), abs_batch).compile()
+    out["compile_s"] = round(time.time() - t0, 2)
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      args, outs = mem.argument_size_in_bytes, mem.output_size_in_bytes
+      temp, alias = mem.temp_size_in_bytes, mem.alias_size_in_bytes
+      out.update(argument_mb=round(args / 2**20, 1), output_mb=round(outs / 2**20, 1),
+                 temp_mb=round(temp / 2**20, 1),
+                 peak_mb=round((args + outs + temp - alias) / 2**20, 1))
+    if memory_only:
+      return out
+    state = steps.create_state(family, config, tx, shardings)
+    gb = {k: jax.device_put(v, bsh) for k, v in batch.items()}
+    state, m = compiled(state, gb)                      # warm-up
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(num_steps):
+      t0 = time.time()
+      state, m = compiled(state, gb)
+      jax.block_until_ready(m)
+      times.append(time.time() - t0)
+  step = float(np.median(times))
+  out.update(step_s=round(step, 4), examples_per_s=round(batch_size / step, 2),
+             loss=float(m["loss"]))
+  return out
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--config", action="append", required=True,
+                 help="configs/<file>.py[:preset]; repeat to compare side by side")
+  p.add_argument("--batch_size", type=int, default=0, help="0 = the config's global batch")
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--memory_only", action="store_true", help="compile + memory analysis only")
+  p.add_argument("--dtype", default="", help="override config.model.dtype (e.g. bfloat16)")
+  a = p.parse_args()
+  for spec in a.config:
+    config = load_config(spec)
+    config.name = spec
+    if a.dtype:
+      config.model.dtype = a.dtype
+    bs = a.batch_size or int(config.data.global_batch_size)
+    print(json.dumps(bench(config, bs, a.steps, a.memory_only)), flush=True)
+
+
+if __name__ == "__main__":
+  main()

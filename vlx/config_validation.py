@@ -1,0 +1,97 @@
+"""`validate(config)`: reject impossible configs early, with a message that names the field."""
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+from vlx import evals, optim, registry
+
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field."""
+
+
+def _check(cond: bool, msg: str) -> None:
+  if not cond:
+    raise ConfigError(msg)
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ConfigError on the first problem. `num_devices` defaults to jax.device_count()."""
+  t = config.train
+  for field in ("num_steps", "log_every", "eval_every", "ckpt_every", "keep"):
+    _check(int(t[field]) >= 0, f"config.train.{field}={t[field]} must be >= 0")
+  _check(int(t.grad_accum) >= 1, f"config.train.grad_accum={t.grad_accum} must be >= 1")
+
+  family = config.model.family
+  try:
+    module = registry.get(family)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  for field in ("dtype", "param_dtype"):
+    _check(config.model.get(field, "float32") in DTYPES,
+           f"config.model.{field}={config.model.get(field)!r}: expected one of {DTYPES}")
+
+  o = config.optim
+  _check(o.name in optim.OPTIMIZERS,
+         f"config.optim.name={o.name!r}: expected one of {optim.OPTIMIZERS}")
+  _check(o.schedule.type in optim.SCHEDULES,
+         f"config.optim.schedule.type={o.schedule.type!r}: expected one of {optim.SCHEDULES}")
+  _check(float(o.lr) >= 0, f"config.optim.lr={o.lr} must be >= 0")
+  _check(float(o.grad_clip) >= 0, f"config.optim.grad_clip={o.grad_clip} must be >= 0")
+  _check(int(o.schedule.get("warmup_steps", 0)) >= 0,
+         f"config.optim.schedule.warmup_steps={o.schedule.get('warmup_steps')} must be >= 0")
+  ratio = float(o.schedule.get("warmup_ratio", 0.0) or 0.0)
+  _check(0.0 <= ratio < 1.0, f"config.optim.schedule.warmup_ratio={ratio} must be in [0, 1)")
+
+  _check(len(config.objectives) > 0, "config.objectives is empty: name at least one loss")
+  known = tuple(module.OBJECTIVES) if hasattr(module, "OBJECTIVES") else None
+  for name, w in config.objectives.items():
+    _check(known is None or name in known,
+           f"config.objectives.{name}: unknown objective for family {family!r}; known: {known}")
+    _check(float(w) >= 0, f"config.objectives.{name}={w} must be >= 0")
+
+  gbs = int(config.data.global_batch_size)
+  _check(gbs > 0, f"config.data.global_batch_size={gbs} must be > 0")
+  dp = _data_parallel(config, num_devices)
+  accum = int(t.grad_accum)
+  _check(gbs % (dp * accum) == 0,
+         f"config.data.global_batch_size={gbs} must be divisible by data-parallel devices ({dp}) x "
+         f"config.train.grad_accum ({accum}) = {dp * accum}")
+
+  video = config.model.get("video")
+  if video is not None and "num_frames" in video:
+    _check(int(config.data.train.num_frames) == int(video.num_frames),
+           f"config.data.train.num_frames={config.data.train.num_frames} != "
+           f"config.model.video.num_frames={video.num_frames}")
+  if video is not None and "img_size" in video:
+    size = int(config.data.train.get("crop", 0) or config.data.train.resolution)
+    _check(size == int(video.img_size),
+           f"config.data.train crop/resolution={size} != config.model.video.img_size="
+           f"{video.img_size}")
+
+  for name, ev in config.evals.items():
+    _check(ev.get("type") in evals.EVALUATORS,
+           f"config.evals.{name}.type={ev.get('type')!r}: expected one of "
+           f"{sorted(evals.EVALUATORS)}")
+    _check(int(ev.get("batch_size", 1)) > 0, f"config.evals.{name}.batch_size must be > 0")
+    _check(int(ev.get("every", 0)) >= 0, f"config.evals.{name}.every must be >= 0")
+
+
+def _data_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> int:
+  """Size of the mesh axes the 'batch' rule names, resolving -1 with the device count."""
+  if num_devices is None:
+    import jax
+    num_devices = jax.device_count()
+  sizes = {str(a): int(s) for a, s in config.mesh.axes}
+  known = math.prod(s for s in sizes.values() if s != -1)
+  _check(known > 0 and num_devices % known == 0,
+         f"config.mesh.axes={config.mesh.axes}: fixed sizes do not divide {num_devices} devices")
+  sizes = {a: (num_devices // known if s == -1 else s) for a, s in sizes.items()}
+  batch_axes = dict(config.mesh.rules).get("batch", ())
+  if isinstance(batch_axes, str):
+    batch_axes = (batch_axes,)
+  return math.prod(sizes.get(a, 1) for a in (batch_axes or ()))

@@ -1,0 +1,89 @@
+"""Metric sinks: CLU writer (TensorBoard + log) plus `workdir/metrics.jsonl`; parameter table."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from absl import logging
+from clu import metric_writers
+
+from vlx.optim import path_str
+
+
+class MetricsLog:
+  """Writes each step's scalars to the CLU writer and, on process 0, one JSON line per call.
+
+  The jsonl file is appended to, so a resumed run continues the same file (a step logged twice,
+  before and after a resume, appears twice; readers take the last line per step)."""
+
+  def __init__(self, workdir: str | os.PathLike):
+    self.workdir = pathlib.Path(workdir)
+    self.is_main = jax.process_index() == 0
+    self.writer = metric_writers.create_default_writer(
+        str(workdir), just_logging=jax.process_index() > 0)
+    self.path = self.workdir / "metrics.jsonl"
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    values = {k: _to_python(v) for k, v in scalars.items()}
+    self.writer.write_scalars(step, values)
+    if self.is_main:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": int(step), **values}) + "\n")
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+def _to_python(v: Any) -> float | int:
+  v = np.asarray(v).item()
+  if isinstance(v, float) and not math.isfinite(v):
+    return v  # json writes NaN/Infinity; the loop stops on them anyway
+  return v
+
+
+def read_metrics(workdir: str | os.PathLike) -> dict[int, dict[str, Any]]:
+  """{step: merged scalars} from metrics.jsonl, later lines winning (what tests and tools read)."""
+  out: dict[int, dict[str, Any]] = {}
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return out
+  for line in path.read_text().splitlines():
+    if line.strip():
+      row = json.loads(line)
+      out.setdefault(int(row.pop("step")), {}).update(row)
+  return out
+
+
+def parameter_table(params: Any, max_rows: int = 400) -> str:
+  """Plain-text table: path, shape, dtype, count; total at the end (logged at start of training)."""
+  rows = []
+  total = 0
+  for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    n = int(np.prod(leaf.shape)) if leaf.shape else 1
+    total += n
+    rows.append((path_str(p), str(tuple(leaf.shape)), str(leaf.dtype), f"{n:,}"))
+  head = ("path", "shape", "dtype", "count")
+  shown = rows[:max_rows]
+  widths = [max(len(r[i]) for r in shown + [head]) for i in range(4)]
+  fmt = lambda r: " | ".join(c.ljust(w) for c, w in zip(r, widths))
+  lines = [fmt(head), "-+-".join("-" * w for w in widths)] + [fmt(r) for r in shown]
+  if len(rows) > max_rows:
+    lines.append(f"... {len(rows) - max_rows} more")
+  lines.append(f"Total: {total:,} parameters in {len(rows)} arrays")
+  return "\n".join(lines)
+
+
+def log_parameter_table(params: Any, workdir: str | os.PathLike | None = None) -> int:
+  table = parameter_table(params)
+  logging.info("Parameters:\n%s", table)
+  if workdir is not None and jax.process_index() == 0:
+    pathlib.Path(workdir, "parameters.txt").write_text(table + "\n")
+  return sum(int(np.prod(l.shape)) for l in jax.tree.leaves(params))

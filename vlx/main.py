@@ -1,0 +1,81 @@
+"""Entry point: `python -m vlx.main --config configs/<file>.py[:preset] --workdir W [--mode ...]`.
+
+Overrides: `--config.train.num_steps=N` etc. (the config is locked: unknown keys are errors).
+Exit codes: 0 success (also after a SIGTERM checkpoint), 1 non-finite loss, 2 bad config or data
+not built (message only, no traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file with get_config(arg), e.g. configs/alpro_pretrain.py:demo.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl and TensorBoard logs.")
+_MODE = flags.DEFINE_enum("mode", "train_eval", ["train", "eval", "train_eval"],
+                          "train: no evals; eval: evaluate the latest checkpoint; train_eval: both")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "Call jax.distributed.initialize() (multi-host TPU/GPU jobs).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str, code: int) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def _quiet_orbax(record) -> bool:
+  """Orbax logs every save phase at INFO; keep its warnings and errors only."""
+  return record.levelno >= 30 or "/orbax/" not in record.pathname
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]} (overrides look like --config.train.num_steps=10)", 2)
+  logging.get_absl_handler().addFilter(_quiet_orbax)
+  import jax
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  # Imports after jax.distributed so every module sees the full process topology.
+  from vlx import config_validation, train
+  try:
+    from vlx.data.pipeline import DatasetNotBuiltError
+  except ImportError:  # the pipeline is optional for eval-only tooling
+    DatasetNotBuiltError = type("DatasetNotBuiltError", (Exception,), {})  # noqa: N806
+  logging.info("process %d/%d, %d devices", jax.process_index(), jax.process_count(),
+               jax.device_count())
+  config = _CONFIG.value
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(_WORKDIR.value, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
+  except DatasetNotBuiltError as e:
+    _fail(str(e), 2)
+  except config_validation.ConfigError as e:
+    _fail(f"invalid config: {e}", 2)
+  except train.NonFiniteError as e:
+    _fail(str(e), 1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, but a typo'd or ill-typed `--config.*` override ends with one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    detail = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    _fail(f"could not apply the command-line flags {bad or argv[1:]}: {detail} -- overrides must "
+          "name existing fields of the config (it is locked), e.g. --config.train.num_steps=10", 2)
+    raise  # unreachable
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,181 @@
+"""Pure train step and sharded state creation (functional: the state is a pytree, not a module).
+
+TrainState = {'params': nnx.State of nnx.Param, 'other': the rest of the model state (e.g. prompt
+features, not trained), 'opt_state': optax state, 'step': int32 count of applied updates}.
+The module is rebuilt with `nnx.merge(graphdef, ...)` inside the jitted function, so the step is a
+plain function of arrays that Orbax can save and jit can donate.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from vlx import optim
+from vlx import sharding as shd
+
+TrainState = dict[str, Any]
+
+
+def build_model(family: ModuleType, config: ml_collections.ConfigDict) -> nnx.Module:
+  return family.build(config.model, rngs=nnx.Rngs(params=int(config.seed)))
+
+
+def abstract_state(family: ModuleType, config: ml_collections.ConfigDict,
+                   tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+  """(graphdef, TrainState of ShapeDtypeStructs) without allocating anything."""
+  model = nnx.eval_shape(lambda: build_model(family, config))
+  graphdef, params, other = nnx.split(model, nnx.Param, ...)
+  opt_state = jax.eval_shape(tx.init, params)
+  return graphdef, dict(params=params, other=other, opt_state=opt_state,
+                        step=jax.ShapeDtypeStruct((), jnp.int32))
+
+
+def state_shardings(abstract: TrainState, tx: optax.GradientTransformation,
+                    mesh: jax.sharding.Mesh, rules) -> TrainState:
+  """Params/other by logical names; optimizer moments like their params; scalars replicated."""
+  rep = shd.replicated(mesh)
+  params_sh = shd.state_shardings(abstract["params"], mesh, rules)
+  other_sh = shd.state_shardings(abstract["other"], mesh, rules)
+  opt_sh = optax.tree_map_params(
+      tx, lambda _, s: s, abstract["opt_state"], params_sh,
+      transform_non_params=lambda _: rep,
+      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  return dict(params=params_sh, other=other_sh, opt_state=opt_sh, step=rep)
+
+
+def with_shardings(abstract: TrainState, shardings: TrainState) -> TrainState:
+  """ShapeDtypeStructs carrying their target shardings (Orbax restore / AOT lowering)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def make_init(family: ModuleType, config: ml_collections.ConfigDict,
+              tx: optax.GradientTransformation, shardings: TrainState,
+              compiler_options: dict | None = None) -> Callable[[], TrainState]:
+  """Jitted state constructor with `out_shardings`, so parameters are born sharded."""
+
+  def init() -> TrainState:
+    model = build_model(family, config)
+    _, params, other = nnx.split(model, nnx.Param, ...)
+    return dict(params=params, other=other, opt_state=tx.init(params),
+                step=jnp.zeros((), jnp.int32))
+  return jax.jit(init, out_shardings=shardings, compiler_options=compiler_options)
+
+
+def create_state(family: ModuleType, config: ml_collections.ConfigDict,
+                 tx: optax.GradientTransformation, shardings: TrainState) -> TrainState:
+  return make_init(family, config, tx, shardings)()
+
+
+def _split_micro(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:
+  """[B, ...] -> [accum, B/accum, ...] taking every accum-th row, so each micro-batch keeps the
+  batch sharding of the global batch."""
+
+  def one(x):
+    x = x.reshape(x.shape[0] // accum, accum, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(one, batch)
+
+
+def make_train_step(family: ModuleType, config: ml_collections.ConfigDict,
+                    graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule
+                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """The un-jitted step: loss/grads (with optional accumulation), update, scalar metrics."""
+  weights = {k: float(v) for k, v in config.objectives.items()}
+  accum = int(config.train.grad_accum)
+  base_key = jax.random.key(int(config.seed))
+
+  def loss_on(params, other, batch, rng):
+    model = nnx.merge(graphdef, params, other)
+    loss, metrics = family.loss_fn(model, batch, weights=weights, rng=rng, train=True)
+    return loss, metrics
+
+  grad_fn = jax.value_and_grad(loss_on, has_aux=True)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    rng = jax.random.fold_in(base_key, state["step"])
+    params, other = state["params"], state["other"]
+    if accum == 1:
+      (loss, metrics), grads = grad_fn(params, other, batch, rng)
+    else:
+      micro = _split_micro(batch, accum)
+
+      def body(carry, xs):
+        i, mb = xs
+        mb = {k: shd.constrain(v, ("batch",)) for k, v in mb.items()}
+        (l, m), g = grad_fn(params, other, mb, jax.random.fold_in(rng, i))
+        acc = jax.tree.map(jnp.add, carry, (l, m, g))
+        return acc, None
+
+      zeros = jax.eval_shape(lambda: grad_fn(params, other, jax.tree.map(lambda x: x[0], micro),
+                                             rng))
+      init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+      init = (init[0][0], init[0][1], init[1])
+      (loss, metrics, grads), _ = jax.lax.scan(body, init, (jnp.arange(accum), micro))
+      loss, metrics, grads = jax.tree.map(lambda x: x / accum, (loss, metrics, grads))
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    params = optax.apply_updates(params, updates)
+    out = {"loss": loss, "grad_norm": optax.global_norm(grads),
+           "lr": jnp.asarray(schedule(state["step"]), jnp.float32)}
+    out.update({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
+    new_state = dict(params=params, other=other, opt_state=opt_state, step=state["step"] + 1)
+    return new_state, out
+
+  return train_step
+
+
+def jit_train_step(step_fn: Callable, shardings: TrainState, mesh: jax.sharding.Mesh,
+                   compiler_options: dict | None = None) -> Callable:
+  """`jax.jit` with the state donated and kept in its shardings; metrics replicated. Inputs keep
+  the shardings they arrive with (state: as created/restored; batch: over the batch axes).
+  `compiler_options`: XLA options for this program (e.g. fast, unoptimised CPU builds in tests)."""
+  return jax.jit(step_fn, donate_argnums=(0,), out_shardings=(shardings, shd.replicated(mesh)),
+                 compiler_options=compiler_options)
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """Everything compiled for one (family, config, mesh): reused by repeated runs in a process
+  (resume tests, notebooks, sweeps) so jit's cache hits instead of recompiling."""
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  graphdef: nnx.GraphDef
+  abstract: TrainState
+  shardings: TrainState
+  init: Callable[[], TrainState]
+  train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 4
+
+
+def program(family: ModuleType, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+            compiler_options: dict | None = None) -> Program:
+  """Optimizer, abstract state, shardings and the jitted init/step for this config and mesh."""
+  key = (family.__name__, config.to_json_best_effort(sort_keys=True), mesh,
+         tuple(sorted((compiler_options or {}).items())))
+  if key in _PROGRAMS:
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key]
+  tx, schedule = optim.make_optimizer(config)
+  graphdef, abstract = abstract_state(family, config, tx)
+  shardings = state_shardings(abstract, tx, mesh, tuple(config.mesh.rules))
+  prog = Program(tx=tx, schedule=schedule, graphdef=graphdef, abstract=abstract,
+                 shardings=shardings,
+                 init=make_init(family, config, tx, shardings, compiler_options),
+                 train_step=jit_train_step(make_train_step(family, config, graphdef, tx, schedule),
+                                           shardings, mesh, compiler_options))
+  _PROGRAMS[key] = prog
+  while len(_PROGRAMS) > _MAX_PROGRAMS:
+    _PROGRAMS.popitem(last=False)
+  return prog

@@ -1,4 +1,4 @@
-"""ALPRO pre-training (VTC + VTM + MLM [+ PEM]).
+"""ALPRO pre-training (VTC + VTM + MLM [+ PEM]); stage 2 after configs/alpro_prompter_pretrain.py.
 
 Default: the paper's setting (spec §9: WebVid2M + CC3M, TimeSformer-B/16 + BERT-base, 4 frames at
 224², AdamW(0.9, 0.98) lr 1e-4, 5% linear warm-up then linear decay, clip 20, batch 16x16 GPUs, 10 epochs).
@@ -55,9 +55,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.base_config()
   c.seed = 42
   c.model = alpro_model(preset)
-  c.objectives = ml_collections.ConfigDict(dict(vtc=1.0, vtm=1.0, mlm=1.0))
-  if c.model.pem:
-    c.objectives.pem = 1.0
+  # PEM (spec §5.4) needs a prompter trained first (configs/alpro_prompter_pretrain.py): on in
+  # the paper's setting; demo/tiny turn it on with --config.model.pem=True
+  # --config.objectives.pem=1.0 --config.init.prompter=<prompter workdir> (README).
+  c.model.pem = preset == ""
+  c.objectives = ml_collections.ConfigDict(dict(vtc=1.0, vtm=1.0, mlm=1.0,
+                                                pem=1.0 if c.model.pem else 0.0))
+  # init.prompter: a vlx workdir of a prompter run (its latest params) or a converted prompter
+  # dir; loaded into model.prompter (without prompt features) at a fresh start.
+  c.init.prompter = ""
   c.optim.update(name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0,
                  grad_clip=20.0)
   c.optim.schedule.update(type="linear", warmup_steps=0, warmup_ratio=0.05, end_value=0.0)

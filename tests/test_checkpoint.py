@@ -66,7 +66,10 @@ def test_init_from_checkpoint_loads_params_with_matching_shapes(tmp_path):
   c2.seed = 7
   dst = steps.create_state(fake_family, c2, tx2, sh2)
   init = ml_collections.ConfigDict(dict(from_checkpoint=str(tmp_path / "src"),
-                                        from_converted=""))
+                                        from_converted="", keep_init=()))
+  with pytest.raises(ValueError, match=r"has shape \(\d+, \d+\) in the source but \(16, \d+\)"):
+    ckpt.init_from(dst, init)     # an undeclared shape change is an error naming both shapes
+  init.keep_init = ("^video_", "^text_", "^word/")
   out = ckpt.init_from(dst, init)
   np.testing.assert_allclose(out["params"]["temp"][...], src["params"]["temp"][...])
   np.testing.assert_array_equal(out["params"]["video_mlp"]["kernel"][...],

@@ -22,7 +22,9 @@ def test_paper_setting():
   assert c.data.global_batch_size == 256 and c.data.train.num_frames == 4
   assert (c.data.train.resolution, c.data.train.crop, c.data.train.sampling) == (256, 224,
                                                                                  "headtail")
-  assert c.data.train.max_text_len == 30 and set(c.objectives) == {"vtc", "vtm", "mlm"}
+  assert c.data.train.max_text_len == 30
+  # stage 2 of two-stage pre-training: PEM with the prompter (spec §5.4, §9)
+  assert c.model.pem and c.objectives.to_dict() == {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "pem": 1.0}
 
 
 def test_unknown_preset():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import pathlib
+import re
 import signal
 from typing import Any
 
@@ -117,27 +118,62 @@ def _resolve_checkpoint(path: str) -> pathlib.Path:
                           "(expected a vlx workdir, its checkpoints/ folder or checkpoints/<step>)")
 
 
-def _load_into(target: Any, source: dict[str, Any], what: str) -> tuple[Any, list[str]]:
-  """Copies source leaves into target (an nnx.State of arrays) where path and shape match."""
-  loaded, skipped = [], []
+# Variables whose length may change between pre-training and fine-tuning: {key regex: axis}.
+# TimeSformer's time embedding (4 pre-training frames -> 8 / 16 fine-tuning frames) is resized
+# by nearest interpolation, index floor(i * T_old / T_new), as the reference does (spec §8).
+RESIZABLE = {r"(^|/)video/time_embed$": 1}
+
+
+def _adapt(key: str, src: Any, shape: tuple[int, ...], keep_init: tuple[str, ...],
+           what: str) -> np.ndarray | None:
+  """The source value fitted to `shape`; None = keep the fresh init (declared in keep_init)."""
+  src = np.asarray(src)
+  if tuple(src.shape) == tuple(shape):
+    return src
+  for rx, axis in RESIZABLE.items():
+    same_elsewhere = src.ndim == len(shape) and all(
+        a == b for i, (a, b) in enumerate(zip(src.shape, shape)) if i != axis)
+    if re.search(rx, key) and same_elsewhere:
+      idx = (np.arange(shape[axis]) * src.shape[axis]) // shape[axis]
+      logging.info("%s: %s resized %s -> %s (nearest)", what, key, src.shape, shape)
+      return np.take(src, idx, axis=axis)
+  if any(re.search(rx, key) for rx in keep_init):
+    logging.info("%s: %s keeps its fresh init (source shape %s != model shape %s; declared in "
+                 "config.init.keep_init)", what, key, src.shape, shape)
+    return None
+  raise ValueError(f"{what}: {key} has shape {tuple(src.shape)} in the source but "
+                   f"{tuple(shape)} in the model (add a regex matching it to "
+                   "config.init.keep_init to keep its fresh init instead)")
+
+
+def _load_into(target: Any, source: dict[str, Any], what: str,
+               keep_init: tuple[str, ...] = ()) -> tuple[Any, list[str]]:
+  """Copies source leaves into target (an nnx.State of arrays) by path.
+
+  Same shape: copied; `RESIZABLE` keys: resized; other shape changes: an error unless a regex of
+  `keep_init` matches the key. Model keys absent in the source (e.g. a new QA classifier) keep
+  their fresh init and are logged by name."""
+  loaded = []
   flat_paths = jax.tree_util.tree_flatten_with_path(target)[0]
   leaves = []
   for p, leaf in flat_paths:
     key = path_str(p)
     src = source.get(key)
-    if src is not None and tuple(np.shape(src)) == tuple(leaf.shape):
-      leaves.append(jax.device_put(np.asarray(src, dtype=leaf.dtype), leaf.sharding))
-      loaded.append(key)
-    else:
-      if src is not None:
-        skipped.append(f"{key} (shape {np.shape(src)} != {leaf.shape})")
+    value = None if src is None else _adapt(key, src, tuple(leaf.shape), keep_init, what)
+    if value is None:
       leaves.append(leaf)
+      continue
+    leaves.append(jax.device_put(np.asarray(value, dtype=leaf.dtype), leaf.sharding))
+    loaded.append(key)
   treedef = jax.tree_util.tree_structure(target)
-  missing = [path_str(p) for p, _ in flat_paths if path_str(p) not in set(loaded)]
-  unused = sorted(set(source) - set(loaded))
-  logging.info("%s: loaded %d arrays; kept init for %d (%s); unused in source %d (%s); "
-               "shape mismatches: %s", what, len(loaded), len(missing), missing[:20], len(unused),
-               unused[:20], skipped)
+  done = set(loaded)
+  missing = [path_str(p) for p, _ in flat_paths if path_str(p) not in done]
+  unused = sorted(set(source) - done)
+  logging.info("%s: loaded %d arrays", what, len(loaded))
+  if missing:
+    logging.info("%s: %d model arrays keep their fresh init: %s", what, len(missing), missing)
+  if unused:
+    logging.info("%s: %d source arrays unused: %s", what, len(unused), unused)
   return jax.tree_util.tree_unflatten(treedef, leaves), loaded
 
 
@@ -155,12 +191,23 @@ def _load_converted_fn():
 
 
 def init_from(state: dict[str, Any], init_cfg) -> dict[str, Any]:
-  """Applies config.init: params (and model variables) from another vlx run or a converted dir."""
+  """Applies config.init: public backbones (bert_dir / vit_file), then params (and model
+  variables) from another vlx run (from_checkpoint) or a converted dir (from_converted).
+
+  Shape changes: see `_load_into` (time_embed resized; others an error unless declared in
+  init_cfg.keep_init, a tuple of key regexes)."""
+  keep_init = tuple(init_cfg.get("keep_init", ()) or ())
+  if init_cfg.get("bert_dir") or init_cfg.get("vit_file"):
+    from vlx.convert.backbones import init_from_backbones, summary  # lazy: reads torch files
+    state = dict(state)
+    state["params"], report = init_from_backbones(
+        state["params"], bert_dir=init_cfg.get("bert_dir"), vit_file=init_cfg.get("vit_file"))
+    logging.info("init from backbones:\n%s", summary(report))
   if init_cfg.get("from_checkpoint"):
     path = _resolve_checkpoint(init_cfg.from_checkpoint)
     state = dict(state)
     state["params"], loaded = _load_into(state["params"], _flat(_restore_params_numpy(path)),
-                                         f"init from {path}")
+                                         f"init from {path}", keep_init)
     if not loaded:
       raise ValueError(f"config.init.from_checkpoint={path}: no parameter matched the model")
   if init_cfg.get("from_converted"):
@@ -168,9 +215,27 @@ def init_from(state: dict[str, Any], init_cfg) -> dict[str, Any]:
     source = _flat(nnx.to_pure_dict(converted) if isinstance(converted, nnx.State) else converted)
     state = dict(state)
     what = f"init from converted {init_cfg.from_converted}"
-    state["params"], loaded = _load_into(state["params"], source, what)
-    state["other"], _ = _load_into(state["other"], source, what + " (non-Param variables)")
+    state["params"], loaded = _load_into(state["params"], source, what, keep_init)
+    state["other"], _ = _load_into(state["other"], source, what + " (non-Param variables)",
+                                   keep_init)
     if not loaded:
       raise ValueError(f"config.init.from_converted={init_cfg.from_converted}: no parameter "
                        "matched the model (wrong family or head?)")
   return state
+
+
+def load_params_flat(path: str, what: str = "config.init") -> dict[str, np.ndarray]:
+  """{'a/b/kernel': host array} of a vlx run (a workdir, its checkpoints/ or one step folder:
+  the saved params) or of a converted dir (`python -m vlx.convert`: params and other variables).
+
+  For partial loads that a family places itself (e.g. ALPRO's prompter subtree)."""
+  p = pathlib.Path(path).absolute()
+  if (p / "model_config.json").is_file():
+    _, converted = _load_converted_fn()(str(p))
+    return _flat(nnx.to_pure_dict(converted) if isinstance(converted, nnx.State) else converted)
+  try:
+    step_dir = _resolve_checkpoint(str(p))
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{what}={path!r}: neither a vlx workdir/checkpoint (checkpoints/"
+                            "<step>) nor a converted dir (model_config.json)") from None
+  return {k: np.asarray(v) for k, v in _flat(_restore_params_numpy(step_dir)).items()}

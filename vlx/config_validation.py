@@ -54,6 +54,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"config.objectives.{name}: unknown objective for family {family!r}; known: {known}")
     _check(float(w) >= 0, f"config.objectives.{name}={w} must be >= 0")
 
+  if hasattr(module, "validate_config"):  # optional family hook: family-specific fields
+    try:
+      module.validate_config(config)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
   gbs = int(config.data.global_batch_size)
   _check(gbs > 0, f"config.data.global_batch_size={gbs} must be > 0")
   dp = _data_parallel(config, num_devices)

@@ -34,12 +34,30 @@ class MetricsLog:
     if self.is_main:
       with open(self.path, "a") as f:
         f.write(json.dumps({"step": int(step), **values}) + "\n")
+      write_eval_json(self.workdir, step, values)
 
   def flush(self) -> None:
     self.writer.flush()
 
   def close(self) -> None:
     self.writer.close()
+
+
+def write_eval_json(workdir: str | os.PathLike, step: int,
+                    scalars: Mapping[str, Any]) -> list[pathlib.Path]:
+  """Each eval's metrics ('eval/<name>/<metric>' keys) as `<workdir>/eval_<name>_step<step>.json`
+  ({metric: value}): one file per evaluation, easy to collect into result tables."""
+  groups: dict[str, dict[str, Any]] = {}
+  for k, v in scalars.items():
+    parts = k.split("/", 2)
+    if len(parts) == 3 and parts[0] == "eval":
+      groups.setdefault(parts[1], {})[parts[2]] = v
+  paths = []
+  for name, metrics in groups.items():
+    path = pathlib.Path(workdir) / f"eval_{name}_step{int(step)}.json"
+    path.write_text(json.dumps({"step": int(step), **metrics}, indent=1) + "\n")
+    paths.append(path)
+  return paths
 
 
 def _to_python(v: Any) -> float | int:

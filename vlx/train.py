@@ -60,6 +60,21 @@ def run_evals(config: ml_collections.ConfigDict, family, graphdef: nnx.GraphDef,
   return out
 
 
+def prepare_fresh_state(family, config: ml_collections.ConfigDict, prog: steps.Program,
+                        state: steps.TrainState) -> steps.TrainState:
+  """The family's optional `prepare_fresh_state(model, config)` hook (e.g. ALPRO's prompt
+  features), after a fresh init only: what it sets is model state, saved in checkpoints."""
+  hook = getattr(family, "prepare_fresh_state", None)
+  if hook is None:
+    return state
+  model = nnx.merge(prog.graphdef, state["params"], state["other"])
+  hook(model, config)
+  _, params, other = nnx.split(model, nnx.Param, ...)
+  place = lambda x, s: jax.device_put(x, s)
+  return dict(state, params=jax.tree.map(place, params, prog.shardings["params"]),
+              other=jax.tree.map(place, other, prog.shardings["other"]))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train_eval",
                        make_train_iterator: Callable | None = None,
                        make_eval_batches: Callable | None = None,
@@ -107,6 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
       else:
         state = prog.init()
         state = ckpt.init_from(state, config.init)
+        state = prepare_fresh_state(family, config, prog, state)
       log_parameter_table(state["params"], workdir)
       eval_names = list(config.evals.keys()) if mode != "train" else []
 

@@ -31,6 +31,7 @@ from vlx.convert.backbone_rules import bert_rules, vit_rules
 from vlx.convert.engine import map_keys
 from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, ShapeMismatchError,
                                 WrongFamilyError)
+from vlx.optim import path_str
 
 BERT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -168,21 +169,6 @@ def _check_vit(source: Mapping[str, Any], targets: Mapping[str, Any], layout: La
 
 
 # -- the state ------------------------------------------------------------------------------------
-def _path(path: tuple) -> str:
-  parts = []
-  for k in path:
-    if isinstance(k, jax.tree_util.DictKey):
-      parts.append(str(k.key))
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    elif isinstance(k, jax.tree_util.GetAttrKey):
-      if k.name != "value":  # nnx Variables flatten to their value
-        parts.append(k.name)
-    else:
-      parts.append(str(getattr(k, "key", k)))
-  return "/".join(parts)
-
-
 def _place(value: np.ndarray, like: Any) -> Any:
   """`value` with the dtype of `like`, on its sharding when it has one (multi-host safe)."""
   dtype = np.dtype(like.dtype)
@@ -218,7 +204,7 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   `model_config` (optional, config.model) also checks what the weights cannot show (head count).
   """
   flat, treedef = jax.tree_util.tree_flatten_with_path(state)
-  names = [_path(p) for p, _ in flat]
+  names = [path_str(p) for p, _ in flat]
   targets = dict(zip(names, (leaf for _, leaf in flat)))
   filled: dict[str, Any] = {}
   origin: dict[str, str] = {}

@@ -42,6 +42,11 @@ def _data_dir(data_dir: str) -> str:
   return os.path.expanduser(data_dir) if data_dir else tfds.core.constants.DATA_DIR
 
 
+class BuilderMissingError(DatasetNotBuiltError, ValueError):
+  """No data_builders/<name> yet (a paper dataset planned but not written): the message says so
+  and gives the `tfds build` command to run once it exists. Also a ValueError (bad config)."""
+
+
 def _builder_module(builder: str):
   """Imports data_builders/<builder>/<builder>_dataset_builder.py (registers it with TFDS)."""
   name = f"data_builders.{builder}.{builder}_dataset_builder"
@@ -50,8 +55,12 @@ def _builder_module(builder: str):
   except ModuleNotFoundError as e:
     if e.name is None or not name.startswith(e.name):
       raise  # a dependency of the builder is missing, not the builder
-    raise ValueError(f"no dataset builder data_builders/{builder}/{builder}_dataset_builder.py "
-                     f"(config data.train.builder / evals.*.builder = {builder!r})") from e
+    raise BuilderMissingError(
+        f"no dataset builder data_builders/{builder}/{builder}_dataset_builder.py (config "
+        f"data.train.builder / evals.*.builder = {builder!r}): the {builder!r} builder is planned "
+        f"(issue 4) but not written yet. Once it exists, put your copy of the dataset in "
+        f"<data_dir>/downloads/manual and run:\n  tfds build data_builders/{builder} "
+        f"--manual_dir=<data_dir>/downloads/manual --data_dir=<data_dir>") from e
 
 
 def get_builder(builder: str, builder_config: str = "", data_dir: str = "",

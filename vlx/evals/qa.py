@@ -7,6 +7,7 @@ none) and `<t>_ratio` = its share of all questions; all in percent rounded to 2 
 """
 from __future__ import annotations
 
+import time
 from types import ModuleType
 from typing import Sequence
 
@@ -71,6 +72,7 @@ def run_qa_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.
   """Classifies every (clip, question) of the split with `family.qa_logits`; returns qa_metrics."""
   if make_eval_batches is None:
     from vlx.data.pipeline import make_eval_batches  # the real pipeline (lazy: TF import)
+  t0 = time.perf_counter()
   rules = tuple(config.mesh.rules)
   graphdef, state = nnx.split(model)
 
@@ -108,4 +110,5 @@ def run_qa_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.
     if len(np.unique(ids)) != len(ids):
       raise ValueError("QA eval batches repeat an example_index: the split was read twice")
   metrics["num_oov"] = int(np.sum(labels_all < 0))
+  metrics["seconds"] = round(time.perf_counter() - t0, 3)
   return metrics

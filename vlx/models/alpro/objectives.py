@@ -158,6 +158,13 @@ def pair_itm_logits(model, texts: dict, videos: dict) -> jax.Array:
   return jax.lax.map(one_video, videos["video_embeds"])
 
 
+def pair_scores(model, texts: dict, videos: dict) -> jax.Array:
+  """P(match) of the itm head for aligned rows (text i, video i), [N]: the re-ranking step of
+  the fast retrieval mode scores only each text's top-k videos (vlx.evals.retrieval)."""
+  fused = model.fuse(texts["text_embeds"], texts["text_mask"], videos["video_embeds"])
+  return jax.nn.softmax(model.itm_logits(fused), axis=-1)[:, 1]
+
+
 def retrieval_scores(model, texts: dict, videos: dict, *, mode: str = "vtm") -> jax.Array:
   """[Nt, Nv] scores: 'vtc' = feature similarity / temp; 'vtm' = P(match) of the itm head.
 

@@ -69,6 +69,21 @@ def finetune_config(preset: str, *, head: str, objectives: dict[str, float], bui
   return c
 
 
+def retrieval_config(preset: str, *, builder: str, builder_config: str = "", max_text_len: int,
+                     lr: float, grad_clip: float, batch_size: int, epochs: int,
+                     train_examples: int) -> ml_collections.ConfigDict:
+  """A retrieval fine-tuning experiment (VTC + VTM, 8 frames, from the converted pre-trained
+  checkpoint in the paper's setting) with its evals: the task files only give the numbers."""
+  c = finetune_config(
+      preset, head="retrieval", objectives=dict(vtc=1.0, vtm=1.0), builder=builder,
+      builder_config=builder_config, num_frames=8, max_text_len=max_text_len, lr=lr,
+      grad_clip=grad_clip, batch_size=batch_size, epochs=epochs, train_examples=train_examples)
+  if preset == "":
+    c.init.from_converted = "converted/alpro_pretrain"  # python -m vlx.convert (README)
+  c.evals = retrieval_evals(c, preset)
+  return c
+
+
 def eval_fields(c: ml_collections.ConfigDict) -> dict:
   """The data fields an eval shares with the training input of `c` (frames, size, text)."""
   t = c.data.train

@@ -14,12 +14,6 @@ TRAIN_EXAMPLES = 8_394   # DiDeMo training videos, one paragraph each
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset = common.parse_preset(arg)
-  c = alpro_common.finetune_config(
-      preset, head="retrieval", objectives=dict(vtc=1.0, vtm=1.0), builder="didemo",
-      num_frames=8, max_text_len=50, lr=4e-5, grad_clip=20.0, batch_size=12 * 8, epochs=10,
-      train_examples=TRAIN_EXAMPLES)
-  if preset == "":
-    c.init.from_converted = "converted/alpro_pretrain"
-  c.evals = alpro_common.retrieval_evals(c, preset)
-  return c
+  return alpro_common.retrieval_config(
+      common.parse_preset(arg), builder="didemo", max_text_len=50, lr=4e-5, grad_clip=20.0,
+      batch_size=12 * 8, epochs=10, train_examples=TRAIN_EXAMPLES)

@@ -16,12 +16,6 @@ TRAIN_EXAMPLES = 140_200
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset = common.parse_preset(arg)
-  c = alpro_common.finetune_config(
-      preset, head="retrieval", objectives=dict(vtc=1.0, vtm=1.0), builder="msrvtt",
-      num_frames=8, max_text_len=40, lr=2.5e-5, grad_clip=5.0, batch_size=8 * 8, epochs=5,
-      train_examples=TRAIN_EXAMPLES)
-  if preset == "":
-    c.init.from_converted = "converted/alpro_pretrain"  # python -m vlx.convert (README)
-  c.evals = alpro_common.retrieval_evals(c, preset)
-  return c
+  return alpro_common.retrieval_config(
+      common.parse_preset(arg), builder="msrvtt", max_text_len=40, lr=2.5e-5, grad_clip=5.0,
+      batch_size=8 * 8, epochs=5, train_examples=TRAIN_EXAMPLES)

@@ -38,6 +38,21 @@ def reference_dir() -> pathlib.Path:
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
+@pytest.fixture(scope="session")
+def fast_compile() -> dict:
+  """FAST_COMPILE for `train.train_and_evaluate(..., compiler_options=...)`."""
+  return dict(FAST_COMPILE)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding moving_shapes/tiny, generated once per test session (read-only)."""
+  from vlx.data.pipeline import get_builder  # pylint: disable=import-outside-toplevel
+  path = tmp_path_factory.getbasetemp() / "moving_shapes_tiny"  # also used by data tests
+  get_builder("moving_shapes", "tiny", str(path))
+  return str(path)
+
+
 def _fast_jit(fn, static_argnums: tuple[int, ...] = ()):
   """`nnx.jit`-like: fn(module, *args) compiled with FAST_COMPILE, one compile per graph structure
   (and static args). Mutations of the module inside `fn` are not written back: return what you

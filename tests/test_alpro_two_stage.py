@@ -16,16 +16,6 @@ from vlx.data import prompts
 from vlx.models import alpro
 from vlx.models.alpro import pem_setup
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = tmp_path_factory.mktemp("tfds")
-  from vlx.data.pipeline import get_builder
-  get_builder("moving_shapes", "tiny", str(path))
-  return str(path)
-
 
 def _short(c, data_dir):
   c.data.data_dir = data_dir
@@ -43,13 +33,14 @@ def _stage2_config(data_dir, prompter_dir):
 
 
 @pytest.fixture(scope="module")
-def two_stage(data_dir, tmp_path_factory):
+def two_stage(tiny_data_dir, fast_compile, tmp_path_factory):
+  data_dir = tiny_data_dir
   root = tmp_path_factory.mktemp("two_stage")
   w1, w2 = str(root / "prompter"), str(root / "alpro")
   c1 = _short(alpro_prompter_pretrain.get_config("tiny"), data_dir)
-  train.train_and_evaluate(c1, w1, mode="train", compiler_options=FAST_COMPILE)
+  train.train_and_evaluate(c1, w1, mode="train", compiler_options=fast_compile)
   c2 = _stage2_config(data_dir, w1)
-  train.train_and_evaluate(c2, w2, mode="train", compiler_options=FAST_COMPILE)
+  train.train_and_evaluate(c2, w2, mode="train", compiler_options=fast_compile)
   return c1, c2, w1, w2
 
 

@@ -17,18 +17,12 @@ from vlx import registry, train
 from vlx.logging_utils import read_metrics
 
 
-# Unoptimised XLA CPU code generation: the tiny ALPRO step compiles several times faster; the
-# computation is unchanged (the same options as tests/conftest.py's FAST_COMPILE).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+from conftest import FAST_COMPILE  # unoptimised XLA CPU codegen: same computation, faster compile
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  """moving_shapes/tiny built once for this module (the pipeline generates it locally)."""
-  path = tmp_path_factory.mktemp("tfds")
-  from vlx.data.pipeline import get_builder
-  get_builder("moving_shapes", "tiny", str(path))
-  return str(path)
+def data_dir(tiny_data_dir):
+  return tiny_data_dir
 
 
 def _tiny(data_dir, **train_overrides):

@@ -31,10 +31,17 @@ def base_config() -> ml_collections.ConfigDict:
       # ALPRO PEM entity list (unigrams.txt format: entity = first token of each line; the first
       # model.num_entities lines are used); '' = the shipped list of the training builder.
       entities="",
+      # train: any data_builders/ dataset; the fields are README "Data config fields".
+      # task: 'retrieval' (clip + caption) | 'qa' (clip + QA pair) | 'multiple_choice' (clip + K
+      # options) | 'classification' (clip + class_prompt); resize: 'square' | 'short_side';
+      # norm: 'clip' | 'imagenet'; text_field: the caption feature ('captions',
+      # 'segment_captions'); mc_template: option text ({question}, {choice}, {options});
+      # class_prompt: text fed with a classification clip ('' = [CLS] [SEP]).
       train=ml_collections.ConfigDict(dict(
           builder="moving_shapes", builder_config="", split="train", num_frames=4,
-          sampling="rand", resolution=224, crop=0, max_text_len=40,
-          task="retrieval")),  # task: 'retrieval' (clip + caption) | 'qa' (clip + QA pair)
+          sampling="rand", resolution=224, crop=0, resize="square", norm="clip",
+          max_text_len=40, task="retrieval", text_field="captions",
+          mc_template="{question} {choice}", class_prompt="")),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,
@@ -43,7 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
       lr_mult=ml_collections.ConfigDict(), wd_exclude=("bias", "scale", "norm", "LayerNorm")))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=1000, log_every=50, eval_every=0, ckpt_every=1000, keep=3, grad_accum=1))
+  # mesh.strategy: 'custom' (axes + rules below), 'dp' (params replicated), 'fsdp' (params and
+  # optimizer state sharded over all devices), 'dp_fsdp' (sharded within fsdp_size devices,
+  # 0 = one host's); named strategies replace axes and rules (vlx/sharding.py RULE_TABLES).
   c.mesh = ml_collections.ConfigDict(dict(
+      strategy="custom", fsdp_size=0,
       axes=(("data", -1), ("fsdp", 1), ("model", 1)),
       rules=(("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "model"),
              ("heads", "model"), ("vocab", "model"), ("proj", None))))
@@ -55,11 +66,19 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def _eval_data(**fields) -> dict:
+  """The data fields every eval block has (as config.data.train's; crops are centred)."""
+  out = dict(builder="moving_shapes", builder_config="", split="test", num_frames=4,
+             sampling="uniform", resolution=224, crop=0, resize="square", norm="clip",
+             max_text_len=40, batch_size=32, every=0)
+  out.update(fields)
+  return out
+
+
 def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
   """One `config.evals.<name>` block of type 'retrieval' (fields of README 'Config schema')."""
-  e = ml_collections.ConfigDict(dict(
-      type="retrieval", builder="moving_shapes", builder_config="", split="test", num_frames=4,
-      sampling="uniform", resolution=224, max_text_len=40, batch_size=32, mode="vtc", every=0,
+  e = ml_collections.ConfigDict(_eval_data(
+      type="retrieval", mode="vtc", text_field="captions",
       all_captions=False))  # all_captions: one text row per caption (else the first caption)
   e.update(overrides)
   return e
@@ -70,9 +89,30 @@ def qa_eval(**overrides) -> ml_collections.ConfigDict:
 
   qtypes: the per-type accuracies reported; qtype_source: 'first_word' of the question (the
   MSRVTT-QA / MSVD-QA wh-word types) or 'feature' (the builder's qa/qtype strings)."""
-  e = ml_collections.ConfigDict(dict(
-      type="qa", task="qa", builder="moving_shapes", builder_config="", split="test",
-      num_frames=16, sampling="uniform", resolution=224, max_text_len=40, batch_size=32,
-      qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word", every=0))
+  e = ml_collections.ConfigDict(_eval_data(
+      type="qa", task="qa", num_frames=16,
+      qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word"))
+  e.update(overrides)
+  return e
+
+
+def mc_eval(**overrides) -> ml_collections.ConfigDict:
+  """One `config.evals.<name>` block of type 'multiple_choice' (accuracy over K options).
+
+  mc_template: how question + option form each option text ({question}, {choice}, {options} =
+  all options); the options alone when the example's question is ''."""
+  e = ml_collections.ConfigDict(_eval_data(
+      type="multiple_choice", task="multiple_choice", mc_template="{question} {choice}"))
+  e.update(overrides)
+  return e
+
+
+def classification_eval(**overrides) -> ml_collections.ConfigDict:
+  """One `config.evals.<name>` block of type 'classification' (video -> ClassLabel accuracy).
+
+  class_prompt: the text fed with every clip ('' = [CLS] [SEP]); num_views: evenly spread
+  temporal windows per video, one batch row each (same example_index): average their logits."""
+  e = ml_collections.ConfigDict(_eval_data(
+      type="classification", task="classification", class_prompt="", num_views=1))
   e.update(overrides)
   return e

@@ -35,12 +35,26 @@ def _take(ds, n):
   return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
 
 
-@pytest.mark.parametrize("vlen,t", [(100, 8), (8, 4), (16, 4), (17, 4), (3, 4), (30, 7), (49, 16)])
+@pytest.mark.parametrize("vlen,t", [(100, 8), (8, 4), (16, 4), (17, 4), (30, 7), (49, 16)])
 def test_uniform_matches_numpy_formula(vlen, t):
   got = video_ops.sample_indices(tf.constant(vlen), t, "uniform").numpy()
   np.testing.assert_array_equal(got, video_ops.uniform_indices_np(vlen, t))
   if vlen == 100:
     np.testing.assert_array_equal(got, [0, 12, 24, 36, 48, 60, 72, 84])
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "rand", "headtail", "segment_middle",
+                                      "segment_rand"])
+def test_short_clips_and_images_are_sampled_with_repetition(sampling):
+  """A clip with fewer frames than T (1 fps builds, 1-frame images) repeats frames evenly; the
+  reference's uniform formula would give frame 0 T times (floor(3 / 8) = 0)."""
+  seed = tf.constant([3, 1], tf.int64)
+  got = video_ops.sample_indices(tf.constant(3), 8, sampling, seed).numpy()
+  if sampling == "headtail":  # 1 frame in the head half, 2 in the tail half
+    np.testing.assert_array_equal(got, [0, 0, 0, 0, 1, 1, 2, 2])
+  else:
+    np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 2, 2])
+  np.testing.assert_array_equal(video_ops.sample_indices(tf.constant(1), 4, sampling, seed), 0)
 
 
 def test_rand_and_headtail_sampling():

@@ -21,15 +21,15 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vlx.data import qa, text_ops, video_ops
+from vlx.data import qa, tasks, text_ops, video_ops
 
 tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators from JAX
 
 AUTO_BUILD = ("moving_shapes",)  # generated locally: built on first use
-TRAIN_KEYS = ("video", "text_ids", "text_mask", "mlm_text_ids", "mlm_labels")
-QA_TRAIN_KEYS = ("video", "text_ids", "text_mask", "label")
+TRAIN_KEYS = tasks.TRAIN_KEYS["retrieval"]
+QA_TRAIN_KEYS = tasks.TRAIN_KEYS["qa"]
 PEM_KEYS = ("crop_video", "mpm_mask")  # added to TRAIN_KEYS when config.model.pem (ALPRO §5.4)
-TASKS = ("retrieval", "qa")  # config.data.train.task: what one training example is
+TASKS = tasks.TASKS  # config.data.train.task: what one training example is
 _SEED_SALT = dict(example=1, mlm=2, shuffle=3, erase=4)
 log = logging.getLogger(__name__)
 
@@ -116,11 +116,24 @@ def _example_seeds(seed: int, counter: tf.Tensor) -> tf.Tensor:
                    tf.cast(counter, tf.int64)])
 
 
-def _task(cfg, where: str) -> str:
-  task = cfg.get("task", "retrieval") or "retrieval"
-  if task not in TASKS:
-    raise ValueError(f"{where}.task={task!r}: expected one of {TASKS}")
-  return task
+def _video_kwargs(cfg, where: str, sampling: str) -> dict:
+  """preprocess_clip arguments from the generic fields of config.data.train / an eval block."""
+  kw = dict(num_frames=int(cfg.num_frames), sampling=cfg.get("sampling", sampling) or sampling,
+            resolution=int(cfg.resolution), crop=int(cfg.get("crop", 0) or 0),
+            resize_mode=cfg.get("resize", "square") or "square",
+            norm=cfg.get("norm", "clip") or "clip")
+  for field, value, allowed in (("sampling", kw["sampling"], video_ops.SAMPLINGS),
+                                ("resize", kw["resize_mode"], video_ops.RESIZES),
+                                ("norm", kw["norm"], tuple(video_ops.NORMS))):
+    if value not in allowed:
+      raise ValueError(f"{where}.{field}={value!r}: expected one of {allowed}")
+  if kw["num_frames"] < 1 or kw["resolution"] < 1:
+    raise ValueError(f"{where}: num_frames={kw['num_frames']} and resolution="
+                     f"{kw['resolution']} must be >= 1")
+  if kw["crop"] > kw["resolution"]:
+    raise ValueError(f"{where}.crop={kw['crop']} is larger than {where}.resolution="
+                     f"{kw['resolution']}")
+  return kw
 
 
 def _pem_patch_size(config, task: str) -> int:
@@ -136,12 +149,13 @@ def _pem_patch_size(config, task: str) -> int:
   return patch
 
 
-def _check_num_labels(config, vocab: dict[str, int]) -> None:
-  n = int(config.model.get("num_labels", 0) or 0)
-  if n and len(vocab) > n:
-    raise ValueError(f"the answer vocabulary has {len(vocab)} answers but config.model."
-                     f"num_labels={n}; set num_labels >= {len(vocab)} (the reference uses "
-                     f"max(len(ans2label), {qa.MIN_NUM_LABELS}))")
+def _check_num_labels(config, n: int, what: str) -> None:
+  limit = int(config.model.get("num_labels", 0) or 0)
+  if limit and n > limit:
+    raise ValueError(f"the {what} has {n} entries but config.model.num_labels={limit}; set "
+                     f"num_labels >= {n}" + (f" (the reference uses max(len(ans2label), "
+                                             f"{qa.MIN_NUM_LABELS}))" if "answer" in what
+                                             else ""))
 
 
 def _label_table(vocab: dict[str, int]) -> tf.lookup.StaticHashTable:
@@ -154,7 +168,7 @@ def _qa_train_rows(config, builder, split: str, extra_keys: tuple[str, ...]):
   """One record per in-vocabulary QA pair of the host's clips (video still encoded), and their
   number: the reference trains on (clip, question) pairs whose answer is in ans2label."""
   vocab = qa.resolve_answer_vocab(config)
-  _check_num_labels(config, vocab)
+  _check_num_labels(config, len(vocab), "answer vocabulary")
   clips = qa.read_split_texts(builder, split, "qa")
   count = sum(int((qa.answer_labels(c["answer"], vocab) >= 0).sum()) for c in clips)
   table = _label_table(vocab)
@@ -171,38 +185,47 @@ def _qa_train_rows(config, builder, split: str, extra_keys: tuple[str, ...]):
 
 def _train_dataset(config, *, process_index: int, process_count: int, start_step: int = 0,
                    extra_keys: tuple[str, ...] = ()) -> tf.data.Dataset:
-  """This host's training batches from step `start_step` on: dicts of TRAIN_KEYS tensors, or of
-  QA_TRAIN_KEYS when config.data.train.task == 'qa' (one example per QA pair). With
-  config.model.pem (retrieval task) also PEM_KEYS: `crop_video` float32 [B, T, S, S, C] (the
-  clip with the pixels outside one random patch-aligned box per clip at raw 0) and `mpm_mask`
-  float32 [B, S/p, S/p] (1 = patch outside the box), S = crop or resolution.
+  """This host's training batches from step `start_step` on: dicts of
+  tasks.TRAIN_KEYS[config.data.train.task] tensors ('qa': one row per QA pair, the others one
+  per clip). With config.model.pem (retrieval task) also PEM_KEYS: `crop_video` float32
+  [B, T, S, S, C] (the clip with the pixels outside one random patch-aligned box per clip at
+  raw 0) and `mpm_mask` float32 [B, S/p, S/p] (1 = patch outside the box), S = crop or resolution.
 
   `extra_keys` (e.g. 'video_id') are passed through from the TFDS examples, for tests.
   """
   d, t = config.data, config.data.train
-  task = _task(t, "config.data.train")
+  task = tasks.train_task(t)
   if d.global_batch_size % process_count:
     raise ValueError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
                      f"the {process_count} processes")
   local_batch = d.global_batch_size // process_count
+  vkw = _video_kwargs(t, "config.data.train", "rand")
   builder = get_builder(t.builder, t.get("builder_config", ""), d.data_dir,
                         d.get("manual_dir", ""))
   split = tfds.split_for_jax_process(t.split, process_index=process_index,
                                      process_count=process_count)
+  field, k_choices = "", 0
   if task == "qa":
     base, n_host = _qa_train_rows(config, builder, split, tuple(extra_keys))
   else:
     n_host = builder.info.splits[split].num_examples
+    feats = tasks.train_features(task, t, builder)
+    field = feats[0] if task == "retrieval" else ""
+    if task == "multiple_choice":
+      k_choices = tasks.num_choices(builder, t.split, "config.data.train")
+    if task == "classification":
+      _check_num_labels(config, tasks.num_classes(builder, "config.data.train"),
+                        f"label ClassLabel of {t.builder}")
     base = builder.as_dataset(split=split, shuffle_files=False,
                               decoders={"video": tfds.decode.SkipDecoding()})
-    keep = ("video", "captions") + tuple(extra_keys)
+    keep = ("video",) + feats + tuple(extra_keys)
     base = base.map(lambda ex: {k: ex[k] for k in keep})
   if n_host == 0:
     what = "QA pairs with in-vocabulary answers" if task == "qa" else "examples"
     raise ValueError(f"split {t.split!r} of {t.builder} has no {what} for process "
                      f"{process_index}/{process_count}")
   seed, buffer = int(config.seed), max(int(d.shuffle_buffer), 1)
-  patch, size = _pem_patch_size(config, task), t.crop or t.resolution
+  patch, size = _pem_patch_size(config, task), vkw["crop"] or vkw["resolution"]
 
   def epoch(e):  # the epoch's order depends on (seed, epoch) only
     return base.shuffle(buffer, seed=seed * 1_000_003 + _SEED_SALT["shuffle"] + e * 7919,
@@ -218,33 +241,51 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
     counter = step * d.global_batch_size + process_index * local_batch + row
     frame_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(
         _example_seeds(seed, counter), 2))
-    video = video_ops.preprocess_clip(ex["video"], num_frames=t.num_frames, sampling=t.sampling,
-                                      resolution=t.resolution, crop=t.crop, seed=frame_seed)
+    video = video_ops.preprocess_clip(ex["video"], seed=frame_seed, **vkw)
     extra = {k: ex[k] for k in extra_keys}
-    if task == "qa":
-      return dict(video=video, caption=ex["question"], label=ex["label"], step=step, **extra)
-    pick = tf.random.stateless_uniform([], caption_seed, 0, tf.shape(ex["captions"])[0],
-                                       dtype=tf.int32)
     if patch:  # own seed stream: the frames and captions do not change with model.pem
       erase_seed = tf.stack([tf.constant(seed, tf.int64) * 16 + _SEED_SALT["erase"],
                              tf.cast(counter, tf.int64)])
       box = video_ops.erase_box(size, size, patch, erase_seed)
       extra["crop_video"], extra["mpm_mask"] = video_ops.pem_crop(video, box, patch)
-    return dict(video=video, caption=ex["captions"][pick], step=step, **extra)
+    return dict(video=video, step=step, **tasks.train_row(task, ex, caption_seed, field), **extra)
 
   ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   tokenizer = text_ops.load_tokenizer(_tokenizer_name(config))
   specials = text_ops.special_ids(tokenizer)
+  length = int(t.max_text_len)
+  template = tasks.MC_TEMPLATE
+  if task == "multiple_choice":
+    template = tasks.check_template(t.get("mc_template", "") or tasks.MC_TEMPLATE,
+                                    "config.data.train")
+  prompt = text_ops.tokenize(tokenizer, [t.get("class_prompt", "") or ""], length)
 
   def encode(texts):
-    return text_ops.tokenize(tokenizer, texts.numpy(), t.max_text_len)
+    return text_ops.tokenize(tokenizer, texts.numpy(), length)
+
+  def encode_choices(questions, choices):
+    texts = [c for q, cs in zip(questions.numpy(), choices.numpy())
+             for c in tasks.mc_texts(q, cs, template)]
+    ids, mask = text_ops.tokenize(tokenizer, texts, length)
+    return ids.reshape(local_batch, k_choices, length), mask.reshape(local_batch, k_choices, length)
 
   def text(batch):
-    ids, mask = tf.py_function(encode, [batch["caption"]], [tf.int32, tf.int32])
-    ids.set_shape([local_batch, t.max_text_len])
-    mask.set_shape([local_batch, t.max_text_len])
     extra = {k: batch[k] for k in tuple(extra_keys) + (PEM_KEYS if patch else ())}
+    if task == "multiple_choice":
+      ids, mask = tf.py_function(encode_choices, [batch["question"], batch["choices"]],
+                                 [tf.int32, tf.int32])
+      ids.set_shape([local_batch, k_choices, length])
+      mask.set_shape([local_batch, k_choices, length])
+      return dict(video=batch["video"], choice_ids=ids, choice_mask=mask, label=batch["label"],
+                  **extra)
+    if task == "classification":  # the same class_prompt text for every clip
+      ids, mask = (tf.tile(tf.constant(x), [local_batch, 1]) for x in prompt)
+      return dict(video=batch["video"], text_ids=ids, text_mask=mask, label=batch["label"],
+                  **extra)
+    ids, mask = tf.py_function(encode, [batch["caption"]], [tf.int32, tf.int32])
+    ids.set_shape([local_batch, length])
+    mask.set_shape([local_batch, length])
     if task == "qa":  # the question only; no MLM in QA fine-tuning
       return dict(video=batch["video"], text_ids=ids, text_mask=mask, label=batch["label"],
                   **extra)
@@ -285,128 +326,125 @@ def make_train_iterator(config, mesh: jax.sharding.Mesh, *,
   return _device_prefetch(global_batches(), 2)
 
 
-def _eval_rows(eval_cfg) -> str:
-  """What one evaluation row is: 'qa' (a QA pair), 'captions' (every caption of a clip, with
-  eval_cfg.all_captions) or 'clip' (a clip with its first, canonical caption)."""
-  if _task(eval_cfg, "evals.<name>") == "qa" or eval_cfg.get("type", "") == "qa":
-    return "qa"
-  return "captions" if eval_cfg.get("all_captions", False) else "clip"
+def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
+                num_views: int) -> list[int]:
+  """Evaluation rows in each host's share of the split (reads only text features if needed)."""
+  if rows in ("clip", "multiple_choice", "classification"):
+    return [builder.info.splits[s].num_examples * num_views for s in splits]
+  if rows == "qa":
+    return [sum(len(c["question"]) for c in qa.read_split_texts(builder, s, "qa"))
+            for s in splits]
+  return [sum(int(np.size(ex[ctx.field])) for ex in tasks.read_features(builder, s, (ctx.field,)))
+          for s in splits]
 
 
-def _row_counts(builder, splits: list[str], rows: str) -> list[int]:
-  """Rows in each host's share of the split (reads only the text features when needed)."""
-  if rows == "clip":
-    return [builder.info.splits[s].num_examples for s in splits]
-  field = "question" if rows == "qa" else "captions"
-  feature = "qa" if rows == "qa" else "captions"
-  return [sum(len(c[field]) for c in qa.read_split_texts(builder, s, feature)) for s in splits]
+def _eval_context(eval_cfg, config, builder, task: str) -> tasks.EvalText:
+  """The tokenizer, labels and per-task text settings of one eval block."""
+  where = "evals.<name>"
+  ctx = tasks.EvalText(task=task, tokenizer=text_ops.load_tokenizer(_tokenizer_name(config)),
+                       max_len=int(eval_cfg.max_text_len))
+  if task == "retrieval":
+    ctx.field = tasks.text_field(eval_cfg, builder, where)
+  elif task == "qa":
+    tasks.require_features(builder, ("qa",), f"{where}.task='qa'")
+    ctx.vocab = qa.resolve_answer_vocab(config)
+    ctx.qtypes = tuple(eval_cfg.get("qtypes", qa.MSRVTT_QTYPES))
+    ctx.qtype_source = eval_cfg.get("qtype_source", "first_word")
+    if ctx.qtype_source not in qa.QTYPE_SOURCES:
+      raise ValueError(f"{where}.qtype_source={ctx.qtype_source!r}: expected one of "
+                       f"{qa.QTYPE_SOURCES}")
+  elif task == "multiple_choice":
+    ctx.num_choices = tasks.num_choices(builder, eval_cfg.split, where)
+    ctx.template = tasks.check_template(
+        eval_cfg.get("mc_template", tasks.MC_TEMPLATE) or tasks.MC_TEMPLATE, where)
+  else:
+    tasks.num_classes(builder, where)
+    ctx.prompt = eval_cfg.get("class_prompt", "") or ""
+  return ctx
 
 
 def make_eval_batches(eval_cfg, config, *, batch_size: int,
                       process_index: int | None = None,
                       process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """This host's numpy batches over a whole split, in a fixed order.
+  """This host's numpy batches over a whole split, in a fixed order; keys tasks.EVAL_KEYS[task].
 
-  Retrieval (default): one row per clip with its first, canonical caption; with
-  eval_cfg.all_captions one row per caption (video_index maps each text to its clip; the clip's
-  video is repeated). Keys: video, text_ids, text_mask, video_index (clip position in the split),
-  valid. QA (eval_cfg.task or type 'qa'): one row per QA pair, text = the question, plus
-  label (answer index in the vocabulary, -1 if not in it), qtype (index in eval_cfg.qtypes, -1
-  otherwise) and example_index (position of the QA pair in the split).
+  Retrieval (default): one row per clip with its first, canonical caption (of
+  eval_cfg.text_field, default 'captions'); with eval_cfg.all_captions one row per caption
+  (video_index maps each text to its clip; the clip's video is repeated). QA (task or type 'qa'):
+  one row per QA pair, text = the question, plus label (answer index in the vocabulary, -1 if not
+  in it), qtype (index in eval_cfg.qtypes, -1 otherwise) and example_index (position of the QA
+  pair in the split). Multiple choice: one row per example, choice_ids/choice_mask [B, K, L]
+  (eval_cfg.mc_template), label = mc_answer. Classification: eval_cfg.num_views rows per clip
+  (view_index v = the v-th of evenly spread temporal windows; example_index = the clip), text =
+  eval_cfg.class_prompt, label = the ClassLabel index: average the logits over the rows of an
+  example_index (tasks.average_over_views).
   Every host yields the same number of batches (`batch_size` rows each); rows past the end
-  repeat the batch's first row with valid=False and video_index = example_index = -1.
+  repeat the batch's first row with valid=False and video_index = example_index = view_index = -1.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
+  task = tasks.eval_task(eval_cfg)
+  vkw = _video_kwargs(eval_cfg, "evals.<name>", "uniform")
   builder = get_builder(eval_cfg.builder, eval_cfg.get("builder_config", ""), config.data.data_dir,
                         config.data.get("manual_dir", ""))
-  rows = _eval_rows(eval_cfg)
+  ctx = _eval_context(eval_cfg, config, builder, task)
+  rows = task if task != "retrieval" else (
+      "captions" if eval_cfg.get("all_captions", False) else "clip")
+  views = int(eval_cfg.get("num_views", 1) or 1) if task == "classification" else 1
+  if views < 1:
+    raise ValueError(f"evals.<name>.num_views={views} must be >= 1")
   splits = [tfds.split_for_jax_process(eval_cfg.split, process_index=i, process_count=process_count)
             for i in range(process_count)]
   clip_sizes = [builder.info.splits[s].num_examples for s in splits]
-  if process_count > 1 or rows == "clip":
-    sizes = _row_counts(builder, splits, rows)
+  if process_count > 1 or rows in ("clip", "multiple_choice", "classification"):
+    sizes = _row_counts(builder, splits, ctx, rows, views)
     num_batches = -(-max(sizes) // batch_size)
     row_offset = sum(sizes[:process_index])
   else:
     num_batches, row_offset = None, 0  # one host: as many batches as its rows need
   clip_offset = sum(clip_sizes[:process_index])
-  vocab, qtypes, source = None, (), "first_word"
-  if rows == "qa":
-    vocab = qa.resolve_answer_vocab(config)
-    qtypes = tuple(eval_cfg.get("qtypes", qa.MSRVTT_QTYPES))
-    source = eval_cfg.get("qtype_source", "first_word")
-    if source not in qa.QTYPE_SOURCES:
-      raise ValueError(f"evals.<name>.qtype_source={source!r}: expected one of "
-                       f"{qa.QTYPE_SOURCES}")
   ds = builder.as_dataset(split=splits[process_index], shuffle_files=False,
                           decoders={"video": tfds.decode.SkipDecoding()})
-  sampling = eval_cfg.get("sampling", "uniform")
-  prep = functools.partial(video_ops.preprocess_clip, num_frames=eval_cfg.num_frames,
-                           sampling=sampling, resolution=eval_cfg.resolution)
-  text_key = "qa" if rows == "qa" else "captions"
+  prep = functools.partial(video_ops.preprocess_clip, center=True, **vkw)
+  has_question = "question" in builder.info.features
 
-  def process(i, ex):  # random samplings (if asked for) are fixed per clip
-    video = prep(ex["video"], seed=tf.stack([tf.constant(int(config.seed), tf.int64), i]))
-    return dict(video=video, text=ex[text_key], video_index=tf.cast(i, tf.int32))
+  def process(i, ex):  # random samplings (if asked for) are fixed per clip (and view)
+    seed = tf.stack([tf.constant(int(config.seed), tf.int64), i])
+    if views > 1:
+      video = tf.stack([prep(video_ops.temporal_window(ex["video"], v, views),
+                             seed=tf.random.experimental.stateless_fold_in(seed, v))
+                        for v in range(views)])
+    else:
+      video = prep(ex["video"], seed=seed)
+    out = dict(video=video, video_index=tf.cast(i, tf.int32))
+    if task == "retrieval":
+      out["text"] = ex[ctx.field]
+    elif task == "qa":
+      out["text"] = ex["qa"]
+    elif task == "multiple_choice":
+      out.update(choices=ex["mc_choices"], label=tf.cast(ex["mc_answer"], tf.int32))
+      if has_question:
+        out["question"] = ex["question"]
+    else:
+      out["label"] = tf.cast(ex["label"], tf.int32)
+    return out
 
   ds = ds.enumerate(start=clip_offset).map(process, num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True).prefetch(2 * batch_size)
-  tokenizer = text_ops.load_tokenizer(_tokenizer_name(config))
-  length = eval_cfg.max_text_len
-
-  def finish(buf: list[dict], start: int) -> dict[str, np.ndarray]:
-    n = len(buf)
-    ids, mask = text_ops.tokenize(tokenizer, [r["text"] for r in buf], length)
-    out = dict(video=np.stack([r["video"] for r in buf]), text_ids=ids, text_mask=mask,
-               video_index=np.asarray([r["video_index"] for r in buf], np.int32),
-               valid=np.ones(n, bool))
-    if rows == "qa":
-      out["label"] = qa.answer_labels([r["answer"] for r in buf], vocab)
-      out["qtype"] = qa.qtype_ids([r["text"] for r in buf], qtypes, source=source,
-                                  features=[r["qtype"] for r in buf] if source == "feature"
-                                  else None)
-      out["example_index"] = np.arange(start, start + n, dtype=np.int32)
-    return _pad_rows(out, batch_size)
-
-  def row_iter():
-    for ex in ds.as_numpy_iterator():
-      t = ex["text"]
-      if rows == "clip":
-        yield dict(video=ex["video"], text=t[0], video_index=ex["video_index"])
-      elif rows == "captions":
-        for c in t:
-          yield dict(video=ex["video"], text=c, video_index=ex["video_index"])
-      else:
-        if source == "feature" and "qtype" not in t:
-          raise ValueError(f"evals.<name>.qtype_source='feature' but {eval_cfg.builder} has no "
-                           "qa/qtype feature")
-        for j, q in enumerate(t["question"]):
-          yield dict(video=ex["video"], text=q, answer=t["answer"][j],
-                     video_index=ex["video_index"], qtype=t["qtype"][j] if "qtype" in t else b"")
-
-  r, t_frames = eval_cfg.resolution, eval_cfg.num_frames
-  empty = dict(video=np.zeros((0, t_frames, r, r, 3), np.float32),
-               text_ids=np.zeros((0, length), np.int32), text_mask=np.zeros((0, length), np.int32),
-               video_index=np.zeros(0, np.int32), valid=np.zeros(0, bool))
-  if rows == "qa":
-    empty.update(label=np.zeros(0, np.int32), qtype=np.zeros(0, np.int32),
-                 example_index=np.zeros(0, np.int32))
+  empty = ctx.empty(vkw["num_frames"], vkw["crop"] or vkw["resolution"])
   emitted, start, buf = 0, row_offset, []
-  for row in row_iter():
-    buf.append(row)
-    if len(buf) == batch_size:
-      yield finish(buf, start)
-      emitted, start, buf = emitted + 1, start + batch_size, []
+  for ex in ds.as_numpy_iterator():
+    for row in ctx.rows(rows, ex):
+      buf.append(row)
+      if len(buf) == batch_size:
+        yield _pad_rows(ctx.finish(buf, start), batch_size)
+        emitted, start, buf = emitted + 1, start + batch_size, []
   if buf:
-    yield finish(buf, start)
+    yield _pad_rows(ctx.finish(buf, start), batch_size)
     emitted += 1
   while num_batches is not None and emitted < num_batches:  # this host's share ended first
     yield _pad_rows(empty, batch_size)
     emitted += 1
-
-
-_INDEX_KEYS = ("video_index", "example_index")  # padding rows get -1 there
 
 
 def _pad_rows(batch: dict, size: int) -> dict:
@@ -418,7 +456,7 @@ def _pad_rows(batch: dict, size: int) -> dict:
   for k, v in batch.items():
     if k == "valid":
       pad = np.zeros(size - n, bool)
-    elif k in _INDEX_KEYS:
+    elif k in tasks.INDEX_KEYS:
       pad = np.full(size - n, -1, np.int32)
     elif n:
       pad = np.repeat(v[:1], size - n, axis=0)

@@ -2,18 +2,29 @@
 
 Sampling follows ALPRO (spec §7): `rand` = sorted random frames without replacement, `headtail` =
 half from each half of the clip, `uniform` = numpy's integer arange `[0, s, 2s, ...]` with
-s = floor(vlen / T). Randomness comes only from stateless ops, so a clip's frames depend on its
-seed alone (the pipeline derives seeds from (config.seed, example counter)).
+s = floor(vlen / T); and All-in-one (its spec §2): the clip cut into T equal segments, one frame
+per segment, `segment_rand` (random in the segment) or `segment_middle` (its middle). A clip with
+fewer frames than T (builders store 1 fps; an image is a 1-frame clip) is sampled with repetition,
+spread evenly over its frames. Randomness comes only from stateless ops, so a clip's frames depend
+on its seed alone (the pipeline derives seeds from (config.seed, example counter)).
+
+Spatially, `resize='square'` squashes each frame to resolution x resolution (ALPRO's decord reader)
+and `resize='short_side'` keeps the aspect ratio (short side -> resolution) and crops a square;
+`crop` then takes a random (training) or centred (evaluation) crop x crop window.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-SAMPLINGS = ("rand", "headtail", "uniform")
+SAMPLINGS = ("rand", "headtail", "uniform", "segment_rand", "segment_middle")
+RESIZES = ("square", "short_side")
 # CLIP pixel statistics (ALPRO's ImageNorm, spec §7), RGB.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# (mean, std) per config `norm` name; 'imagenet' = All-in-one's a100 transform.
+NORMS = {"clip": (CLIP_MEAN, CLIP_STD),
+         "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 
 
 def uniform_indices_np(vlen: int, num_frames: int) -> np.ndarray:
@@ -38,8 +49,12 @@ def sample_indices(vlen: tf.Tensor, num_frames: int, sampling: str,
                    seed: tf.Tensor | None = None) -> tf.Tensor:
   """int32 [num_frames] frame indices into a clip of `vlen` frames."""
   vlen = tf.cast(vlen, tf.int32)
-  if sampling == "uniform":
-    return tf.range(num_frames, dtype=tf.int32) * (vlen // num_frames)
+  if sampling == "uniform":  # the reference formula; a clip shorter than T: spread with repeats
+    return tf.cond(vlen >= num_frames,
+                   lambda: tf.range(num_frames, dtype=tf.int32) * (vlen // num_frames),
+                   lambda: _spread(tf.constant(0), vlen, num_frames))
+  if sampling in ("segment_rand", "segment_middle"):
+    return _segment_indices(vlen, num_frames, sampling == "segment_rand", seed)
   if seed is None:
     raise ValueError(f"sampling={sampling!r} needs a seed")
   if sampling == "rand":
@@ -54,17 +69,61 @@ def sample_indices(vlen: tf.Tensor, num_frames: int, sampling: str,
                    "(config.data.train.sampling / evals.<name>.sampling)")
 
 
+def _segment_indices(vlen: tf.Tensor, num: int, random: bool,
+                     seed: tf.Tensor | None) -> tf.Tensor:
+  """One frame per segment [b_i, b_{i+1}), b_i = floor(i * vlen / T). As the All-in-one reference,
+  the segment's last frame is never drawn: random = uniform in [b_i, b_{i+1} - 1) (b_i for a
+  segment of < 2 frames), middle = (b_i + b_{i+1} - 1) // 2; clamped into the clip."""
+  bounds = tf.range(num + 1, dtype=tf.int32) * vlen // num
+  lo, hi = bounds[:-1], tf.maximum(bounds[1:] - 1, bounds[:-1])
+  if random:
+    if seed is None:
+      raise ValueError("sampling='segment_rand' needs a seed")
+    u = tf.random.stateless_uniform([num], seed, dtype=tf.float32)
+    idx = lo + tf.cast(tf.floor(u * tf.cast(tf.maximum(hi - lo, 1), tf.float32)), tf.int32)
+    idx = tf.minimum(idx, tf.maximum(hi - 1, lo))
+  else:
+    idx = (lo + hi) // 2
+  return tf.clip_by_value(idx, 0, tf.maximum(vlen - 1, 0))
+
+
+def temporal_window(encoded: tf.Tensor, view: int, num_views: int) -> tf.Tensor:
+  """Frames [floor(v·N/V), floor((v+1)·N/V)) of an [N] clip (>= 1 frame): the v-th of V evenly
+  spread evaluation views; the frames are then sampled inside the window."""
+  n = tf.shape(encoded)[0]
+  lo = view * n // num_views
+  hi = tf.maximum((view + 1) * n // num_views, lo + 1)
+  return encoded[tf.minimum(lo, n - 1):hi]
+
+
 def decode_frames(encoded: tf.Tensor) -> tf.Tensor:
   """[T] JPEG/PNG strings -> uint8 [T, H, W, 3]."""
   return tf.map_fn(lambda x: tf.io.decode_image(x, channels=3, expand_animations=False),
                    encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def resize(frames: tf.Tensor, resolution: int) -> tf.Tensor:
-  """Square resize (aspect ignored, as ALPRO's decord reader), float32 in [0, 255]."""
+def resize(frames: tf.Tensor, resolution: int, mode: str = "square") -> tf.Tensor:
+  """float32 in [0, 255]. 'square': to resolution x resolution (aspect ignored, as ALPRO's decord
+  reader); 'short_side': aspect kept, the shorter side becomes `resolution`."""
   frames = tf.cast(frames, tf.float32)
-  out = tf.image.resize(frames, (resolution, resolution), method="bilinear", antialias=True)
+  if mode == "square":
+    size = tf.constant([resolution, resolution], tf.int32)
+  elif mode == "short_side":
+    hw = tf.cast(tf.shape(frames)[1:3], tf.float32)
+    size = tf.cast(tf.round(hw * (resolution / tf.reduce_min(hw))), tf.int32)
+    size = tf.maximum(size, resolution)  # the short side exactly `resolution`
+  else:
+    raise ValueError(f"unknown resize {mode!r}; expected one of {RESIZES} "
+                     "(config.data.train.resize / evals.<name>.resize)")
+  out = tf.image.resize(frames, size, method="bilinear", antialias=True)
   return tf.clip_by_value(out, 0.0, 255.0)
+
+
+def center_crop(frames: tf.Tensor, size: int) -> tf.Tensor:
+  """The centred `size`x`size` window of every frame of [T, H, W, C]."""
+  shape = tf.shape(frames)
+  top, left = (shape[1] - size) // 2, (shape[2] - size) // 2
+  return frames[:, top:top + size, left:left + size, :]
 
 
 def random_crop(frames: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
@@ -76,16 +135,21 @@ def random_crop(frames: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
   return frames[:, top:top + size, left:left + size, :]
 
 
-def normalize(frames: tf.Tensor) -> tf.Tensor:
-  """[0, 255] pixels -> (x / 255 - mean) / std with the CLIP statistics."""
-  mean = tf.constant(CLIP_MEAN, tf.float32)
-  std = tf.constant(CLIP_STD, tf.float32)
+def normalize(frames: tf.Tensor, norm: str = "clip") -> tf.Tensor:
+  """[0, 255] pixels -> (x / 255 - mean) / std with the NORMS[norm] statistics (CLIP default)."""
+  if norm not in NORMS:
+    raise ValueError(f"unknown norm {norm!r}; expected one of {tuple(NORMS)} "
+                     "(config.data.train.norm / evals.<name>.norm)")
+  mean = tf.constant(NORMS[norm][0], tf.float32)
+  std = tf.constant(NORMS[norm][1], tf.float32)
   return (tf.cast(frames, tf.float32) / 255.0 - mean) / std
 
 
 def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resolution: int,
-                    crop: int = 0, seed: tf.Tensor | None = None) -> tf.Tensor:
-  """Encoded frames [N] -> normalised float32 [T, R, R, 3] (or [T, crop, crop, 3]).
+                    crop: int = 0, seed: tf.Tensor | None = None, resize_mode: str = "square",
+                    norm: str = "clip", center: bool = False) -> tf.Tensor:
+  """Encoded frames [N] (any size, any N >= 1) -> normalised float32 [T, S, S, 3], S = crop or
+  resolution. Crops are random (from `seed`) unless `center` (evaluation).
 
   Frames are sampled before decoding, so only the T chosen frames are decoded.
   """
@@ -96,13 +160,16 @@ def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resol
   else:
     frame_seed = crop_seed = None
   idx = sample_indices(tf.shape(encoded)[0], num_frames, sampling, frame_seed)
-  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution)
-  if crop:
-    if crop_seed is None:
-      raise ValueError("a random crop needs a seed")
-    frames = random_crop(frames, crop, crop_seed)
-  out = normalize(frames)
+  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode)
   size = crop or resolution
+  if crop or resize_mode != "square":
+    if center:
+      frames = center_crop(frames, size)
+    else:
+      if crop_seed is None:
+        raise ValueError("a random crop needs a seed")
+      frames = random_crop(frames, size, crop_seed)
+  out = normalize(frames, norm)
   return tf.ensure_shape(out, [num_frames, size, size, 3])
 
 

@@ -1,0 +1,1 @@
+"""cc3m: Conceptual Captions 3M images as 1-frame videos."""

@@ -1,0 +1,166 @@
+"""Conceptual Captions 3M (Sharma et al. 2018): image-alt-text pairs, stored as 1-frame videos so
+image-text pre-training (ALPRO's and All-in-one's WebVid + CC3M mix) reads them like clips.
+
+The release is two TSVs of (caption, url); images are fetched by the user with img2dataset, which
+names row i (0-based, after the header) <i // 10000 as %05d>/<i as %09d>.jpg with default shards.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+TSVS = {"train": ("Train_GCC-training.tsv", "GCC-training.tsv"),
+        "validation": ("Validation_GCC-1.1.0-Validation.tsv", "GCC-1.1.0-Validation.tsv")}
+IMAGE_DIRS = {"train": ("training", "train", "cc3m_train"),
+              "validation": ("validation", "val", "cc3m_val", "cc3m_validation")}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+SAMPLES_PER_SHARD = 10000  # img2dataset's default --number_sample_per_shard
+_PROBE = 200
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """
+1. From https://ai.google.com/research/ConceptualCaptions/download download
+   Train_GCC-training.tsv and Validation_GCC-1.1.0-Validation.tsv (caption<TAB>url, no header).
+2. Give each a header (img2dataset needs it; the builder accepts both):
+     sed -i '1s/^/caption\\turl\\n/' Train_GCC-training.tsv
+     sed -i '1s/^/caption\\turl\\n/' Validation_GCC-1.1.0-Validation.tsv
+3. Download the images with img2dataset (pip install img2dataset), one folder per split:
+     img2dataset --url_list Train_GCC-training.tsv --input_format tsv --url_col url \\
+       --caption_col caption --output_format files --output_folder MANUAL_DIR/training \\
+       --image_size 256 --resize_mode keep_ratio --resize_only_if_bigger True \\
+       --processes_count 16 --thread_count 64
+     (same with Validation_GCC-1.1.0-Validation.tsv -> MANUAL_DIR/validation)
+   With --output_format webdataset, untar the shards in place first:
+     cd MANUAL_DIR/training && for t in *.tar; do mkdir -p ${t%.tar}; tar -xf $t -C ${t%.tar}; done
+Layout:
+  MANUAL_DIR/
+    Train_GCC-training.tsv
+    Validation_GCC-1.1.0-Validation.tsv
+    training/00000/000000000.jpg (+ .txt, .json)  ...  training/00331/003318332.jpg
+    validation/00000/000000000.jpg ...
+Images are matched to TSV rows by img2dataset's key (row index); with a non-default
+--number_sample_per_shard they are matched by the url in the .json files. ~15-30% of the URLs are
+dead: the build reports how many annotated images it found.
+"""
+
+
+def find_first(folder: str, names) -> str | None:
+  for name in names:
+    if os.path.exists(os.path.join(folder, name)):
+      return os.path.join(folder, name)
+  return None
+
+
+def read_tsv(path: str) -> list[tuple[int, str, str]]:
+  """(line, caption, url) rows; a 'caption<TAB>url' header line (img2dataset's) is skipped."""
+  rows = []
+  for line, row in bb.read_csv(path, ["caption", "url"], delimiter="\t",
+                               fieldnames=["caption", "url"]):
+    if line == 1 and row["caption"].strip() == "caption" and row["url"].strip() == "url":
+      continue
+    rows.append((line, row["caption"].strip(), row["url"].strip()))
+  return rows
+
+
+def key_path(image_dir: str, index: int) -> str:
+  """Where img2dataset (default shards) puts row `index`: <shard %05d>/<index %09d>.jpg."""
+  return os.path.join(image_dir, f"{index // SAMPLES_PER_SHARD:05d}", f"{index:09d}.jpg")
+
+
+def url_index(image_dir: str) -> dict[str, str]:
+  """{url: image path} from img2dataset's <key>.json sidecars."""
+  index = {}
+  for folder, _, files in os.walk(image_dir):
+    names = set(files)
+    for f in files:
+      if not f.endswith(".json"):
+        continue
+      stem = f[:-5]
+      image = next((stem + e for e in IMAGE_EXTENSIONS if stem + e in names), None)
+      if image is None:
+        continue
+      try:
+        with open(os.path.join(folder, f)) as fh:
+          url = json.load(fh).get("url")
+      except (OSError, ValueError):
+        continue
+      if url:
+        index[url] = os.path.join(folder, image)
+  return index
+
+
+def _sidecar_url(image_path: str) -> str | None:
+  try:
+    with open(os.path.splitext(image_path)[0] + ".json") as f:
+      return json.load(f).get("url")
+  except (OSError, ValueError):
+    return None
+
+
+def locate_images(image_dir: str, rows: list[tuple[int, str, str]]) -> list[str]:
+  """Image path per row (existing or, for the report, where it would be)."""
+  paths = [key_path(image_dir, i) for i in range(len(rows))]
+  probe = range(min(_PROBE, len(rows)))
+  hits = [i for i in probe if os.path.exists(paths[i])]
+  urls_agree = all(_sidecar_url(paths[i]) in (None, rows[i][2]) for i in hits)
+  if hits and urls_agree:
+    return paths
+  if not hits and os.path.isdir(image_dir) and any(
+      f.endswith(".tar") for f in os.listdir(image_dir)):
+    raise FileNotFoundError(f"cc3m: {image_dir} holds webdataset .tar shards: untar them in place "
+                            "first (see MANUAL_DOWNLOAD_INSTRUCTIONS)")
+  index = url_index(image_dir)
+  return [index.get(url, paths[i]) for i, (_, _, url) in enumerate(rows)]
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """CC3M images with captions as 1-frame videos (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      bb.VideoBuilderConfig(name="default", fps=1.0, short_side=256,
+                            description="Images resized to short side 256, 1 frame each."),
+      bb.VideoBuilderConfig(name="short224", fps=1.0, short_side=224,
+                            description="Images resized to short side 224 (ViT/224 models)."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features({"captions": tfds.features.Sequence(tfds.features.Text())}),
+        homepage="https://ai.google.com/research/ConceptualCaptions/",
+        citation="@inproceedings{sharma2018conceptual, title={Conceptual Captions: A Cleaned, "
+                 "Hypernymed, Image Alt-text Dataset For Automatic Image Captioning}, author="
+                 "{Sharma, Piyush and Ding, Nan and Goodman, Sebastian and Soricut, Radu}, "
+                 "booktitle={ACL}, year={2018}}")
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    splits = {}
+    for split, names in TSVS.items():
+      tsv = find_first(manual_dir, names)
+      if tsv is None:
+        continue
+      image_dir = find_first(manual_dir, IMAGE_DIRS[split]) or os.path.join(
+          manual_dir, IMAGE_DIRS[split][0])
+      splits[split] = self._generate_examples(split, tsv, image_dir)
+    if not splits:
+      raise FileNotFoundError(f"cc3m: neither {TSVS['train'][0]} nor {TSVS['validation'][0]} "
+                              f"in {manual_dir}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return splits
+
+  def _generate_examples(self, split: str, tsv: str, image_dir: str):
+    rows = read_tsv(tsv)
+    records = []
+    for i, ((_, caption, _), path) in enumerate(zip(rows, locate_images(image_dir, rows))):
+      key = f"{i:09d}"
+      records.append(bb.VideoRecord(key=key, video_path=path, fields=dict(
+          video_id=key, captions=[caption])))
+    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
+                                    split=split)

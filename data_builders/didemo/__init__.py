@@ -1,0 +1,1 @@
+"""didemo: DiDeMo paragraph-to-video retrieval (manual download)."""

@@ -1,0 +1,1 @@
+"""diving48: Diving48 V2 dive classification (manual download)."""

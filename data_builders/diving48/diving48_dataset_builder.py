@@ -1,0 +1,115 @@
+"""diving48: Diving48 (V2 labels) fine-grained dive classification, 48 classes.
+
+Diving48_V2_{train,test}.json list {vid_name, label, start_frame, end_frame}; Diving48_vocab.json
+lists the 48 classes in label order, each as [takeoff, somersault, twist, flight position]
+(label_name joins them with spaces). The released rgb/<vid_name>.mp4 files are already trimmed to
+the dive, so the whole file is stored (start_frame/end_frame are kept as features).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+VIDEO_DIR = "rgb"
+VOCAB = "Diving48_vocab.json"
+SPLIT_FILES = {"train": "Diving48_V2_train.json", "test": "Diving48_V2_test.json"}
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download from the Diving48 page (http://www.svcl.ucsd.edu/projects/resound/dataset.html):
+  Diving48_rgb.tar.gz (videos), Diving48_V2_train.json, Diving48_V2_test.json, Diving48_vocab.json
+and arrange manual_dir as:
+  manual_dir/
+    Diving48_V2_train.json  Diving48_V2_test.json  Diving48_vocab.json
+    rgb/-mmq0PT-u8k_00155.mp4 ...        (`tar xzf Diving48_rgb.tar.gz -C manual_dir`)
+"""
+
+
+def _file(root: pathlib.Path, name: str) -> pathlib.Path:
+  for path in (root / name, root / "annotations" / name):
+    if path.is_file():
+      return path
+  raise FileNotFoundError(f"{root / name} not found; diving48 expects the official layout:\n"
+                          f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+
+
+def read_vocab(path: pathlib.Path) -> list[str]:
+  """Diving48_vocab.json -> 48 class names ("Back 15som 05Twis FREE"), label order."""
+  vocab = bb.read_json(path)
+  if not isinstance(vocab, list) or not vocab:
+    raise bb.AnnotationError(str(path), None, "<root>", "a list of [takeoff, somersault, twist, "
+                             "flight] lists, one per class")
+  names = []
+  for i, entry in enumerate(vocab):
+    if not isinstance(entry, list) or not entry or not all(isinstance(w, str) for w in entry):
+      raise bb.AnnotationError(str(path), None, f"[{i}]", "a list of strings")
+    names.append(" ".join(entry))
+  return names
+
+
+def read_split(path: pathlib.Path, root: pathlib.Path, names: list[str]) -> list[bb.VideoRecord]:
+  """Diving48_V2_<split>.json -> one VideoRecord per entry (vid_name, label in range)."""
+  entries = bb.read_json(path)
+  if not isinstance(entries, list):
+    raise bb.AnnotationError(str(path), None, "<root>", "a list of {vid_name, label, "
+                             "start_frame, end_frame} objects")
+  out = []
+  for i, entry in enumerate(entries):
+    if not isinstance(entry, dict):
+      raise bb.AnnotationError(str(path), None, f"[{i}]", "an object")
+    for field in ("vid_name", "label", "start_frame", "end_frame"):
+      if entry.get(field) in (None, ""):
+        raise bb.AnnotationError(str(path), None, f"[{i}].{field}", "a value")
+    label = entry["label"]
+    if not isinstance(label, int) or not 0 <= label < len(names):
+      raise bb.AnnotationError(str(path), None, f"[{i}].label",
+                               f"an integer in [0, {len(names)}) (Diving48_vocab.json)")
+    vid = str(entry["vid_name"])
+    out.append(bb.VideoRecord(
+        key=vid, video_path=str(root / VIDEO_DIR / f"{vid}.mp4"),
+        fields=dict(label=label, label_name=names[label],
+                    start_frame=int(entry["start_frame"]), end_frame=int(entry["end_frame"]))))
+  return out
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Diving48 V2 from the official json files and rgb videos (manual download)."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release (V2 labels)."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # Dives last ~3-5 s and differ in fast rotations: 8 fps keeps ~32 frames; the released videos
+  # are small (short side ~180-240 px), so nothing is upscaled.
+  BUILDER_CONFIGS = [
+      bb.VideoBuilderConfig(name="default", fps=8.0, short_side=256,
+                            description="8 fps, short side <= 256."),
+      bb.VideoBuilderConfig(name="fps16", fps=16.0, short_side=256,
+                            description="16 fps (dense sampling), short side <= 256."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features({
+            # names are set from Diving48_vocab.json when building (label.labels.txt)
+            "label": tfds.features.ClassLabel(),
+            "label_name": tfds.features.Text(),
+            "start_frame": np.int32,
+            "end_frame": np.int32,
+        }),
+        homepage="http://www.svcl.ucsd.edu/projects/resound/dataset.html",
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = pathlib.Path(dl_manager.manual_dir)
+    names = read_vocab(_file(root, VOCAB))
+    self.info.features["label"].names = names
+    recs = {split: read_split(_file(root, f), root, names) for split, f in SPLIT_FILES.items()}
+    return {split: self._generate_examples(r, split) for split, r in recs.items()}
+
+  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
+    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)

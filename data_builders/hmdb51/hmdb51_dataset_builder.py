@@ -1,0 +1,122 @@
+"""hmdb51: HMDB51 action recognition (51 classes) read from the official release.
+
+The official split files (testTrainMulti_7030_splits/<class>_test_split<k>.txt) mark each clip
+1 = train, 2 = test, 0 = unused in split k; configs split1/split2/split3. Classes are the 51 folder
+names in alphabetical order (the order every published HMDB51 label list uses).
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+VIDEO_DIR = "hmdb51_org"
+SPLIT_DIR = "testTrainMulti_7030_splits"
+_SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>[123])\.txt$")
+_MARKS = {"1": "train", "2": "test", "0": None}
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download from the HMDB51 page
+(https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/):
+  hmdb51_org.rar (the videos: one rar per class inside) and test_train_splits.rar (the splits).
+Extract so that manual_dir holds:
+  manual_dir/
+    hmdb51_org/brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi ... (51 class folders)
+    testTrainMulti_7030_splits/brush_hair_test_split1.txt ... (51 classes x 3 splits)
+e.g. `mkdir -p manual_dir/hmdb51_org && unrar x hmdb51_org.rar /tmp/hmdb_rars/ &&
+for r in /tmp/hmdb_rars/*.rar; do unrar x "$r" manual_dir/hmdb51_org/; done &&
+unrar x test_train_splits.rar manual_dir/`
+"""
+
+
+@dataclasses.dataclass
+class Hmdb51Config(bb.VideoBuilderConfig):
+  """Which of the three official 70/30 splits to build."""
+  split_index: int = 1
+
+
+def split_files(root: pathlib.Path, index: int) -> dict[str, pathlib.Path]:
+  """{class name: its split file} for official split `index` (classes sorted)."""
+  folder = root / SPLIT_DIR
+  if not folder.is_dir():
+    raise FileNotFoundError(f"{folder} not found; hmdb51 expects the official layout:\n"
+                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  out = {}
+  for path in folder.iterdir():
+    m = _SPLIT_FILE.match(path.name)
+    if m and int(m.group("k")) == index:
+      out[m.group("cls")] = path
+  if not out:
+    raise FileNotFoundError(f"{folder}: no <class>_test_split{index}.txt files")
+  return dict(sorted(out.items()))
+
+
+def read_split_file(path: pathlib.Path) -> list[tuple[int, str, str | None]]:
+  """[(line, clip file name, 'train' | 'test' | None (unused))] of one class's split file."""
+  rows = []
+  for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    parts = line.split()
+    if not parts:
+      continue
+    if len(parts) < 2:
+      raise bb.AnnotationError(str(path), line_no, "mark", "'<clip>.avi <0|1|2>'")
+    if parts[1] not in _MARKS:
+      raise bb.AnnotationError(str(path), line_no, "mark",
+                               "0 (unused), 1 (train) or 2 (test)")
+    rows.append((line_no, parts[0], _MARKS[parts[1]]))
+  return rows
+
+
+def records(root: pathlib.Path, index: int) -> tuple[list[str], dict[str, list[bb.VideoRecord]]]:
+  """(class names, {'train': records, 'test': records}) of official split `index`."""
+  files = split_files(root, index)
+  classes = list(files)
+  out: dict[str, list[bb.VideoRecord]] = {"train": [], "test": []}
+  for label, (name, path) in enumerate(files.items()):
+    for _, clip, split in read_split_file(path):
+      if split is None:
+        continue
+      out[split].append(bb.VideoRecord(
+          key=pathlib.PurePosixPath(clip).stem,
+          video_path=str(root / VIDEO_DIR / name / clip),
+          fields=dict(label=label, label_name=name)))
+  return classes, out
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """HMDB51 from the official rars + 70/30 split files (manual download)."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # Clips are short (~3 s): 8 fps keeps ~24 frames for 8-16 frame sampling; short side 256.
+  BUILDER_CONFIGS = [
+      Hmdb51Config(name=f"split{i}", split_index=i, fps=8.0, short_side=256,
+                   description=f"Official 70/30 split {i}, 8 fps, short side 256.")
+      for i in (1, 2, 3)
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features({
+            # names are set from the split files when building (stored in label.labels.txt)
+            "label": tfds.features.ClassLabel(),
+            "label_name": tfds.features.Text(),
+        }),
+        homepage="https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/",
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = pathlib.Path(dl_manager.manual_dir)
+    classes, recs = records(root, self.builder_config.split_index)
+    self.info.features["label"].names = classes
+    return {split: self._generate_examples(r, split) for split, r in recs.items()}
+
+  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
+    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)

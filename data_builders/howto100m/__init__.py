@@ -1,0 +1,1 @@
+"""howto100m: narrated instructional videos cut into captioned segments."""

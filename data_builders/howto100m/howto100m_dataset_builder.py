@@ -1,0 +1,141 @@
+"""HowTo100M (Miech et al. 2019): 1.2M narrated instructional YouTube videos whose ASR captions
+cut them into 136M clips; one example per caption segment, cut to [start, end].
+
+Nobody has all the videos (YouTube removals), so the build works from whatever subset is on disk
+and reports "found N of M annotated videos". A video that is not on disk contributes one record
+(so it is counted), not one per segment: `records` in the report counts segments of the videos
+found plus one per missing video.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+from vlx.data import media
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """
+1. Annotations: https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/HowTo100M.zip (see
+   https://www.di.ens.fr/willow/research/howto100m/) holds HowTo100M_v1.csv (video_id,
+   category_1, category_2, rank, task_id) and caption.json ({video_id: {"start": [s, ...],
+   "end": [s, ...], "text": [str, ...]}}, stop words removed). Config `raw_captions` reads
+   raw_caption.json from raw_caption.zip (same format, unprocessed ASR text) instead.
+2. Videos: request the download from the authors (form on the page above) or fetch them from
+   YouTube by video_id (e.g. yt-dlp / video2dataset). Any subset works.
+Layout:
+  MANUAL_DIR/
+    HowTo100M_v1.csv
+    caption.json                 (and/or raw_caption.json)
+    videos/<video_id>.mp4 | .webm | .mkv    (any sub-folders: the tree is searched by file name)
+Reading caption.json needs ~20 GB of RAM for the full release (it is one JSON object).
+The `max8` config keeps at most 8 segments per video (evenly spread) for a lighter corpus.
+"""
+
+
+@dataclasses.dataclass
+class HowToConfig(bb.VideoBuilderConfig):
+  captions_file: str = "caption.json"
+  max_segments: int = 0  # per video, evenly spread; 0 = all
+
+
+def video_index(root: str) -> dict[str, str]:
+  """{video_id: path} of every video file under `root` (first found wins, sorted walk)."""
+  index: dict[str, str] = {}
+  for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    for f in sorted(files):
+      stem, ext = os.path.splitext(f)
+      if ext.lower() in VIDEO_EXTENSIONS and stem not in index:
+        index[stem] = os.path.join(folder, f)
+  return index
+
+
+def segments(entry, path: str, video_id: str) -> list[tuple[float, float, str]]:
+  """(start, end, text) of one caption.json entry, validated; empty / reversed ones dropped."""
+  if not isinstance(entry, dict):
+    raise bb.AnnotationError(path, None, f"{video_id}", "an object with start, end and text")
+  lists = [bb.require(entry, k, file=path, line=None, expected=f"a list in entry {video_id!r}")
+           for k in ("start", "end", "text")]
+  if len({len(v) for v in lists}) != 1:
+    raise bb.AnnotationError(path, None, f"{video_id}.text", "start, end and text of equal length")
+  out = []
+  for start, end, text in zip(*lists):
+    text = str(text).strip()
+    if text and float(end) > float(start):
+      out.append((float(start), float(end), text))
+  return out
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """HowTo100M caption segments as clips (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      HowToConfig(name="default", fps=2.0, short_side=256,
+                  description="Every caption segment, 2 fps, short side 256."),
+      HowToConfig(name="max8", fps=2.0, short_side=256, max_segments=8,
+                  description="At most 8 segments per video (evenly spread), 2 fps, short 256."),
+      HowToConfig(name="raw_captions", fps=2.0, short_side=256, captions_file="raw_caption.json",
+                  description="Unprocessed ASR captions (raw_caption.json), 2 fps, short 256."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features({
+            "captions": tfds.features.Sequence(tfds.features.Text()),
+            "category_1": tfds.features.Text(), "category_2": tfds.features.Text(),
+            "task_id": tfds.features.Text()}),
+        homepage="https://www.di.ens.fr/willow/research/howto100m/",
+        citation="@inproceedings{miech2019howto100m, title={HowTo100M: Learning a Text-Video "
+                 "Embedding by Watching Hundred Million Narrated Video Clips}, author={Miech, "
+                 "Antoine and Zhukov, Dimitri and Alayrac, Jean-Baptiste and Tapaswi, Makarand "
+                 "and Laptev, Ivan and Sivic, Josef}, booktitle={ICCV}, year={2019}}")
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    for name in ("HowTo100M_v1.csv", self.builder_config.captions_file):
+      if not os.path.isfile(os.path.join(manual_dir, name)):
+        raise FileNotFoundError(f"howto100m: {name} not found in {manual_dir}.\n"
+                                + MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return {"train": self._generate_examples(manual_dir)}
+
+  def _generate_examples(self, manual_dir: str):
+    yield from bb.generate_examples(self._records(manual_dir), self.builder_config,
+                                    builder_name=self.name, split="train")
+
+  def _records(self, manual_dir: str):
+    c = self.builder_config
+    csv_path = os.path.join(manual_dir, "HowTo100M_v1.csv")
+    captions_path = os.path.join(manual_dir, c.captions_file)
+    captions = bb.read_json(captions_path)
+    if not isinstance(captions, dict):
+      raise bb.AnnotationError(captions_path, None, "<json>", "an object keyed by video_id")
+    videos_dir = os.path.join(manual_dir, "videos")
+    index = video_index(videos_dir if os.path.isdir(videos_dir) else manual_dir)
+    seen = set()
+    for _, row in bb.read_csv(csv_path, ["video_id"]):
+      vid = row["video_id"].strip()
+      if vid in seen or vid not in captions:  # a few listed videos have no narration
+        continue
+      seen.add(vid)
+      meta = dict(category_1=row.get("category_1", ""), category_2=row.get("category_2", ""),
+                  task_id=row.get("task_id", ""))
+      path = index.get(vid)
+      if path is None:  # counted as missing once, not once per segment
+        yield bb.VideoRecord(key=f"{vid}:missing", fields=dict(video_id=vid, captions=[], **meta),
+                             video_path=os.path.join(videos_dir, f"{vid}.mp4"))
+        continue
+      segs = segments(captions[vid], captions_path, vid)
+      if c.max_segments > 0:
+        segs = [segs[i] for i in media.spread_indices(len(segs), c.max_segments)]
+      for i, (start, end, text) in enumerate(segs):
+        yield bb.VideoRecord(key=f"{vid}:{i:05d}", video_path=path, start=start, end=end,
+                             fields=dict(video_id=vid, captions=[text], **meta))

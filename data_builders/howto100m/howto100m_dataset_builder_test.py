@@ -1,0 +1,69 @@
+"""howto100m builder: one example per caption segment, from a partial subset of the videos."""
+import json
+import pathlib
+
+import pytest
+
+from data_builders.howto100m import howto100m_dataset_builder as ht
+from vlx.data import builder_base as bb
+from vlx.data import testing
+
+CSV = """video_id,category_1,category_2,rank,task_id
+vidA,Food and Entertaining,Recipes,1,52907
+vidB,Hobbies and Crafts,Crafts,3,109972
+vidC,Food and Entertaining,Recipes,2,52907
+vidD,Home and Garden,Gardening,7,77721
+vidE,Home and Garden,Gardening,8,77721
+"""
+CAPTIONS = {
+    "vidA": {"start": [0.0, 0.5, 1.5], "end": [0.5, 1.0, 3.0], "text": ["chop onion", "add salt",
+                                                                     "stir it"]},
+    "vidB": {"start": [0.25, 5.0, 1.0], "end": [1.25, 6.0, 1.0],  # 2nd: past the end; 3rd: empty
+             "text": ["fold paper", "beyond the end", "zero length"]},
+    "vidC": {"start": [0, 1], "end": [1, 2], "text": ["corrupt a", "corrupt b"]},
+    "vidD": {"start": [0], "end": [1], "text": ["not downloaded"]},
+}
+
+
+class HowTo100MTest(testing.VideoBuilderTestCase):
+  DATASET_CLASS = ht.Builder
+  BUILDER_CONFIG_NAMES_TO_TEST = ["default"]
+  SPLITS = {"train": 4}
+  EXPECTED_REPORTS = {"train": dict(annotated=4, found=2, missing=1, corrupt=1, records=8,
+                                    examples=4, failed_clips=1)}
+
+  @classmethod
+  def make_dummy_data(cls, root: pathlib.Path) -> None:
+    (root / "HowTo100M_v1.csv").write_text(CSV)
+    (root / "caption.json").write_text(json.dumps(CAPTIONS))
+    testing.write_video(root / "videos/vidA.mp4", num_frames=8, height=32, width=48, fps=4)
+    testing.write_video(root / "videos/part2/vidB.webm", num_frames=8, height=32, width=48, fps=4,
+                        seed=1)
+    testing.write_corrupt(root / "videos/vidC.mp4")
+
+  def check_examples(self, config_name, split, examples):
+    got = {(e["video_id"].decode(), e["captions"][0].decode()): (float(e["start"]),
+           float(e["end"]), len(e["video"])) for e in examples}
+    # 2 fps inside [start, end): frames at start, start + 0.5, ... before the end of the video.
+    self.assertEqual(got, {("vidA", "chop onion"): (0.0, 0.5, 1),
+                           ("vidA", "add salt"): (0.5, 1.0, 1),
+                           ("vidA", "stir it"): (1.5, 3.0, 1),
+                           ("vidB", "fold paper"): (0.25, 1.25, 2)})
+    self.assertEqual({e["category_2"].decode() for e in examples}, {"Recipes", "Crafts"})
+
+
+def test_max_segments_and_bad_captions(tmp_path):
+  (tmp_path / "HowTo100M_v1.csv").write_text("video_id\nv\n")
+  testing.write_video(tmp_path / "videos/v.mp4", num_frames=2, height=16, width=16, fps=2)
+  n = 20
+  entry = dict(start=list(range(n)), end=list(range(1, n + 1)), text=[f"t{i}" for i in range(n)])
+  (tmp_path / "caption.json").write_text(json.dumps({"v": entry}))
+  builder = ht.Builder(config="max8", data_dir=str(tmp_path / "data"))
+  recs = list(builder._records(str(tmp_path)))  # pylint: disable=protected-access
+  assert [r.fields["captions"][0] for r in recs] == ["t0", "t3", "t5", "t8", "t11", "t14", "t16",
+                                                     "t19"]
+  (tmp_path / "caption.json").write_text(json.dumps({"v": {"start": [0, 1], "end": [1],
+                                                           "text": ["a", "b"]}}))
+  with pytest.raises(bb.AnnotationError, match=r"caption.json: field 'v.text': expected start, "
+                     r"end and text of equal length"):
+    list(builder._records(str(tmp_path)))  # pylint: disable=protected-access

@@ -1,0 +1,152 @@
+"""kinetics400: Kinetics-400 action recognition read from the official annotation csvs.
+
+The csvs (label, youtube_id, time_start, time_end, split[, is_cc]) name ~10 s clips, released as
+<youtube_id>_<time_start:06d>_<time_end:06d>.mp4 (the CVDF mirror) either flat in the split folder
+or in per-label folders; the split folder is indexed recursively so both layouts work, and the
+mirror's replacement_for_corrupted_k400 files take precedence. `label` is a ClassLabel over the
+400 class names of train.csv, sorted (the official class list is alphabetical).
+"""
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+log = logging.getLogger(__name__)
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
+COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+# TFDS split -> (csv names, video folder names) in the CVDF layout (and the older DeepMind names)
+SPLITS = {
+    "train": (("train.csv",), ("train",)),
+    "validation": (("val.csv", "validate.csv"), ("val", "validate", "valid")),
+    "test": (("test.csv",), ("test",)),
+}
+REPLACEMENT_DIR = "replacement/replacement_for_corrupted_k400"
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download Kinetics-400 from the CVDF mirror (https://github.com/cvdfoundation/kinetics-dataset,
+k400_downloader.sh + k400_extractor.sh): the videos
+https://s3.amazonaws.com/kinetics/400/{train,val,test}/part_*.tar.gz, the annotations
+https://s3.amazonaws.com/kinetics/400/annotations/{train,val,test}.csv and optionally
+https://s3.amazonaws.com/kinetics/400/replacement_for_corrupted_k400.tgz. manual_dir is the
+mirror's k400/ folder:
+  manual_dir/
+    annotations/train.csv  val.csv  test.csv     (or the csvs directly in manual_dir/)
+    train/<youtube_id>_<start:06d>_<end:06d>.mp4  (flat, or train/<label>/...mp4 per class)
+    val/...   test/...
+    replacement/replacement_for_corrupted_k400/*.mp4   (optional)
+A split whose csv is absent is not built (train.csv is required: it defines the classes).
+"""
+
+
+def _find_csv(root: pathlib.Path, names: tuple[str, ...]) -> pathlib.Path | None:
+  for folder in (root / "annotations", root):
+    for name in names:
+      if (folder / name).is_file():
+        return folder / name
+  return None
+
+
+def index_videos(folders: list[pathlib.Path]) -> dict[str, pathlib.Path]:
+  """{file stem: path} of every video under `folders` (recursive; later folders win)."""
+  index: dict[str, pathlib.Path] = {}
+  for folder in folders:
+    if folder.is_dir():
+      for path in folder.rglob("*"):
+        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+          index[path.stem] = path
+  return index
+
+
+def clip_name(youtube_id: str, start: int, end: int) -> str:
+  return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def read_annotations(path: pathlib.Path) -> list[tuple[int, str, str, int, int]]:
+  """[(line, label, youtube_id, time_start, time_end)] of one official csv."""
+  rows = []
+  for line, row in bb.read_csv(path, COLUMNS):
+    times = []
+    for field in ("time_start", "time_end"):
+      try:
+        times.append(int(float(row[field])))
+      except ValueError:
+        raise bb.AnnotationError(str(path), line, field, "a time in seconds") from None
+    rows.append((line, row["label"].strip(), row["youtube_id"].strip(), *times))
+  return rows
+
+
+def records(path: pathlib.Path, classes: list[str], videos: dict[str, pathlib.Path],
+            video_dir: pathlib.Path) -> list[bb.VideoRecord]:
+  """One VideoRecord per csv row (duplicate clips once); labels must be train classes."""
+  label_index = {name: i for i, name in enumerate(classes)}
+  out, seen, duplicates = [], set(), 0
+  for line, label, ytid, start, end in read_annotations(path):
+    if label not in label_index:
+      raise bb.AnnotationError(str(path), line, "label",
+                               f"one of the {len(classes)} class names of train.csv")
+    name = clip_name(ytid, start, end)
+    if name in seen:
+      duplicates += 1
+      continue
+    seen.add(name)
+    video = videos.get(name) or videos.get(ytid) or video_dir / f"{name}.mp4"
+    out.append(bb.VideoRecord(key=name, video_path=str(video),
+                              fields=dict(label=label_index[label], label_name=label)))
+  if duplicates:
+    log.info("%s: %d duplicate rows listed once", path, duplicates)
+  return out
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Kinetics-400 from the CVDF mirror's videos and csvs (manual download)."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # 10 s clips: 2 fps keeps 20 frames (enough for 8-16 frame segment sampling); fps8 for
+  # dense-sampling recipes (64 frames / clip-window), at 4x the storage.
+  BUILDER_CONFIGS = [
+      bb.VideoBuilderConfig(name="default", fps=2.0, short_side=256,
+                            description="2 fps, short side 256."),
+      bb.VideoBuilderConfig(name="fps8", fps=8.0, short_side=256,
+                            description="8 fps (dense sampling), short side 256."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features({
+            # names are set from train.csv when building (stored in label.labels.txt)
+            "label": tfds.features.ClassLabel(),
+            "label_name": tfds.features.Text(),
+        }),
+        homepage="https://github.com/cvdfoundation/kinetics-dataset",
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = pathlib.Path(dl_manager.manual_dir)
+    csvs = {split: _find_csv(root, names) for split, (names, _) in SPLITS.items()}
+    if csvs["train"] is None:
+      raise FileNotFoundError(f"{root}/annotations/train.csv not found; kinetics400 expects the "
+                              f"official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    classes = sorted({label for _, label, *_ in read_annotations(csvs["train"])})
+    self.info.features["label"].names = classes
+    replacement = index_videos([root / REPLACEMENT_DIR])
+    recs = {}
+    for split, (_, dirs) in SPLITS.items():
+      if csvs[split] is None:
+        log.warning("kinetics400: no csv for split %s in %s: not built", split, root)
+        continue
+      folders = [root / d for d in dirs] + [root / "videos" / d for d in dirs]
+      present = [f for f in folders if f.is_dir()] or folders[:1]
+      videos = {**index_videos(present), **replacement}
+      recs[split] = records(csvs[split], classes, videos, present[0])
+    return {split: self._generate_examples(r, split) for split, r in recs.items()}
+
+  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
+    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)

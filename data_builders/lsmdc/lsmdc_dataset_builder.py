@@ -1,0 +1,199 @@
+"""lsmdc: LSMDC 2016 movie clips with the challenge's retrieval, multiple-choice and
+fill-in-the-blank annotations (configs `retrieval`, `mc`, `fib`).
+
+Every annotation file is tab-separated without a header; a line starts with
+<CLIP_ID> <START_ALIGNED> <END_ALIGNED> <START_EXTRACTED> <END_EXTRACTED> and then
+  descriptions (retrieval):  <SENTENCE>
+  multiple choice:           train/valid: <CORRECT> <DISTRACTOR1..4>;
+                             public test: <SENTENCE1..5> <ANSWER_INDEX 1-5>
+  fill-in-the-blank:         <SENTENCE> <FILL_IN (with the blank)> <BLANK (the answer)>
+Clips are avi/<movie>/<CLIP_ID>.avi, the movie being CLIP_ID without its trailing time range.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+import zlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+VIDEO_DIR = "avi"
+VIDEO_EXTENSIONS = (".avi", ".mp4")
+ANNOTATION_DIRS = (".", "annotations")
+TIMES = ("start_aligned", "end_aligned", "start_extracted", "end_extracted")
+BLANK = "_____"
+_BLANK_RUN = re.compile(r"_{2,}")
+# config -> {split: annotation file}
+FILES = {
+    "retrieval": {"train": "LSMDC16_annos_training.csv", "validation": "LSMDC16_annos_val.csv",
+                  # the 1,000-clip public test set every retrieval paper reports on
+                  "test": "LSMDC16_challenge_1000_publictect.csv",
+                  "full_test": "LSMDC16_annos_test.csv"},
+    "mc": {"train": "LSMDC16_multiple_choice_train.csv",
+           "validation": "LSMDC16_multiple_choice_valid.csv",
+           "test": "LSMDC16_multiple_choice_test_randomized.csv"},
+    "fib": {"train": "LSMDC16_annos_training_FIB.csv", "validation": "LSMDC16_annos_val_FIB.csv",
+            "test": "LSMDC16_annos_test_FIB.csv"},
+}
+COLUMNS = {
+    "retrieval": ("clip_id", *TIMES, "sentence"),
+    "mc": ("clip_id", *TIMES, *(f"sentence{i}" for i in range(1, 6))),
+    "mc_test": ("clip_id", *TIMES, *(f"sentence{i}" for i in range(1, 6)), "answer_index"),
+    "fib": ("clip_id", *TIMES, "sentence", "fill_in", "blank"),
+}
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Request access to LSMDC (https://sites.google.com/site/describingmovies/lsmdc-2016/download); the
+reply gives a user name and password for the challenge's download scripts. Run the movie
+description script (annotations + clips) and, for the `mc` / `fib` configs, the multiple-choice
+(downloadChallengeDataMC.sh) and fill-in-the-blank (downloadChallengeDataFIB.sh) scripts, all in
+manual_dir (annotation files may also sit in manual_dir/annotations/):
+  manual_dir/
+    LSMDC16_annos_training.csv  LSMDC16_annos_val.csv  LSMDC16_annos_test.csv
+    LSMDC16_challenge_1000_publictect.csv                           (retrieval)
+    LSMDC16_multiple_choice_train.csv  LSMDC16_multiple_choice_valid.csv
+    LSMDC16_multiple_choice_test_randomized.csv                     (mc)
+    LSMDC16_annos_training_FIB.csv  LSMDC16_annos_val_FIB.csv  LSMDC16_annos_test_FIB.csv  (fib)
+    avi/0001_American_Beauty/0001_American_Beauty_00.00.51.926-00.00.54.094.avi ...
+Splits whose annotation file is absent are not built (at least one must be present).
+"""
+
+
+def movie_of(clip_id: str) -> str:
+  """'0001_American_Beauty_00.00.51.926-00.00.54.094' -> '0001_American_Beauty'."""
+  return clip_id.rsplit("_", 1)[0]
+
+
+def clip_path(root: pathlib.Path, clip_id: str) -> str:
+  """avi/<movie>/<clip>.avi (also accepted: <movie>/<clip>.avi directly in manual_dir, .mp4)."""
+  movie = movie_of(clip_id)
+  for folder in (root / VIDEO_DIR / movie, root / movie):
+    for ext in VIDEO_EXTENSIONS:
+      if (folder / f"{clip_id}{ext}").is_file():
+        return str(folder / f"{clip_id}{ext}")
+  return str(root / VIDEO_DIR / movie / f"{clip_id}.avi")  # missing: counted by the build
+
+
+def read_rows(path: pathlib.Path, kind: str):
+  """(line, row) of a header-less LSMDC tsv with the columns of `kind`; all required."""
+  cols = COLUMNS[kind]
+  return bb.read_csv(path, cols, delimiter="\t", fieldnames=cols)
+
+
+def retrieval_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
+  """One record per clip; `captions` = every sentence of the clip, in file order."""
+  captions: dict[str, list[str]] = {}
+  for _, row in read_rows(path, "retrieval"):
+    captions.setdefault(row["clip_id"].strip(), []).append(row["sentence"].strip())
+  return [bb.VideoRecord(key=clip, video_path=clip_path(root, clip), fields=dict(captions=caps))
+          for clip, caps in captions.items()]
+
+
+def shuffle_choices(choices: list[str], seed_text: str) -> tuple[list[str], int]:
+  """A fixed permutation per question (correct answer first in, uniform position out)."""
+  perm = np.random.default_rng(zlib.crc32(seed_text.encode())).permutation(len(choices))
+  return [choices[i] for i in perm], int(np.flatnonzero(perm == 0)[0])
+
+
+def mc_records(path: pathlib.Path, root: pathlib.Path, *, test: bool) -> list[bb.VideoRecord]:
+  """One record per question. The public test file gives the 1-based answer index; in
+  train/valid the correct sentence comes first, so those choices are shuffled deterministically."""
+  out = []
+  for line, row in read_rows(path, "mc_test" if test else "mc"):
+    clip = row["clip_id"].strip()
+    choices = [row[f"sentence{i}"].strip() for i in range(1, 6)]
+    if test:
+      answer = row["answer_index"].strip()
+      if answer not in {"1", "2", "3", "4", "5"}:
+        raise bb.AnnotationError(str(path), line, "answer_index", "a number between 1 and 5")
+      answer = int(answer) - 1
+    else:
+      choices, answer = shuffle_choices(choices, f"{clip}#{line}")
+    out.append(bb.VideoRecord(
+        key=f"{clip}#{line}", video_path=clip_path(root, clip),
+        fields=dict(question="", mc_choices=choices, mc_answer=answer, video_id=clip)))
+  return out
+
+
+def fib_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
+  """One record per clip; `fib` = its (sentence with the blank as '_____', answer) pairs."""
+  items: dict[str, list[dict]] = {}
+  for line, row in read_rows(path, "fib"):
+    fill_in = row["fill_in"].strip()
+    if not _BLANK_RUN.search(fill_in):
+      raise bb.AnnotationError(str(path), line, "fill_in", "a sentence with a blank ('_____')")
+    items.setdefault(row["clip_id"].strip(), []).append(
+        dict(sentence=_BLANK_RUN.sub(BLANK, fill_in, count=1), answer=row["blank"].strip()))
+  return [bb.VideoRecord(key=clip, video_path=clip_path(root, clip), fields=dict(fib=fib))
+          for clip, fib in items.items()]
+
+
+def find_file(root: pathlib.Path, name: str) -> pathlib.Path | None:
+  for folder in ANNOTATION_DIRS:
+    if (root / folder / name).is_file():
+      return root / folder / name
+  return None
+
+
+def records(root: pathlib.Path, config: str) -> dict[str, list[bb.VideoRecord]]:
+  """{split: records} of `config` for every split whose annotation file is present."""
+  out = {}
+  for split, name in FILES[config].items():
+    path = find_file(root, name)
+    if path is None:
+      continue
+    if config == "retrieval":
+      out[split] = retrieval_records(path, root)
+    elif config == "mc":
+      out[split] = mc_records(path, root, test=split == "test")
+    else:
+      out[split] = fib_records(path, root)
+  if not out:
+    raise FileNotFoundError(f"none of {', '.join(FILES[config].values())} found in {root}; "
+                            f"lsmdc/{config} expects the official layout:\n"
+                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+  return out
+
+
+def features(config: str) -> dict:
+  text = tfds.features.Text()
+  if config == "retrieval":
+    return {"captions": tfds.features.Sequence(text)}
+  if config == "mc":
+    return {"question": text, "mc_choices": tfds.features.Sequence(text), "mc_answer": np.int32}
+  return {"fib": tfds.features.Sequence({"sentence": text, "answer": text})}
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """LSMDC 2016 clips with retrieval / multiple-choice / fill-in-the-blank annotations."""
+
+  code_path = epath.Path(__file__)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # Clips last 2-10 s (~4.8 s): 4 fps keeps ~20 frames, enough for the 3-16 frames papers sample.
+  BUILDER_CONFIGS = [
+      bb.VideoBuilderConfig(name="retrieval", fps=4.0, short_side=256,
+                            description="Clips with all their descriptions (captions), 4 fps."),
+      bb.VideoBuilderConfig(name="mc", fps=4.0, short_side=256,
+                            description="Movie multiple-choice: 5 captions and the answer, 4 fps."),
+      bb.VideoBuilderConfig(name="fib", fps=4.0, short_side=256,
+                            description="Movie fill-in-the-blank: sentences with a blank, 4 fps."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=bb.video_features(features(self.builder_config.name)),
+        homepage="https://sites.google.com/site/describingmovies/",
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    recs = records(pathlib.Path(dl_manager.manual_dir), self.builder_config.name)
+    return {split: self._generate_examples(r, split) for split, r in recs.items()}
+
+  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
+    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)

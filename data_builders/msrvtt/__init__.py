@@ -1,0 +1,1 @@
+"""msrvtt: MSR-VTT retrieval, MSRVTT-QA and MSRVTT-MC (manual download)."""

@@ -1,0 +1,333 @@
+"""msrvtt: MSR-VTT (Xu et al. 2016) for text-video retrieval, MSRVTT-QA and MSRVTT-MC.
+
+Reads `manual_dir` in the layout the datasets are released in (see MANUAL_DOWNLOAD_INSTRUCTIONS);
+every annotation file is looked up at the top of manual_dir or one folder down, so the official
+archives and the retrieval papers' `msrvtt_data/` folder can be unpacked as they come. Configs:
+  retrieval  one example per video with all its captions. Splits train_9k / train_7k (video lists
+             MSRVTT_train.9k.csv / .7k.csv, captions from the official json), val (the official
+             validate split, 497 videos), test_1ka (JSFusion's 1000 videos x 1 caption: the test
+             set of ALPRO, All-in-one, CLIP4Clip ...) and test_full (official test, 2990 videos).
+  qa         MSRVTT-QA (Xu et al. 2017): one example per video, its question/answer pairs in `qa`.
+  mc         MSRVTT-MC (JSFusion, Yu et al. 2018): one example per question, 5 captions, answer.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+from typing import Iterable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+CAPTION_FILES = ("train_val_videodatainfo.json", "test_videodatainfo.json")
+MERGED_CAPTION_FILE = "MSRVTT_data.json"   # the retrieval papers' merge of the two files above
+TRAIN_LISTS = {"train_9k": "MSRVTT_train.9k.csv", "train_7k": "MSRVTT_train.7k.csv"}
+TEST_1KA = "MSRVTT_JSFUSION_test.csv"
+QA_FILES = {"train": "train_qa.json", "val": "val_qa.json", "test": "test_qa.json"}
+MC_CSV = "MSR_MC_test.csv"               # JSFusion release (tab-separated)
+MC_JSONL = "msrvtt_mc_test.jsonl"        # the same questions as ClipBERT / All-in-one ship them
+VIDEO_DIRS = ("TrainValVideo", "TestVideo", "videos/all", "videos", "all")
+NUM_CHOICES = 5
+_VID = re.compile(r"^(?:video|msr)?(\d+)$")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+MSR-VTT (Xu et al. 2016, Microsoft Research): the 2016 challenge release, i.e. train_val_videos.zip
+(TrainValVideo/), test_videos.zip (TestVideo/), train_val_annotation.zip
+(train_val_videodatainfo.json) and test_videodatainfo.json; or the retrieval papers' copy
+(MSRVTT.zip of CLIP4Clip / Frozen: videos/all/ + msrvtt_data/ with MSRVTT_data.json and the split
+csv files). Retrieval splits: MSRVTT_train.9k.csv, MSRVTT_train.7k.csv, MSRVTT_JSFUSION_test.csv
+(JSFusion, Yu et al. 2018, as CLIP4Clip distributes them). MSRVTT-QA (Xu et al. 2017,
+https://github.com/xudejing/video-question-answering): train_qa.json, val_qa.json, test_qa.json.
+MSRVTT-MC: JSFusion's MSR_MC_test.csv (or msrvtt_mc_test.jsonl as ClipBERT ships it).
+Put in manual_dir:
+
+  manual_dir/
+    TrainValVideo/video0.mp4 ... video7009.mp4   (or all 10k in videos/ or videos/all/)
+    TestVideo/video7010.mp4 ... video9999.mp4
+    train_val_videodatainfo.json  test_videodatainfo.json   (or MSRVTT_data.json)
+    MSRVTT_train.9k.csv  MSRVTT_train.7k.csv  MSRVTT_JSFUSION_test.csv     (config retrieval)
+    train_qa.json  val_qa.json  test_qa.json                                (config qa)
+    MSR_MC_test.csv                                                         (config mc)
+
+Annotation files may also sit one folder down (e.g. msrvtt_data/MSRVTT_train.9k.csv,
+MSRVTT-QA/train_qa.json). Missing videos are skipped and counted, not fatal.
+"""
+
+
+@dataclasses.dataclass
+class MsrvttConfig(bb.VideoBuilderConfig):
+  """task: which annotations the config reads (retrieval | qa | mc)."""
+  task: str = "retrieval"
+
+
+# ---------------------------------------------------------------------------------------------
+# Annotation parsers (pure functions of the files; the builder and the tests call them).
+
+
+def find_file(root: str, name: str, *, required: bool = True) -> str | None:
+  """`root/name` or `root/<dir>/name` (first in sorted order); FileNotFoundError if required."""
+  direct = os.path.join(root, name)
+  if os.path.isfile(direct):
+    return direct
+  if os.path.isdir(root):
+    for sub in sorted(os.listdir(root)):
+      path = os.path.join(root, sub, name)
+      if os.path.isfile(path):
+        return path
+  if required:
+    raise FileNotFoundError(f"msrvtt: {name} not found in {root} (nor one folder down); see "
+                            "the msrvtt builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
+  return None
+
+
+def video_name(value, *, file: str, line: int | None, field: str) -> str:
+  """'video123' from 'video123', 123, '123' or JSFusion's 'msr123'."""
+  m = _VID.match(str(value).strip())
+  if isinstance(value, bool) or m is None:
+    raise bb.AnnotationError(file, line, field, f"a video id like video123 or 123, got {value!r}")
+  return f"video{int(m.group(1))}"
+
+
+def entry_field(entry, index: int, field: str, *, file: str, prefix: str = "",
+                expected: str = "a value"):
+  """entry[field] of the index-th JSON entry; AnnotationError naming `prefix[index].field`."""
+  value = entry.get(field) if isinstance(entry, dict) else None
+  if value is None or (isinstance(value, str) and not value.strip()):
+    raise bb.AnnotationError(file, None, f"{prefix}[{index}].{field}", expected)
+  return value
+
+
+def read_videodatainfo(paths: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+  """({video: [captions in file order]}, {video: official split}) from the official json files
+  ({"videos": [{video_id, split, ...}], "sentences": [{video_id, caption, sen_id}]})."""
+  captions: dict[str, list[str]] = collections.defaultdict(list)
+  splits: dict[str, str] = {}
+  for path in paths:
+    data = bb.read_json(path)
+    if not isinstance(data, dict):
+      raise bb.AnnotationError(path, None, "videos", "a JSON object with 'videos' and 'sentences'")
+    videos = bb.require(data, "videos", file=path, line=None, expected="a list of videos")
+    sentences = bb.require(data, "sentences", file=path, line=None,
+                           expected="a list of sentences")
+    for i, v in enumerate(videos):
+      vid = video_name(entry_field(v, i, "video_id", file=path, prefix="videos"),
+                       file=path, line=None, field=f"videos[{i}].video_id")
+      splits[vid] = str(entry_field(v, i, "split", file=path, prefix="videos",
+                                    expected="train, validate or test"))
+    for i, s in enumerate(sentences):
+      vid = video_name(entry_field(s, i, "video_id", file=path, prefix="sentences"),
+                       file=path, line=None, field=f"sentences[{i}].video_id")
+      caption = entry_field(s, i, "caption", file=path, prefix="sentences", expected="a caption")
+      captions[vid].append(str(caption).strip())
+  return dict(captions), splits
+
+
+def read_video_list(path: str) -> list[str]:
+  """Video ids of a MSRVTT_train.*k.csv (column video_id), in file order."""
+  return [video_name(row["video_id"], file=path, line=line, field="video_id")
+          for line, row in bb.read_csv(path, ["video_id"])]
+
+
+def read_jsfusion_test(path: str) -> dict[str, list[str]]:
+  """{video: [sentence, ...]} of MSRVTT_JSFUSION_test.csv (key,vid_key,video_id,sentence)."""
+  out: dict[str, list[str]] = collections.defaultdict(list)
+  for line, row in bb.read_csv(path, ["video_id", "sentence"]):
+    out[video_name(row["video_id"], file=path, line=line, field="video_id")].append(
+        row["sentence"].strip())
+  return dict(out)
+
+
+def read_qa(path: str) -> dict[str, list[dict]]:
+  """{video: [{question, answer, qtype}]} of an MSRVTT-QA file, videos in first-seen order.
+
+  MSRVTT-QA has no question type of its own (its category_id is the video's MSR-VTT category),
+  so qtype is '' and the pipeline types questions by their first word.
+  """
+  data = bb.read_json(path)
+  if not isinstance(data, list):
+    raise bb.AnnotationError(path, None, "(top level)", "a JSON list of QA entries")
+  out: dict[str, list[dict]] = collections.defaultdict(list)
+  for i, entry in enumerate(data):
+    q = entry_field(entry, i, "question", file=path, expected="a question")
+    a = entry_field(entry, i, "answer", file=path, expected="an answer")
+    v = entry_field(entry, i, "video_id", file=path, expected="a video id")
+    vid = video_name(v, file=path, line=None, field=f"[{i}].video_id")
+    out[vid].append(dict(question=str(q).strip(), answer=str(a).strip(), qtype=""))
+  return dict(out)
+
+
+def _answer_index(value, *, file: str, line: int | None, field: str) -> int:
+  try:
+    answer = int(str(value).strip())
+  except ValueError:
+    answer = -1
+  if not 0 <= answer < NUM_CHOICES:
+    raise bb.AnnotationError(file, line, field, f"an option index 0-{NUM_CHOICES - 1}, "
+                             f"got {value!r}")
+  return answer
+
+
+def read_mc(path: str) -> list[dict]:
+  """[{key, video, choices(5), answer}] of MSR_MC_test.csv (tab) or msrvtt_mc_test.jsonl."""
+  out = []
+  if path.endswith(".jsonl"):
+    for line, row in bb.read_jsonl(path, ["clip_name", "options", "answer"]):
+      options = row["options"]
+      if not isinstance(options, list) or len(options) != NUM_CHOICES:
+        raise bb.AnnotationError(path, line, "options", f"a list of {NUM_CHOICES} captions")
+      out.append(dict(
+          key=str(row.get("qid", f"mc{line}")),
+          video=video_name(row["clip_name"], file=path, line=line, field="clip_name"),
+          choices=[str(o).strip() for o in options],
+          answer=_answer_index(row["answer"], file=path, line=line, field="answer")))
+    return out
+  cols = [f"a{k}" for k in range(1, NUM_CHOICES + 1)]
+  for line, row in bb.read_csv(path, ["vid_key", *cols, "answer"], delimiter="\t"):
+    out.append(dict(
+        key=str(row.get("key") or f"mc{line}"),
+        video=video_name(row["vid_key"], file=path, line=line, field="vid_key"),
+        choices=[row[c].strip() for c in cols],
+        answer=_answer_index(row["answer"], file=path, line=line, field="answer")))
+  return out
+
+
+def index_videos(root: str) -> dict[str, str]:
+  """{videoN: path} of the .mp4 files in the known video folders (first folder wins)."""
+  found: dict[str, str] = {}
+  for sub in VIDEO_DIRS:
+    folder = os.path.join(root, sub)
+    if not os.path.isdir(folder):
+      continue
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+      stem, ext = os.path.splitext(entry.name)
+      if ext.lower() == ".mp4" and entry.is_file():
+        found.setdefault(stem, entry.path)
+  return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Records per split.
+
+
+def _caption_source(root: str) -> tuple[dict[str, list[str]], dict[str, str], str]:
+  """(captions, official splits, file to blame) from the official pair or MSRVTT_data.json."""
+  official = [find_file(root, n, required=False) for n in CAPTION_FILES]
+  if all(official):
+    return (*read_videodatainfo(official), official[0])
+  merged = find_file(root, MERGED_CAPTION_FILE, required=False)
+  if merged:
+    return (*read_videodatainfo([merged]), merged)
+  raise FileNotFoundError(f"msrvtt: captions not found in {root}: need "
+                          f"{' and '.join(CAPTION_FILES)} (or {MERGED_CAPTION_FILE})")
+
+
+def retrieval_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
+  """{split: records} of the retrieval config."""
+  captions, splits, info = _caption_source(root)
+
+  def record(vid: str, caps: list[str], file: str) -> bb.VideoRecord:
+    if not caps:
+      raise bb.AnnotationError(file, None, vid, "at least one caption for every listed video")
+    return bb.VideoRecord(key=vid, video_path=_video_path(root, videos, vid),
+                          fields=dict(video_id=vid, captions=list(caps)))
+
+  out: dict[str, list[bb.VideoRecord]] = {}
+  for split, name in TRAIN_LISTS.items():
+    path = find_file(root, name)
+    out[split] = [record(v, captions.get(v, []), path) for v in _unique(read_video_list(path))]
+  out["val"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
+                if splits[v] == "validate"]
+  out["test_full"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
+                      if splits[v] == "test"]
+  path = find_file(root, TEST_1KA)
+  out["test_1ka"] = [record(v, caps, path) for v, caps in read_jsfusion_test(path).items()]
+  return out
+
+
+def qa_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
+  out = {}
+  for split, name in QA_FILES.items():
+    out[split] = [bb.VideoRecord(key=vid, video_path=_video_path(root, videos, vid),
+                                 fields=dict(video_id=vid, qa=pairs))
+                  for vid, pairs in read_qa(find_file(root, name)).items()]
+  return out
+
+
+def mc_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
+  path = find_file(root, MC_CSV, required=False) or find_file(root, MC_JSONL)
+  records, seen = [], set()
+  for q in read_mc(path):
+    key = q["key"] if q["key"] not in seen else f"{q['key']}_{len(seen)}"
+    seen.add(key)
+    records.append(bb.VideoRecord(
+        key=key, video_path=_video_path(root, videos, q["video"]),
+        fields=dict(video_id=q["video"], question="", mc_choices=q["choices"],
+                    mc_answer=np.int32(q["answer"]))))
+  return {"test": records}
+
+
+def _video_path(root: str, videos: dict[str, str], vid: str) -> str:
+  return videos.get(vid) or os.path.join(root, VIDEO_DIRS[0], f"{vid}.mp4")
+
+
+def _unique(ids: list[str]) -> list[str]:
+  return list(dict.fromkeys(ids))
+
+
+def _sorted_ids(splits: dict[str, str]) -> list[str]:
+  return sorted(splits, key=lambda v: int(v[len("video"):]))
+
+
+TASK_SPLITS = {"retrieval": ("train_9k", "train_7k", "val", "test_1ka", "test_full"),
+               "qa": tuple(QA_FILES), "mc": ("test",)}
+_RECORDS = {"retrieval": retrieval_records, "qa": qa_records, "mc": mc_records}
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """MSR-VTT retrieval / MSRVTT-QA / MSRVTT-MC from the official files in manual_dir."""
+
+  code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # 10-30 s clips at 2 fps: 20-60 frames, enough for the 8-16 frames ALPRO / All-in-one sample.
+  BUILDER_CONFIGS = [
+      MsrvttConfig(name="retrieval", task="retrieval", fps=2.0, short_side=256,
+                   description="Text-video retrieval: train_9k/train_7k/val/test_1ka/test_full."),
+      MsrvttConfig(name="qa", task="qa", fps=2.0, short_side=256,
+                   description="MSRVTT-QA open-ended QA (train/val/test), grouped per video."),
+      MsrvttConfig(name="mc", task="mc", fps=2.0, short_side=256,
+                   description="MSRVTT-MC: 5 candidate captions per test video."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    task = self.builder_config.task
+    text_seq = tfds.features.Sequence(tfds.features.Text())
+    if task == "retrieval":
+      extra = {"captions": text_seq}
+    elif task == "qa":
+      extra = {"qa": tfds.features.Sequence({"question": tfds.features.Text(),
+                                             "answer": tfds.features.Text(),
+                                             "qtype": tfds.features.Text()})}
+    else:
+      extra = {"question": tfds.features.Text(), "mc_choices": text_seq, "mc_answer": np.int32}
+    return self.dataset_info_from_configs(
+        features=bb.video_features(extra), supervised_keys=None,
+        homepage="https://www.microsoft.com/en-us/research/publication/msr-vtt-a-large-video-"
+                 "description-dataset-for-bridging-video-and-language/")
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = os.fspath(dl_manager.manual_dir)
+    task = self.builder_config.task
+    records = _RECORDS[task](root, index_videos(root))
+    return {split: self._generate_examples(split, records[split]) for split in TASK_SPLITS[task]}
+
+  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
+                         ) -> Iterator[tuple[str, dict]]:
+    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
+                                    split=split)

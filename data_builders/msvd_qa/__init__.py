@@ -1,0 +1,1 @@
+"""msvd_qa: MSVD-QA open-ended video QA (manual download)."""

@@ -1,0 +1,154 @@
+"""msvd_qa: MSVD-QA (Xu et al. 2017) open-ended video QA on the MSVD clips (Chen & Dolan 2011).
+
+One example per clip with all its question/answer pairs in `qa`; splits train / val / test as the
+QA files give them (test is the paper's test set: 13,157 QA pairs on 520 clips). The QA json
+refers to clips by a 1-based index N (vidN); youtube_mapping.txt maps the YouTube clip names of
+YouTubeClips/*.avi to those vidN names. MSVD-QA has no question type of its own: qtype is ''
+(the pipeline types questions by their first word, as the papers report what/who/how/...).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import re
+from typing import Iterator
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+QA_FILES = {"train": "train_qa.json", "val": "val_qa.json", "test": "test_qa.json"}
+MAPPING_FILE = "youtube_mapping.txt"
+CLIP_DIR = "YouTubeClips"
+RENAMED_DIR = "video"       # the MSVD-QA authors' own copy: video/vid1.avi ... vid1970.avi
+_VID = re.compile(r"^vid(\d+)$")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+MSVD clips: YouTubeClips.tar from the Microsoft Research Video Description Corpus
+(https://www.cs.utexas.edu/users/ml/clamp/videoDescription/ ; 1970 .avi clips named
+<youtube id>_<start>_<end>.avi). MSVD-QA annotations (https://github.com/xudejing/video-question-
+answering -> https://data.mendeley.com/datasets/h5j7cpwnvn): train_qa.json, val_qa.json,
+test_qa.json and youtube_mapping.txt. Put in manual_dir:
+
+  manual_dir/
+    YouTubeClips/-4wsuPCjDBc_5_15.avi ...   (all 1970 clips as released)
+    youtube_mapping.txt                     ("<clip name> vid<N>" per line)
+    train_qa.json val_qa.json test_qa.json
+
+The annotation files may also sit one folder down (e.g. MSVD-QA/train_qa.json). A copy renamed
+to video/vid<N>.avi is read too. Missing clips are skipped and counted, not fatal.
+"""
+
+
+@dataclasses.dataclass
+class MsvdQaConfig(bb.VideoBuilderConfig):
+  """Frame rate / size of the stored frames."""
+
+
+def find_file(root: str, name: str) -> str:
+  """`root/name` or `root/<dir>/name` (first in sorted order)."""
+  candidates = [os.path.join(root, name)]
+  if os.path.isdir(root):
+    candidates += [os.path.join(root, sub, name) for sub in sorted(os.listdir(root))]
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise FileNotFoundError(f"msvd_qa: {name} not found in {root} (nor one folder down); see the "
+                          "msvd_qa builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
+
+
+def read_mapping(path: str) -> dict[int, str]:
+  """{N: clip name} from youtube_mapping.txt ("<clip name> vid<N>" per line)."""
+  out: dict[int, str] = {}
+  with open(path, encoding="utf-8") as f:
+    for line, text in enumerate(f, 1):
+      parts = text.split()
+      if not parts:
+        continue
+      m = _VID.match(parts[-1]) if len(parts) == 2 else None
+      if m is None:
+        raise bb.AnnotationError(path, line, "vid", f"'<clip name> vid<N>', got {text.strip()!r}")
+      out[int(m.group(1))] = parts[0]
+  return out
+
+
+def entry_field(entry, index: int, field: str, *, file: str, expected: str = "a value"):
+  """entry[field] of the index-th JSON entry; AnnotationError naming `[index].field`."""
+  value = entry.get(field) if isinstance(entry, dict) else None
+  if value is None or (isinstance(value, str) and not value.strip()):
+    raise bb.AnnotationError(file, None, f"[{index}].{field}", expected)
+  return value
+
+
+def read_qa(path: str) -> dict[int, list[dict]]:
+  """{N: [{question, answer, qtype: ''}]} of an MSVD-QA file, clips in first-seen order."""
+  data = bb.read_json(path)
+  if not isinstance(data, list):
+    raise bb.AnnotationError(path, None, "(top level)", "a JSON list of QA entries")
+  out: dict[int, list[dict]] = collections.defaultdict(list)
+  for i, entry in enumerate(data):
+    q = entry_field(entry, i, "question", file=path, expected="a question")
+    a = entry_field(entry, i, "answer", file=path, expected="an answer")
+    v = entry_field(entry, i, "video_id", file=path, expected="a clip index N (vidN)")
+    try:
+      n = int(v)
+    except (TypeError, ValueError):
+      raise bb.AnnotationError(path, None, f"[{i}].video_id",
+                               f"an integer clip index, got {v!r}") from None
+    out[n].append(dict(question=str(q).strip(), answer=str(a).strip(), qtype=""))
+  return dict(out)
+
+
+def records_for(root: str, split: str, mapping: dict[int, str], mapping_path: str
+                ) -> list[bb.VideoRecord]:
+  """One record per clip of `split`; a clip index the mapping lacks is an annotation error."""
+  path = find_file(root, QA_FILES[split])
+  out = []
+  for n, pairs in read_qa(path).items():
+    if n not in mapping:
+      raise bb.AnnotationError(path, None, "video_id",
+                               f"clip indices listed in {mapping_path}; vid{n} is not")
+    clip = mapping[n]
+    video = os.path.join(root, CLIP_DIR, f"{clip}.avi")
+    renamed = os.path.join(root, RENAMED_DIR, f"vid{n}.avi")
+    if not os.path.exists(video) and os.path.exists(renamed):
+      video = renamed
+    out.append(bb.VideoRecord(key=f"vid{n}", video_path=video,
+                              fields=dict(video_id=clip, qa=pairs)))
+  return out
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """MSVD-QA from the official files in manual_dir."""
+
+  code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # Clips last ~10 s (1-60 s): 2 fps keeps ~20 frames for the 8-16 the QA models sample.
+  BUILDER_CONFIGS = [
+      MsvdQaConfig(name="default", fps=2.0, short_side=256,
+                   description="All QA pairs of a clip in one example; frames at 2 fps, 256 px."),
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    qa = tfds.features.Sequence({"question": tfds.features.Text(),
+                                 "answer": tfds.features.Text(),
+                                 "qtype": tfds.features.Text()})
+    return self.dataset_info_from_configs(
+        features=bb.video_features({"qa": qa}), supervised_keys=None,
+        homepage="https://github.com/xudejing/video-question-answering")
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = os.fspath(dl_manager.manual_dir)
+    mapping_path = find_file(root, MAPPING_FILE)
+    mapping = read_mapping(mapping_path)
+    return {split: self._generate_examples(split, records_for(root, split, mapping, mapping_path))
+            for split in QA_FILES}
+
+  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
+                         ) -> Iterator[tuple[str, dict]]:
+    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
+                                    split=split)

@@ -1,0 +1,84 @@
+"""msvd_qa builder on dummy files in the official MSVD / MSVD-QA layout."""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from data_builders.msvd_qa import msvd_qa_dataset_builder as msvd
+from vlx.data import builder_base, testing
+
+CLIPS = {1: "-4wsuPCjDBc_5_15", 2: "zv2RIbUsnSw_159_165", 3: "bad_clip_1_2", 4: "gone_clip_3_9"}
+
+
+def _qa(n: int, question: str, answer: str, qid: int) -> dict:
+  return {"answer": answer, "id": qid, "question": question, "video_id": n}
+
+
+def write_dummy(root: pathlib.Path) -> None:
+  for i, n in enumerate((1, 2)):
+    testing.write_video(root / "YouTubeClips" / f"{CLIPS[n]}.avi", num_frames=4, height=32,
+                        width=32, fps=8, seed=i)
+  testing.write_corrupt(root / "YouTubeClips" / f"{CLIPS[3]}.avi")   # clip 4 never downloaded
+  (root / "youtube_mapping.txt").write_text(
+      "".join(f"{clip} vid{n}\n" for n, clip in CLIPS.items()))
+  ann = root / "MSVD-QA"
+  ann.mkdir()
+  splits = {
+      "train": [_qa(1, "what is a man doing?", "cook", 0), _qa(2, "who is singing?", "woman", 1),
+                _qa(1, "what is the man cutting?", "onion", 2), _qa(3, "what jumps?", "cat", 3),
+                _qa(4, "who runs?", "man", 4)],
+      "val": [_qa(1, "what is sliced?", "onion", 5)],
+      "test": [_qa(2, "what does the woman do?", "sing", 6), _qa(1, "who cooks?", "man", 7)],
+  }
+  for split, entries in splits.items():
+    (ann / f"{split}_qa.json").write_text(json.dumps(entries))
+
+
+class MsvdQaTest(testing.VideoBuilderTestCase):
+  DATASET_CLASS = msvd.Builder
+  SPLITS = {"train": 2, "val": 1, "test": 2}
+  EXPECTED_REPORTS = {"train": {"annotated": 4, "found": 2, "missing": 1, "corrupt": 1},
+                      "test": {"annotated": 2, "found": 2, "missing": 0, "corrupt": 0}}
+
+  @classmethod
+  def make_dummy_data(cls, root: pathlib.Path) -> None:
+    write_dummy(root)
+
+  def _download_and_prepare_as_dataset(self, builder):
+    super()._download_and_prepare_as_dataset(builder)
+    examples = {ex["video_id"].decode(): ex
+                for ex in builder.as_dataset(split="train").as_numpy_iterator()}
+    self.assertEqual(sorted(examples), sorted([CLIPS[1], CLIPS[2]]))
+    qa = examples[CLIPS[1]]["qa"]
+    self.assertEqual([q.decode() for q in qa["question"]],
+                     ["what is a man doing?", "what is the man cutting?"])
+    self.assertEqual([a.decode() for a in qa["answer"]], ["cook", "onion"])
+    self.assertEqual([t.decode() for t in qa["qtype"]], ["", ""])
+    video = examples[CLIPS[2]]["video"]
+    self.assertEqual(video.shape, (1, 32, 32, 3))   # 0.5 s clip at 2 fps
+
+
+def test_missing_field_names_file_entry_and_field(tmp_path):
+  path = tmp_path / "train_qa.json"
+  path.write_text(json.dumps([_qa(1, "what?", "cat", 0), {"answer": "dog", "id": 1,
+                                                           "video_id": 2}]))
+  with pytest.raises(builder_base.AnnotationError) as e:
+    msvd.read_qa(str(path))
+  assert (e.value.file, e.value.field) == (str(path), "[1].question")
+  assert str(e.value).startswith(f"{path}: field '[1].question'")
+
+
+def test_mapping_and_video_id_errors(tmp_path):
+  mapping = tmp_path / "youtube_mapping.txt"
+  mapping.write_text("clip_a_1_2 vid1\nclip_b_3_4 2\n")
+  with pytest.raises(builder_base.AnnotationError, match=r"youtube_mapping.txt:2: field 'vid'"):
+    msvd.read_mapping(str(mapping))
+  mapping.write_text("clip_a_1_2 vid1\n")
+  (tmp_path / "train_qa.json").write_text(json.dumps([_qa(9, "who?", "man", 0)]))
+  with pytest.raises(builder_base.AnnotationError, match=r"train_qa.json: field 'video_id'.*vid9"):
+    msvd.records_for(str(tmp_path), "train", msvd.read_mapping(str(mapping)), str(mapping))
+  (tmp_path / "train_qa.json").write_text(json.dumps([_qa("x", "who?", "man", 0)]))
+  with pytest.raises(builder_base.AnnotationError, match=r"\[0\].video_id.*integer"):
+    msvd.read_qa(str(tmp_path / "train_qa.json"))

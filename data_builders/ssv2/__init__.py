@@ -1,0 +1,1 @@
+"""ssv2: Something-Something V2 template classification (manual download)."""

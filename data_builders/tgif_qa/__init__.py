@@ -1,0 +1,1 @@
+"""tgif_qa: TGIF-QA action / transition / frameqa (manual download)."""

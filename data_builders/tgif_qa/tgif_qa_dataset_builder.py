@@ -1,0 +1,169 @@
+"""tgif_qa: TGIF-QA (Jang et al. 2017) on the TGIF animated GIFs (Li et al. 2016).
+
+The official question files are tab-separated with a header line (dataset/README.md of
+YunseokJANG/tgif-qa):
+  {Train,Test}_action_question.csv / _transition_question.csv:
+      gif_name  question  a1 a2 a3 a4 a5  answer (0-based option index)  vid_id  key
+  {Train,Test}_frameqa_question.csv:
+      gif_name  question  answer  type (0 object, 1 number, 2 color, 3 location)  vid_id  key
+      description
+Configs: `action` and `transition` (repetition-action / state-transition multiple choice: one
+example per question) and `frameqa` (open-ended, one example per GIF with its QA pairs, qtype from
+the type column). Splits train / test; test is the papers' test set (TGIF-QA has no val split).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from vlx.data import builder_base as bb
+
+SPLIT_PREFIX = {"train": "Train", "test": "Test"}
+FRAMEQA_TYPES = ("object", "number", "color", "location")
+NUM_CHOICES = 5
+GIF_DIR = "gifs"
+MC_COLUMNS = ("gif_name", "question", *(f"a{k}" for k in range(1, NUM_CHOICES + 1)), "answer")
+FRAMEQA_COLUMNS = ("gif_name", "question", "answer", "type")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+TGIF-QA question files from https://github.com/YunseokJANG/tgif-qa (folder dataset/:
+Train_action_question.csv, Test_action_question.csv, Train_transition_question.csv,
+Test_transition_question.csv, Train_frameqa_question.csv, Test_frameqa_question.csv) and the TGIF
+GIFs (https://github.com/raingo/TGIF-Release, or the link in tgif-qa's dataset/README.md; the
+archive unpacks to gifs/<gif_name>.gif). Put in manual_dir:
+
+  manual_dir/
+    gifs/tumblr_nk172bbdPI1u1lr18o1_250.gif ...
+    Train_action_question.csv      Test_action_question.csv
+    Train_transition_question.csv  Test_transition_question.csv
+    Train_frameqa_question.csv     Test_frameqa_question.csv
+
+The csv files may also sit one folder down (e.g. dataset/ or annotations/). A GIF converted to
+gifs/<gif_name>.mp4 is read when the .gif is absent. Missing GIFs are skipped and counted.
+"""
+
+
+@dataclasses.dataclass
+class TgifQaConfig(bb.VideoBuilderConfig):
+  """task: action | transition | frameqa (which question file the config reads)."""
+  task: str = "frameqa"
+
+
+def find_file(root: str, name: str) -> str:
+  """`root/name` or `root/<dir>/name` (first in sorted order)."""
+  candidates = [os.path.join(root, name)]
+  if os.path.isdir(root):
+    candidates += [os.path.join(root, sub, name) for sub in sorted(os.listdir(root))]
+  for path in candidates:
+    if os.path.isfile(path):
+      return path
+  raise FileNotFoundError(f"tgif_qa: {name} not found in {root} (nor one folder down); see the "
+                          "tgif_qa builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
+
+
+def question_file(task: str, split: str) -> str:
+  return f"{SPLIT_PREFIX[split]}_{task}_question.csv"
+
+
+def _int_in(value: str, n: int, *, file: str, line: int, field: str, expected: str) -> int:
+  try:
+    out = int(value.strip())
+  except ValueError:
+    out = -1
+  if not 0 <= out < n:
+    raise bb.AnnotationError(file, line, field, f"{expected}, got {value!r}")
+  return out
+
+
+def read_multiple_choice(path: str) -> list[dict]:
+  """[{key, gif, question, choices (5), answer}] of an action / transition question file."""
+  out, seen = [], set()
+  for line, row in bb.read_csv(path, MC_COLUMNS, delimiter="\t"):
+    key = (row.get("vid_id") or "").strip() or f"line{line}"
+    if key in seen:
+      key = f"{key}_line{line}"
+    seen.add(key)
+    out.append(dict(
+        key=key, gif=row["gif_name"].strip(), question=row["question"].strip(),
+        choices=[row[f"a{k}"].strip() for k in range(1, NUM_CHOICES + 1)],
+        answer=_int_in(row["answer"], NUM_CHOICES, file=path, line=line, field="answer",
+                       expected=f"an option index 0-{NUM_CHOICES - 1}")))
+  return out
+
+
+def read_frameqa(path: str) -> dict[str, list[dict]]:
+  """{gif: [{question, answer, qtype}]} of a frameqa question file, GIFs in first-seen order."""
+  out: dict[str, list[dict]] = collections.defaultdict(list)
+  for line, row in bb.read_csv(path, FRAMEQA_COLUMNS, delimiter="\t"):
+    kind = _int_in(row["type"], len(FRAMEQA_TYPES), file=path, line=line, field="type",
+                   expected="0-3 (object, number, color, location)")
+    out[row["gif_name"].strip()].append(dict(question=row["question"].strip(),
+                                             answer=row["answer"].strip(),
+                                             qtype=FRAMEQA_TYPES[kind]))
+  return dict(out)
+
+
+def gif_path(root: str, gif: str) -> str:
+  path = os.path.join(root, GIF_DIR, f"{gif}.gif")
+  converted = os.path.join(root, GIF_DIR, f"{gif}.mp4")
+  return converted if not os.path.exists(path) and os.path.exists(converted) else path
+
+
+def records_for(root: str, task: str, split: str) -> list[bb.VideoRecord]:
+  path = find_file(root, question_file(task, split))
+  if task == "frameqa":
+    return [bb.VideoRecord(key=gif, video_path=gif_path(root, gif),
+                           fields=dict(video_id=gif, qa=pairs))
+            for gif, pairs in read_frameqa(path).items()]
+  return [bb.VideoRecord(key=q["key"], video_path=gif_path(root, q["gif"]),
+                         fields=dict(video_id=q["gif"], question=q["question"],
+                                     mc_choices=q["choices"], mc_answer=np.int32(q["answer"])))
+          for q in read_multiple_choice(path)]
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """TGIF-QA action / transition / frameqa from the official files in manual_dir."""
+
+  code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  # GIFs last ~3 s at 10-25 fps; 8 fps keeps ~24 frames (models sample 3-16).
+  BUILDER_CONFIGS = [
+      TgifQaConfig(name=task, task=task, fps=8.0, short_side=256, description=desc)
+      for task, desc in (
+          ("action", "Repetition action: 5-way multiple choice per question."),
+          ("transition", "State transition: 5-way multiple choice per question."),
+          ("frameqa", "FrameQA: open-ended QA grouped per GIF, qtype object/number/color/"
+                      "location."))
+  ]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    if self.builder_config.task == "frameqa":
+      extra = {"qa": tfds.features.Sequence({"question": tfds.features.Text(),
+                                             "answer": tfds.features.Text(),
+                                             "qtype": tfds.features.Text()})}
+    else:
+      extra = {"question": tfds.features.Text(),
+               "mc_choices": tfds.features.Sequence(tfds.features.Text()),
+               "mc_answer": np.int32}
+    return self.dataset_info_from_configs(
+        features=bb.video_features(extra), supervised_keys=None,
+        homepage="https://github.com/YunseokJANG/tgif-qa")
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    root = os.fspath(dl_manager.manual_dir)
+    task = self.builder_config.task
+    return {split: self._generate_examples(split, records_for(root, task, split))
+            for split in SPLIT_PREFIX}
+
+  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
+                         ) -> Iterator[tuple[str, dict]]:
+    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
+                                    split=split)

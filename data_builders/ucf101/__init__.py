@@ -1,0 +1,1 @@
+"""ucf101: UCF101 action recognition, official splits 1-3 (manual download)."""

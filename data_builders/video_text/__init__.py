@@ -1,0 +1,1 @@
+"""video_text: your own videos with captions or labels."""

@@ -1,0 +1,1 @@
+"""youcook2: YouCook2 recipe-step caption segments (manual download)."""

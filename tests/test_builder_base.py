@@ -1,0 +1,139 @@
+"""vlx.data.builder_base: annotation readers name file/line/field; builds count what they skip."""
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from vlx.data import builder_base as bb
+from vlx.data import testing
+
+
+def test_annotation_error_message():
+  e = bb.AnnotationError("/d/a.csv", 7, "caption", "a non-empty value")
+  assert str(e) == "/d/a.csv:7: field 'caption': expected a non-empty value"
+  assert isinstance(e, ValueError) and (e.file, e.line, e.field) == ("/d/a.csv", 7, "caption")
+  assert str(bb.AnnotationError("x.json", None, "videos", "a list")) == \
+      "x.json: field 'videos': expected a list"
+
+
+def test_read_csv_lines_and_errors(tmp_path):
+  path = tmp_path / "a.csv"
+  path.write_text('video,caption,split\nv1.mp4,"a dog, running",train\n\nv2.mp4,a cat,val\n')
+  rows = list(bb.read_csv(path, ["video", "caption"]))
+  assert rows == [(2, dict(video="v1.mp4", caption="a dog, running", split="train")),
+                  (4, dict(video="v2.mp4", caption="a cat", split="val"))]
+  path.write_text("video,text\nv1.mp4,hello\n")
+  with pytest.raises(bb.AnnotationError, match=r"a.csv:1: field 'caption': expected a column "
+                     r"named 'caption' in the header \(found: video, text\)"):
+    list(bb.read_csv(path, ["video", "caption"]))
+  path.write_text("video,caption\nv1.mp4,hello\nv2.mp4,\n")
+  with pytest.raises(bb.AnnotationError, match=r"a.csv:3: field 'caption': expected a non-empty"):
+    list(bb.read_csv(path, ["video", "caption"]))
+  tsv = tmp_path / "b.tsv"
+  tsv.write_text('a "quoted" caption\thttp://x/1.jpg\nsecond\thttp://x/2.jpg\n')
+  rows = list(bb.read_csv(tsv, ["caption", "url"], delimiter="\t", fieldnames=["caption", "url"]))
+  assert rows[0] == (1, dict(caption='a "quoted" caption', url="http://x/1.jpg"))
+  assert rows[1][0] == 2
+  with pytest.raises(FileNotFoundError, match="missing.csv"):
+    list(bb.read_csv(tmp_path / "missing.csv", ["video"]))
+
+
+def test_read_json_and_jsonl_errors(tmp_path):
+  good = tmp_path / "g.json"
+  good.write_text('{"v1": {"start": [0], "end": [1], "text": ["hi"]}}')
+  assert bb.read_json(good)["v1"]["text"] == ["hi"]
+  bad = tmp_path / "b.json"
+  bad.write_text('{"v1": [1, 2,\n  ]}')
+  with pytest.raises(bb.AnnotationError, match=r"b.json:2: field '<json>': expected valid JSON"):
+    bb.read_json(bad)
+  lines = tmp_path / "a.jsonl"
+  lines.write_text('{"video": "a.mp4", "label": "dog"}\n\n{"video": "b.mp4"}\n')
+  it = bb.read_jsonl(lines, ["video", "label"])
+  assert next(it) == (1, dict(video="a.mp4", label="dog"))
+  with pytest.raises(bb.AnnotationError, match=r"a.jsonl:3: field 'label': expected a non-empty"):
+    next(it)
+  lines.write_text('{"video": "a.mp4"}\n[1, 2]\n')
+  with pytest.raises(bb.AnnotationError, match=r"a.jsonl:2: field '<json>': expected a JSON obj"):
+    list(bb.read_jsonl(lines, ["video"]))
+  with pytest.raises(bb.AnnotationError, match=r"f.txt:9: field 'x': expected an int"):
+    bb.require({"x": ""}, "x", file="f.txt", line=9, expected="an int")
+  assert bb.require({"x": 3}, "x", file="f.txt", line=9) == 3
+
+
+def test_video_features_has_common_keys():
+  feats = bb.video_features({"captions": tfds.features.Sequence(tfds.features.Text())})
+  assert set(feats.keys()) == {"captions", "video", "video_id", "duration", "orig_fps", "start",
+                               "end"}
+  assert feats["video"].shape == (None, None, None, 3)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+  """6 good clips (.mp4/.webm/.gif/.jpg), 1 corrupt, 1 missing and 2 cuts of one video."""
+  recs = []
+  for i, ext in enumerate([".mp4", ".webm", ".avi", ".mkv", ".gif", ".jpg"]):
+    path = tmp_path / f"v{i}{ext}"
+    if ext == ".jpg":
+      testing.write_image(path, seed=i)
+    else:
+      testing.write_video(path, num_frames=8, fps=10 if ext == ".gif" else 8, seed=i)
+    recs.append(bb.VideoRecord(f"k{i}", str(path), dict(captions=[f"clip {i}"])))
+  testing.write_corrupt(tmp_path / "bad.mp4")
+  recs.append(bb.VideoRecord("bad", str(tmp_path / "bad.mp4"), dict(captions=["x"])))
+  recs.append(bb.VideoRecord("gone", str(tmp_path / "gone.mp4"), dict(captions=["x"])))
+  recs.append(bb.VideoRecord("cut", str(tmp_path / "v0.mp4"), dict(captions=["c"]), 0.25, 0.75))
+  recs.append(bb.VideoRecord("late", str(tmp_path / "v0.mp4"), dict(captions=["c"]), 5.0, 6.0))
+  return recs
+
+
+def test_generate_examples_counts_and_report(tmp_path, corpus, capsys):
+  config = bb.VideoBuilderConfig(name="c", fps=4, short_side=24)
+  with testing.environ(VLX_BUILD_REPORT_DIR=str(tmp_path / "rep"), VLX_FRAME_CACHE=None):
+    out = list(bb.generate_examples(corpus, config, builder_name="toy", split="train",
+                                    num_workers=2))
+  assert [k for k, _ in out] == ["k0", "k1", "k2", "k3", "k4", "k5", "cut"]
+  ex = dict(out)
+  assert len(ex["k0"]["video"]) == 4 and ex["k0"]["video_id"] == "v0"  # 8 frames at 8 fps, 1 s
+  assert ex["k0"]["duration"] == pytest.approx(1.0) and ex["k0"]["orig_fps"] == pytest.approx(8)
+  assert (ex["k0"]["start"], ex["k0"]["end"]) == (-1.0, -1.0)
+  assert (ex["cut"]["start"], ex["cut"]["end"], len(ex["cut"]["video"])) == (0.25, 0.75, 2)
+  assert len(ex["k5"]["video"]) == 1 and ex["k5"]["captions"] == ["clip 5"]
+  report = bb.last_report("toy", "train")
+  assert {k: report[k] for k in ("annotated", "found", "missing", "corrupt", "records",
+                                 "examples", "failed_clips")} == dict(
+      annotated=8, found=6, missing=1, corrupt=1, records=10, examples=7, failed_clips=1)
+  assert report["missing_videos"] == ["gone.mp4"] and report["corrupt_videos"] == ["bad.mp4"]
+  printed = capsys.readouterr().out
+  assert "toy/train: found 6 of 8 annotated videos (1 missing, 1 corrupt/undecodable skipped)" \
+      in printed
+  saved = json.loads((tmp_path / "rep" / "toy-c-train.json").read_text())
+  assert saved["found"] == 6 and saved["corrupt_errors"][0].startswith(str(tmp_path / "bad.mp4"))
+
+
+def test_pool_and_inline_builds_agree(tmp_path, corpus):
+  config = bb.VideoBuilderConfig(name="c", fps=2, short_side=0)
+  with testing.environ(VLX_BUILD_REPORT_DIR=str(tmp_path / "rep"), VLX_FRAME_CACHE=None):
+    pooled = list(bb.generate_examples(corpus, config, builder_name="toy", split="a",
+                                       num_workers=2))
+    inline = list(bb.generate_examples(corpus, config, builder_name="toy", split="b",
+                                       num_workers=1))
+  assert [k for k, _ in pooled] == [k for k, _ in inline]
+  for (_, a), (_, b) in zip(pooled, inline):
+    assert a["video"] == b["video"] and a["duration"] == b["duration"]
+  first = tfds.features.Video((None, None, None, 3), encoding_format="jpeg")
+  encoded = first.encode_example(pooled[0][1]["video"])  # what TFDS stores: the JPEGs as given
+  assert list(encoded) == pooled[0][1]["video"]
+  frame = np.asarray(Image.open(io.BytesIO(encoded[0])))
+  assert frame.shape == (48, 64, 3)
+  with pytest.raises(KeyError, match="no build report for toy/zzz"):
+    bb.last_report("toy", "zzz")
+
+
+def test_collect_records_yields_nothing(corpus):
+  config = bb.VideoBuilderConfig(name="c")
+  with bb.collect_records() as got:
+    assert list(bb.generate_examples(iter(corpus), config, builder_name="toy", split="s")) == []
+  assert got == [("toy", "s", config, corpus)]

@@ -1,0 +1,360 @@
+"""Shared pieces of the video dataset builders: annotation readers, config, features, and
+`generate_examples`, which decodes videos in a process pool and reports what it could not use.
+
+Real corpora are never complete (dead links, partial downloads, truncated files), so a build skips
+missing and undecodable videos, counts them, and says so at the end ("found N of M annotated
+videos ...") and in a JSON report, instead of failing after hours of decoding.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vlx.data import frame_cache, media
+
+log = logging.getLogger(__name__)
+CACHE_ENV = "VLX_FRAME_CACHE"            # a frame cache folder (see vlx.data.extract_frames)
+WORKERS_ENV = "VLX_BUILD_WORKERS"        # decode processes (default: all cores)
+REPORT_ENV = "VLX_BUILD_REPORT_DIR"      # build reports (default ~/.cache/vlx/build_reports)
+JPEG_QUALITY = 90
+_NUM_NAMES = 10                          # missing / corrupt names quoted in the summary
+
+
+class AnnotationError(ValueError):
+  """A malformed annotation file; the message names the file, line and field."""
+
+  def __init__(self, file: str, line: int | None, field: str, expected: str):
+    self.file, self.line, self.field, self.expected = str(file), line, field, expected
+    where = f"{file}:{line}" if line is not None else f"{file}"
+    super().__init__(f"{where}: field '{field}': expected {expected}")
+
+
+def require(row: Mapping, field: str, *, file: str, line: int | None,
+            expected: str = "a value") -> Any:
+  """row[field], or AnnotationError when it is absent, None or empty."""
+  value = row.get(field) if isinstance(row, Mapping) else None
+  if value is None or (isinstance(value, str) and not value.strip()):
+    raise AnnotationError(file, line, field, expected)
+  return value
+
+
+def _open_text(path):
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: annotation file not found")
+  return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_csv(path, required: Sequence[str], *, delimiter: str = ",",
+             fieldnames: Sequence[str] | None = None) -> Iterator[tuple[int, dict[str, str]]]:
+  """(1-based line number, row) of a CSV/TSV with a header row (or `fieldnames` when it has none).
+
+  A required column missing from the header or empty in a row raises AnnotationError. TSVs are
+  read without quote processing (captions may contain quotes).
+  """
+  quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+  with _open_text(path) as f:
+    reader = csv.DictReader(f, fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
+    header = reader.fieldnames or []
+    for field in required:
+      if field not in header:
+        raise AnnotationError(path, 1, field, f"a column named '{field}' in the header "
+                              f"(found: {', '.join(map(str, header)) or 'no header'})")
+    for row in reader:
+      line = reader.line_num
+      if not any((v or "").strip() for k, v in row.items() if k is not None):
+        continue  # blank line
+      for field in required:
+        require(row, field, file=path, line=line, expected="a non-empty value")
+      yield line, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+
+
+def read_json(path) -> Any:
+  """Parsed JSON; invalid JSON -> AnnotationError naming the file and line."""
+  with _open_text(path) as f:
+    text = f.read()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise AnnotationError(path, e.lineno, "<json>", f"valid JSON ({e.msg}, column {e.colno})"
+                          ) from e
+
+
+def read_jsonl(path, required: Sequence[str]) -> Iterator[tuple[int, dict]]:
+  """(1-based line number, object) per non-blank line; bad lines raise AnnotationError."""
+  with _open_text(path) as f:
+    for line, text in enumerate(f, 1):
+      if not text.strip():
+        continue
+      try:
+        obj = json.loads(text)
+      except json.JSONDecodeError as e:
+        raise AnnotationError(path, line, "<json>", f"one JSON object per line ({e.msg})") from e
+      if not isinstance(obj, dict):
+        raise AnnotationError(path, line, "<json>", f"a JSON object, got {type(obj).__name__}")
+      for field in required:
+        require(obj, field, file=path, line=line, expected="a non-empty value")
+      yield line, obj
+
+
+@dataclasses.dataclass
+class VideoBuilderConfig(tfds.core.BuilderConfig):
+  """Decode settings of a video builder config (frames stored per second, resize, cap)."""
+  fps: float = 1.0          # frames stored per second (0 = every frame)
+  short_side: int = 256     # 0 = keep
+  max_frames: int = 0       # 0 = no cap
+  frame_cache: str = ""     # a frame cache folder to read/fill (VLX_FRAME_CACHE overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+  """One example to build: which video (and which part of it) plus its other features."""
+  key: str                  # unique example key within the split
+  video_path: str           # absolute; may not exist (counted as missing, not an error)
+  fields: dict              # every non-video feature of the example, ready for tfds
+  start: float | None = None   # seconds: clip cut from a longer video
+  end: float | None = None
+
+
+def video_features(extra: Mapping[str, Any]) -> tfds.features.FeaturesDict:
+  """`extra` plus the features every video builder has (see data_contract.md)."""
+  return tfds.features.FeaturesDict({
+      **extra,
+      "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
+      "video_id": tfds.features.Text(),
+      "duration": np.float32,
+      "orig_fps": np.float32,
+      "start": np.float32,
+      "end": np.float32,
+  })
+
+
+# ----------------------------------------------------------------------------- decoding workers
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  fps: float
+  short_side: int
+  max_frames: int
+  cache: str  # the settings folder of the frame cache, '' for none
+
+
+def decode_settings(config: VideoBuilderConfig, cache: str | None = None) -> DecodeSettings:
+  """What decode_record needs: the config's fps / short side / cap and the cache folder
+  (`cache`, else VLX_FRAME_CACHE, else config.frame_cache; '' = none)."""
+  if cache is None:
+    cache = os.environ.get(CACHE_ENV) or getattr(config, "frame_cache", "") or ""
+  settings = (float(config.fps), int(config.short_side), int(config.max_frames))
+  folder = frame_cache.settings_dir(cache, *settings) if cache else ""
+  return DecodeSettings(*settings, cache=folder)
+
+
+def decode_record(record: VideoRecord, s: DecodeSettings) -> tuple[str, Any]:
+  """('ok', (jpegs, meta, cached)) | ('missing', None) | ('corrupt', message) for one record."""
+  entry = frame_cache.entry_path(s.cache, record.video_path, record.start, record.end) \
+      if s.cache else ""
+  if entry:
+    hit = frame_cache.load(entry, record.video_path)
+    if hit is not None:
+      jpegs, meta, error = hit
+      return ("corrupt", error) if error else ("ok", (jpegs, meta, True))
+  if not os.path.exists(record.video_path):
+    return "missing", None
+  try:
+    frames, meta = media.decode_video(record.video_path, fps=s.fps, short_side=s.short_side,
+                                      max_frames=s.max_frames, start=record.start, end=record.end)
+  except media.MediaError as e:
+    if entry:
+      frame_cache.store(entry, record.video_path, error=str(e))
+    return "corrupt", str(e)
+  jpegs = [media.encode_jpeg(f, JPEG_QUALITY) for f in frames]
+  if entry:
+    frame_cache.store(entry, record.video_path, jpegs=jpegs, meta=meta)
+  return "ok", (jpegs, meta, False)
+
+
+def _decode_task(args):
+  return decode_record(*args)
+
+
+def _num_workers(num_workers: int | None) -> int:
+  if num_workers is None:
+    num_workers = int(os.environ.get(WORKERS_ENV) or 0) or os.cpu_count() or 1
+  return max(1, num_workers)
+
+
+def map_records(records: Iterable[VideoRecord], s: DecodeSettings, num_workers: int | None,
+                window: int = 0) -> Iterator[tuple[VideoRecord, tuple[str, Any]]]:
+  """(record, decode_record(record)) in order, decoded in a process pool of `num_workers`.
+
+  Records are consumed `window` at a time (default 512 per worker), so a 10M-record corpus never
+  sits in memory at once.
+  """
+  workers = _num_workers(num_workers)
+  window = window or 512 * workers
+  it = iter(records)
+  first = list(itertools.islice(it, window))
+  if workers <= 1 or len(first) <= 1:
+    for r in itertools.chain(first, it):
+      yield r, decode_record(r, s)
+    return
+  # forkserver, not fork: the parent may run JAX/TF thread pools, and a forked child can deadlock
+  # on a lock one of their threads held. Workers start clean (one import each, per build).
+  methods = multiprocessing.get_all_start_methods()
+  ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+  with ctx.Pool(min(workers, len(first)), initializer=media.set_decode_threads,
+                initargs=(1,)) as pool:
+    batch = first
+    while batch:
+      chunk = max(1, min(16, len(batch) // (workers * 8)))
+      results = pool.imap(_decode_task, [(r, s) for r in batch], chunksize=chunk)
+      yield from zip(batch, results)
+      batch = list(itertools.islice(it, window))
+
+
+# ----------------------------------------------------------------------------- reports
+
+_REPORTS: dict[tuple[str, str], dict] = {}
+_COLLECTOR: Callable | None = None
+
+
+def last_report(builder_name: str, split: str) -> dict:
+  """What the last generate_examples of (builder, split) in this process counted."""
+  try:
+    return dict(_REPORTS[(builder_name, split)])
+  except KeyError:
+    raise KeyError(f"no build report for {builder_name}/{split} in this process (built: "
+                   f"{sorted('/'.join(k) for k in _REPORTS)})") from None
+
+
+def _report_path(builder_name: str, config_name: str, split: str) -> str:
+  folder = os.environ.get(REPORT_ENV) or os.path.expanduser("~/.cache/vlx/build_reports")
+  return os.path.join(folder, f"{builder_name}-{config_name or 'default'}-{split}.json")
+
+
+def _finish_report(report: dict) -> None:
+  msg = (f"{report['builder']}/{report['split']}: found {report['found']} of "
+         f"{report['annotated']} annotated videos ({report['missing']} missing, "
+         f"{report['corrupt']} corrupt/undecodable skipped)")
+  if report["records"] != report["annotated"] or report["failed_clips"]:
+    msg += (f"; {report['examples']} of {report['records']} examples written "
+            f"({report['failed_clips']} clips of found videos could not be cut)")
+  if report["missing_videos"]:
+    msg += f"\n  missing, e.g.: {', '.join(report['missing_videos'])}"
+  if report["corrupt_videos"]:
+    msg += "\n  corrupt, e.g.: " + "; ".join(report["corrupt_errors"])
+  path = _report_path(report["builder"], report["config"], report["split"])
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(report, f, indent=1)
+    msg += f"\n  report: {path}"
+  except OSError as e:
+    msg += f"\n  (could not write the report to {path}: {e})"
+  report["message"] = msg
+  _REPORTS[(report["builder"], report["split"])] = report
+  log.info(msg)
+  print(msg, flush=True)
+
+
+@contextlib.contextmanager
+def collect_records(consume: Callable[[str, str, VideoBuilderConfig, Iterable[VideoRecord]], None]
+                    | None = None):
+  """Inside this block generate_examples decodes nothing: it hands (builder, split, config,
+  records) to `consume`, or appends them (records listed) to the yielded list. This is how
+  extract_frames learns a builder's videos without decoding them."""
+  global _COLLECTOR
+  got: list = []
+  previous = _COLLECTOR
+  _COLLECTOR = consume or (lambda b, sp, c, recs: got.append((b, sp, c, list(recs))))
+  try:
+    yield got
+  finally:
+    _COLLECTOR = previous
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+class _Tally:
+  """Counts per distinct video file; holds path hashes, not paths (10M-video corpora)."""
+
+  def __init__(self):
+    self.annotated, self.found, self.missing = set(), set(), set()
+    self.missing_names: list[str] = []
+    self.errors: dict[str, str] = {}        # path -> first MediaError message
+    self.error_records: list[int] = []      # path hash of every record that failed to decode
+    self.records = self.examples = self.cached = self.frames = 0
+
+  def add(self, path: str, status: str, payload) -> None:
+    h = hash(path)
+    self.records += 1
+    self.annotated.add(h)
+    if status == "missing":
+      if h not in self.missing and len(self.missing_names) < _NUM_NAMES:
+        self.missing_names.append(os.path.basename(path))
+      self.missing.add(h)
+    elif status == "corrupt":
+      self.errors.setdefault(path, payload)
+      self.error_records.append(h)
+    else:
+      self.found.add(h)
+      self.examples += 1
+      self.cached += payload[2]
+      self.frames += len(payload[0])
+
+  def report(self, **head) -> dict:
+    corrupt = sorted(p for p in self.errors if hash(p) not in self.found)
+    return dict(
+        **head, annotated=len(self.annotated), found=len(self.found), missing=len(self.missing),
+        corrupt=len(corrupt), records=self.records, examples=self.examples,
+        failed_clips=sum(h in self.found for h in self.error_records), cached=self.cached,
+        frames=self.frames, missing_videos=self.missing_names,
+        corrupt_videos=[os.path.basename(p) for p in corrupt[:_NUM_NAMES]],
+        corrupt_errors=[self.errors[p] for p in corrupt[:_NUM_NAMES]])
+
+
+def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig, *,
+                      builder_name: str, split: str, num_workers: int | None = None
+                      ) -> Iterator[tuple[str, dict]]:
+  """(key, example) per decodable record, decoded in a process pool; counts what it skips.
+
+  `records` may be a generator: it is read in windows, never held whole.
+  """
+  if _COLLECTOR is not None:
+    _COLLECTOR(builder_name, split, config, records)
+    return
+  s = decode_settings(config)
+  t0 = time.time()
+  tally = _Tally()
+  for rec, (status, payload) in map_records(records, s, num_workers):
+    tally.add(rec.video_path, status, payload)
+    if tally.records % 1000 == 0:
+      log.info("%s/%s: %d records (%.1f/s)", builder_name, split, tally.records,
+               tally.records / (time.time() - t0))
+    if status != "ok":
+      continue
+    jpegs, meta, _ = payload
+    has_cut = rec.start is not None or rec.end is not None
+    example = dict(rec.fields)
+    example.update(
+        video=jpegs,
+        video_id=rec.fields.get("video_id") or _stem(rec.video_path),
+        duration=float(meta.get("duration", 0.0)), orig_fps=float(meta.get("orig_fps", 0.0)),
+        start=float(rec.start or 0.0) if has_cut else -1.0,
+        end=float(rec.end) if rec.end is not None else -1.0)
+    yield rec.key, example
+  _finish_report(tally.report(builder=builder_name, config=config.name, split=split,
+                              seconds=round(time.time() - t0, 3)))

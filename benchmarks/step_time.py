@@ -32,7 +32,7 @@ def load_config(spec: str):
   mod_spec = importlib.util.spec_from_file_location("bench_config", REPO / path)
   module = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(module)
-  return module.get_config(preset)
+  return shd.resolve_strategy(module.get_config(preset))  # mesh.strategy -> axes + rules
 
 
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:

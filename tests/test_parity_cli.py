@@ -53,6 +53,14 @@ def test_compare_applies_readme_tolerances():
   assert not ok and "SHAPE (3,)" in parity.format_table(rows)
 
 
+def test_compare_string_outputs_by_equality():
+  ref = {"grad_names": np.array(["a.weight", "b.bias"])}
+  rows, ok = parity.compare({"grad_names": np.array(["a.weight", "b.bias"])}, ref)
+  assert ok, rows
+  rows, ok = parity.compare({"grad_names": np.array(["a.weight", "c.bias"])}, ref)
+  assert not ok and rows[0]["status"] == "FAIL"
+
+
 def test_cli_exit_codes(monkeypatch, tmp_path, capsys):
   ref = {"a": np.ones(3, np.float32), "grad/b": np.float32(2.0)}
   np.savez(tmp_path / "ref.npz", **ref)

@@ -3,7 +3,9 @@
 Layout: `<workdir>/checkpoints/<step>/` (Orbax writes to a temporary folder and renames: atomic).
 SIGTERM: in a single-process run a Python handler sets a flag the loop checks after every step
 (JAX's preemption sync point only exists under `jax.distributed`); multi-process runs rely on
-Orbax's `PreemptionCheckpointingPolicy`.
+Orbax's `PreemptionCheckpointingPolicy` / `reached_preemption(step)`: JAX's coordination service
+catches the SIGTERM on any host and every process agrees on the same step to save and stop at.
+Workdirs may be local or gs:// (etils.epath); every process must see the same workdir.
 """
 from __future__ import annotations
 
@@ -18,13 +20,18 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
 from vlx.optim import path_str
 
 
-def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path:
+def checkpoint_dir(workdir: str | os.PathLike) -> pathlib.Path | epath.Path:
+  """`<workdir>/checkpoints`: a local path (made absolute) or a cloud URL such as gs://b/run
+  (Orbax writes either collectively: every process saves its own shards, process 0 the metadata)."""
+  if "://" in str(workdir):
+    return epath.Path(str(workdir)) / "checkpoints"
   return pathlib.Path(workdir).absolute() / "checkpoints"
 
 

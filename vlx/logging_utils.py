@@ -1,4 +1,7 @@
-"""Metric sinks: CLU writer (TensorBoard + log) plus `workdir/metrics.jsonl`; parameter table."""
+"""Metric sinks: CLU writer (TensorBoard + log) plus `workdir/metrics.jsonl`; parameter table.
+
+Only process 0 writes files (metrics.jsonl, eval JSON, parameters.txt, TensorBoard events); the
+other processes' CLU writers only log. Workdirs may be local or cloud URLs (gs://, via epath)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +14,14 @@ import jax
 import numpy as np
 from absl import logging
 from clu import metric_writers
+from etils import epath
 
 from vlx.optim import path_str
+
+
+def as_path(workdir: str | os.PathLike) -> pathlib.Path | epath.Path:
+  """pathlib for local folders, etils.epath for URLs such as gs://bucket/run."""
+  return epath.Path(str(workdir)) if "://" in str(workdir) else pathlib.Path(workdir)
 
 
 class MetricsLog:
@@ -22,18 +31,27 @@ class MetricsLog:
   before and after a resume, appears twice; readers take the last line per step)."""
 
   def __init__(self, workdir: str | os.PathLike):
-    self.workdir = pathlib.Path(workdir)
+    self.workdir = as_path(workdir)
     self.is_main = jax.process_index() == 0
     self.writer = metric_writers.create_default_writer(
-        str(workdir), just_logging=jax.process_index() > 0)
+        str(workdir), just_logging=not self.is_main)
     self.path = self.workdir / "metrics.jsonl"
+    # Object stores cannot append: remote files are rewritten whole (kept here in memory).
+    self._lines: list[str] | None = None
+    if self.is_main and "://" in str(workdir):
+      self._lines = self.path.read_text().splitlines(True) if self.path.exists() else []
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     values = {k: _to_python(v) for k, v in scalars.items()}
     self.writer.write_scalars(step, values)
     if self.is_main:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": int(step), **values}) + "\n")
+      line = json.dumps({"step": int(step), **values}) + "\n"
+      if self._lines is None:
+        with open(self.path, "a") as f:
+          f.write(line)
+      else:
+        self._lines.append(line)
+        self.path.write_text("".join(self._lines))
       write_eval_json(self.workdir, step, values)
 
   def flush(self) -> None:
@@ -44,7 +62,7 @@ class MetricsLog:
 
 
 def write_eval_json(workdir: str | os.PathLike, step: int,
-                    scalars: Mapping[str, Any]) -> list[pathlib.Path]:
+                    scalars: Mapping[str, Any]) -> list[pathlib.Path | epath.Path]:
   """Each eval's metrics ('eval/<name>/<metric>' keys) as `<workdir>/eval_<name>_step<step>.json`
   ({metric: value}): one file per evaluation, easy to collect into result tables."""
   groups: dict[str, dict[str, Any]] = {}
@@ -54,7 +72,7 @@ def write_eval_json(workdir: str | os.PathLike, step: int,
       groups.setdefault(parts[1], {})[parts[2]] = v
   paths = []
   for name, metrics in groups.items():
-    path = pathlib.Path(workdir) / f"eval_{name}_step{int(step)}.json"
+    path = as_path(workdir) / f"eval_{name}_step{int(step)}.json"
     path.write_text(json.dumps({"step": int(step), **metrics}, indent=1) + "\n")
     paths.append(path)
   return paths
@@ -70,7 +88,7 @@ def _to_python(v: Any) -> float | int:
 def read_metrics(workdir: str | os.PathLike) -> dict[int, dict[str, Any]]:
   """{step: merged scalars} from metrics.jsonl, later lines winning (what tests and tools read)."""
   out: dict[int, dict[str, Any]] = {}
-  path = pathlib.Path(workdir) / "metrics.jsonl"
+  path = as_path(workdir) / "metrics.jsonl"
   if not path.exists():
     return out
   for line in path.read_text().splitlines():
@@ -103,5 +121,5 @@ def log_parameter_table(params: Any, workdir: str | os.PathLike | None = None) -
   table = parameter_table(params)
   logging.info("Parameters:\n%s", table)
   if workdir is not None and jax.process_index() == 0:
-    pathlib.Path(workdir, "parameters.txt").write_text(table + "\n")
+    (as_path(workdir) / "parameters.txt").write_text(table + "\n")
   return sum(int(np.prod(l.shape)) for l in jax.tree.leaves(params))

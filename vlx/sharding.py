@@ -3,6 +3,11 @@
 Variables carry logical axis names (metadata only, see vlx/__init__.py); one rules table maps each
 name to mesh axes. A name without a rule, or mesh axes whose size does not divide the dimension,
 leave that dimension replicated, so every config runs on any device count.
+
+`config.mesh.strategy` picks a named layout (`STRATEGIES`): 'dp' (parameters replicated, batch
+over every device), 'fsdp' (parameters and optimizer state sharded over every device, ZeRO-3
+style), 'dp_fsdp' (sharded within groups of `mesh.fsdp_size` devices, replicated across groups),
+or 'custom' (`mesh.axes` and `mesh.rules` as written). `resolve_strategy` fills axes and rules.
 """
 from __future__ import annotations
 
@@ -17,6 +22,50 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 Rules = Sequence[tuple[str, Any]]
 _ACTIVE_RULES: list[Rules] = []
+
+# Logical names that parameters carry (README "Conventions"); activations use 'batch' too.
+PARAM_NAMES = ("embed", "mlp", "heads", "vocab", "proj")
+# Named rule tables. Under FSDP every parameter name maps to 'fsdp': `logical_to_spec` gives the
+# axis to the first dimension it divides (and never twice), so each matrix is split once.
+RULE_TABLES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "dp": (("batch", ("data", "fsdp")),) + tuple((n, None) for n in PARAM_NAMES),
+    "fsdp": (("batch", ("data", "fsdp")),) + tuple((n, "fsdp") for n in PARAM_NAMES),
+}
+RULE_TABLES["dp_fsdp"] = RULE_TABLES["fsdp"]
+STRATEGIES = ("custom", "dp", "fsdp", "dp_fsdp")
+
+
+def strategy_axes(strategy: str, fsdp_size: int = 0,
+                  local_device_count: int | None = None) -> tuple[tuple[str, int], ...]:
+  """Mesh axes of a named strategy; dp_fsdp's group is `fsdp_size` devices (0 = one process's
+  devices: parameters are gathered over the fast links inside a host, gradients all-reduced
+  across hosts)."""
+  if strategy == "dp":
+    return (("data", -1), ("fsdp", 1), ("model", 1))
+  if strategy == "fsdp":
+    return (("data", 1), ("fsdp", -1), ("model", 1))
+  if strategy == "dp_fsdp":
+    size = int(fsdp_size) or int(local_device_count or jax.local_device_count())
+    if size < 1:
+      raise ValueError(f"config.mesh.fsdp_size={fsdp_size}: expected >= 1 (0 = devices per "
+                       "process)")
+    return (("data", -1), ("fsdp", size), ("model", 1))
+  raise ValueError(f"config.mesh.strategy={strategy!r}: expected one of {STRATEGIES}")
+
+
+def resolve_strategy(config):
+  """A copy of `config` whose mesh.axes / mesh.rules come from mesh.strategy ('custom' or no
+  strategy field: unchanged). Everything downstream (validation, shardings, input, evals) reads
+  the resolved fields."""
+  strategy = str(config.mesh.get("strategy", "custom") or "custom")
+  if strategy == "custom":
+    return config
+  axes = strategy_axes(strategy, int(config.mesh.get("fsdp_size", 0) or 0))
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.mesh.axes = axes
+    out.mesh.rules = RULE_TABLES[strategy]
+  return out
 
 
 def make_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:

@@ -86,13 +86,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
   Returns the last logged scalars (final eval metrics when evals ran)."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
+  try:  # mesh.strategy -> mesh.axes / mesh.rules (a copy; 'custom' keeps the config as is)
+    config = shd.resolve_strategy(config)
+  except ValueError as e:
+    raise config_validation.ConfigError(str(e)) from None
   config_validation.validate(config)
   family = registry.get(config.model.family)
   rules = tuple(config.mesh.rules)
 
   # --- Mesh.
   mesh = shd.make_mesh(config.mesh)
-  logging.info("mesh %s on %d devices (%s)", dict(mesh.shape), mesh.size, jax.devices()[0].platform)
+  logging.info("mesh %s (strategy %s) on %d devices (%s), %d processes", dict(mesh.shape),
+               config.mesh.get("strategy", "custom"), mesh.size, jax.devices()[0].platform,
+               jax.process_count())
 
   # --- Model and state, created sharded.
   prog = steps.program(family, config, mesh, compiler_options)

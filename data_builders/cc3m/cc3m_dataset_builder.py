@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Iterator
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -46,13 +46,6 @@ Images are matched to TSV rows by img2dataset's key (row index); with a non-defa
 --number_sample_per_shard they are matched by the url in the .json files. ~15-30% of the URLs are
 dead: the build reports how many annotated images it found.
 """
-
-
-def find_first(folder: str, names) -> str | None:
-  for name in names:
-    if os.path.exists(os.path.join(folder, name)):
-      return os.path.join(folder, name)
-  return None
 
 
 def read_tsv(path: str) -> list[tuple[int, str, str]]:
@@ -117,13 +110,24 @@ def locate_images(image_dir: str, rows: list[tuple[int, str, str]]) -> list[str]
   return [index.get(url, paths[i]) for i, (_, _, url) in enumerate(rows)]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+def records(tsv: str, image_dir: str) -> Iterator[bb.VideoRecord]:
+  """One record per TSV row, keyed by the row index (img2dataset's key)."""
+  rows = read_tsv(tsv)
+  for i, ((_, caption, _), path) in enumerate(zip(rows, locate_images(image_dir, rows))):
+    key = f"{i:09d}"
+    yield bb.VideoRecord(key=key, video_path=path, fields=dict(video_id=key, captions=[caption]))
+
+
+class Builder(bb.VideoDatasetBuilder):
   """CC3M images with captions as 1-frame videos (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://ai.google.com/research/ConceptualCaptions/"
+  CITATION = ("@inproceedings{sharma2018conceptual, title={Conceptual Captions: A Cleaned, "
+              "Hypernymed, Image Alt-text Dataset For Automatic Image Captioning}, author="
+              "{Sharma, Piyush and Ding, Nan and Goodman, Sebastian and Soricut, Radu}, "
+              "booktitle={ACL}, year={2018}}")
   BUILDER_CONFIGS = [
       bb.VideoBuilderConfig(name="default", fps=1.0, short_side=256,
                             description="Images resized to short side 256, 1 frame each."),
@@ -131,36 +135,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="Images resized to short side 224 (ViT/224 models)."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({"captions": tfds.features.Sequence(tfds.features.Text())}),
-        homepage="https://ai.google.com/research/ConceptualCaptions/",
-        citation="@inproceedings{sharma2018conceptual, title={Conceptual Captions: A Cleaned, "
-                 "Hypernymed, Image Alt-text Dataset For Automatic Image Captioning}, author="
-                 "{Sharma, Piyush and Ding, Nan and Goodman, Sebastian and Soricut, Radu}, "
-                 "booktitle={ACL}, year={2018}}")
+  def _features(self):
+    return bb.caption_features()
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
     splits = {}
     for split, names in TSVS.items():
-      tsv = find_first(manual_dir, names)
+      tsv = bb.find_file(manual_dir, names, folders=[""], required=False)
       if tsv is None:
         continue
-      image_dir = find_first(manual_dir, IMAGE_DIRS[split]) or os.path.join(
-          manual_dir, IMAGE_DIRS[split][0])
-      splits[split] = self._generate_examples(split, tsv, image_dir)
+      dirs = [os.path.join(manual_dir, d) for d in IMAGE_DIRS[split]]
+      image_dir = next((d for d in dirs if os.path.exists(d)), dirs[0])
+      splits[split] = records(tsv, image_dir)   # read when the split is built
     if not splits:
       raise FileNotFoundError(f"cc3m: neither {TSVS['train'][0]} nor {TSVS['validation'][0]} "
                               f"in {manual_dir}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
     return splits
-
-  def _generate_examples(self, split: str, tsv: str, image_dir: str):
-    rows = read_tsv(tsv)
-    records = []
-    for i, ((_, caption, _), path) in enumerate(zip(rows, locate_images(image_dir, rows))):
-      key = f"{i:09d}"
-      records.append(bb.VideoRecord(key=key, video_path=path, fields=dict(
-          video_id=key, captions=[caption])))
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)

@@ -16,9 +16,7 @@ video's length).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
-from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -49,30 +47,6 @@ data/README.md. Put in manual_dir:
 """
 
 
-@dataclasses.dataclass
-class DidemoConfig(bb.VideoBuilderConfig):
-  """Frame rate / size of the stored frames."""
-
-
-def find_file(root: str, name: str) -> str:
-  """`root/name` or `root/<dir>/name` (first in sorted order)."""
-  candidates = [os.path.join(root, name)]
-  if os.path.isdir(root):
-    candidates += [os.path.join(root, sub, name) for sub in sorted(os.listdir(root))]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise FileNotFoundError(f"didemo: {name} not found in {root} (nor one folder down); see the "
-                          "didemo builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
-
-
-def entry_field(entry, index: int, field: str, *, file: str, expected: str = "a value"):
-  """entry[field] of the index-th JSON entry; AnnotationError naming `[index].field`."""
-  value = entry.get(field) if isinstance(entry, dict) else None
-  if value is None or (isinstance(value, str) and not value.strip()):
-    raise bb.AnnotationError(file, None, f"[{index}].{field}", expected)
-  return value
-
 
 def chunk_times(times, *, file: str, index: int) -> tuple[float, float]:
   """[start, end] seconds of one description from its annotators' [first, last] chunks."""
@@ -101,10 +75,10 @@ def read_split(path: str) -> dict[str, dict]:
     raise bb.AnnotationError(path, None, "(top level)", "a JSON list of moment descriptions")
   moments: dict[str, list[tuple[float, float, int, str]]] = collections.defaultdict(list)
   for i, entry in enumerate(data):
-    video = str(entry_field(entry, i, "video", file=path, expected="a video name")).strip()
-    text = str(entry_field(entry, i, "description", file=path,
+    video = str(bb.entry_field(entry, i, "video", file=path, expected="a video name")).strip()
+    text = str(bb.entry_field(entry, i, "description", file=path,
                            expected="a description")).strip()
-    start, end = chunk_times(entry_field(entry, i, "times", file=path,
+    start, end = chunk_times(bb.entry_field(entry, i, "times", file=path,
                                          expected="annotator chunk pairs"), file=path, index=i)
     moments[video].append((start, end, i, text))
   out = {}
@@ -146,38 +120,27 @@ def records_for(root: str, split: str, files: dict[str, str]) -> list[bb.VideoRe
                          fields=dict(video_id=video, captions=[m["paragraph"]],
                                      segment_captions=m["segment_captions"],
                                      segment_times=m["segment_times"]))
-          for video, m in read_split(find_file(root, SPLIT_FILES[split])).items()]
+          for video, m in read_split(bb.find_file(root, SPLIT_FILES[split],
+                                                  builder="didemo")).items()]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """DiDeMo paragraph-to-video retrieval from the official files in manual_dir."""
 
   code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://github.com/LisaAnne/LocalizingMoments"
   # Videos are 25-30 s (a few longer): 2 fps keeps 50-60 frames for the 8-16 models sample.
   BUILDER_CONFIGS = [
-      DidemoConfig(name="default", fps=2.0, short_side=256,
-                   description="Paragraph retrieval; frames at 2 fps, short side 256."),
+      bb.VideoBuilderConfig(name="default", fps=2.0, short_side=256,
+                            description="Paragraph retrieval; frames at 2 fps, short side 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    text_seq = tfds.features.Sequence(tfds.features.Text())
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            "captions": text_seq, "segment_captions": text_seq,
-            "segment_times": tfds.features.Sequence(
-                tfds.features.Tensor(shape=(2,), dtype=np.float32))}),
-        supervised_keys=None, homepage="https://github.com/LisaAnne/LocalizingMoments")
+  def _features(self):
+    return bb.caption_features(
+        segment_captions=bb.texts(),
+        segment_times=tfds.features.Sequence(tfds.features.Tensor(shape=(2,), dtype=np.float32)))
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = os.fspath(dl_manager.manual_dir)
-    files = index_videos(os.path.join(root, VIDEO_DIR))
-    return {split: self._generate_examples(split, records_for(root, split, files))
-            for split in SPLIT_FILES}
-
-  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
-                         ) -> Iterator[tuple[str, dict]]:
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)
+  def _split_records(self, manual_dir: str):
+    files = index_videos(os.path.join(manual_dir, VIDEO_DIR))
+    return {split: records_for(manual_dir, split, files) for split in SPLIT_FILES}

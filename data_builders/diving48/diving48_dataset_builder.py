@@ -10,7 +10,6 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -28,13 +27,6 @@ and arrange manual_dir as:
     rgb/-mmq0PT-u8k_00155.mp4 ...        (`tar xzf Diving48_rgb.tar.gz -C manual_dir`)
 """
 
-
-def _file(root: pathlib.Path, name: str) -> pathlib.Path:
-  for path in (root / name, root / "annotations" / name):
-    if path.is_file():
-      return path
-  raise FileNotFoundError(f"{root / name} not found; diving48 expects the official layout:\n"
-                          f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
 
 def read_vocab(path: pathlib.Path) -> list[str]:
@@ -62,8 +54,7 @@ def read_split(path: pathlib.Path, root: pathlib.Path, names: list[str]) -> list
     if not isinstance(entry, dict):
       raise bb.AnnotationError(str(path), None, f"[{i}]", "an object")
     for field in ("vid_name", "label", "start_frame", "end_frame"):
-      if entry.get(field) in (None, ""):
-        raise bb.AnnotationError(str(path), None, f"[{i}].{field}", "a value")
+      bb.entry_field(entry, i, field, file=path)
     label = entry["label"]
     if not isinstance(label, int) or not 0 <= label < len(names):
       raise bb.AnnotationError(str(path), None, f"[{i}].label",
@@ -76,13 +67,13 @@ def read_split(path: pathlib.Path, root: pathlib.Path, names: list[str]) -> list
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """Diving48 V2 from the official json files and rgb videos (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release (V2 labels)."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "http://www.svcl.ucsd.edu/projects/resound/dataset.html"
   # Dives last ~3-5 s and differ in fast rotations: 8 fps keeps ~32 frames; the released videos
   # are small (short side ~180-240 px), so nothing is upscaled.
   BUILDER_CONFIGS = [
@@ -92,24 +83,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="16 fps (dense sampling), short side <= 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            # names are set from Diving48_vocab.json when building (label.labels.txt)
-            "label": tfds.features.ClassLabel(),
-            "label_name": tfds.features.Text(),
-            "start_frame": np.int32,
-            "end_frame": np.int32,
-        }),
-        homepage="http://www.svcl.ucsd.edu/projects/resound/dataset.html",
-    )
+  def _features(self):
+    # label names are set from Diving48_vocab.json in _split_records
+    return bb.classification_features(start_frame=np.int32, end_frame=np.int32)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    names = read_vocab(_file(root, VOCAB))
-    self.info.features["label"].names = names
-    recs = {split: read_split(_file(root, f), root, names) for split, f in SPLIT_FILES.items()}
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+  def _split_records(self, manual_dir: str):
+    root = pathlib.Path(manual_dir)
+    def find(name):
+      return bb.find_file(root, name, folders=["", "annotations"], builder="diving48",
+                          instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
+    names = read_vocab(find(VOCAB))
+    self.set_label_names(names)
+    return {split: read_split(find(f), root, names) for split, f in SPLIT_FILES.items()}

@@ -10,7 +10,6 @@ import dataclasses
 import pathlib
 import re
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -88,13 +87,12 @@ def records(root: pathlib.Path, index: int) -> tuple[list[str], dict[str, list[b
   return classes, out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """HMDB51 from the official rars + 70/30 split files (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/"
   # Clips are short (~3 s): 8 fps keeps ~24 frames for 8-16 frame sampling; short side 256.
   BUILDER_CONFIGS = [
       Hmdb51Config(name=f"split{i}", split_index=i, fps=8.0, short_side=256,
@@ -102,21 +100,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       for i in (1, 2, 3)
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            # names are set from the split files when building (stored in label.labels.txt)
-            "label": tfds.features.ClassLabel(),
-            "label_name": tfds.features.Text(),
-        }),
-        homepage="https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/",
-    )
+  def _features(self):
+    return bb.classification_features()   # names from the split files (set in _split_records)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    classes, recs = records(root, self.builder_config.split_index)
-    self.info.features["label"].names = classes
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+  def _split_records(self, manual_dir: str):
+    classes, recs = records(pathlib.Path(manual_dir), self.builder_config.split_index)
+    self.set_label_names(classes)
+    return recs

@@ -1,14 +1,11 @@
 """hmdb51 builder on a tiny official-layout copy: 3 classes, one corrupt and one missing clip."""
 from __future__ import annotations
 
+import functools
 import pathlib
-import tempfile
-
-import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.hmdb51 import hmdb51_dataset_builder as hmdb
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 CLASSES = ["brush_hair", "fall_floor", "ride_bike"]  # underscores as in the release
 
@@ -21,22 +18,14 @@ def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") ->
   """Split files (split k: clip i is train when (i + k) % 4 < 2, test when 2, unused when 3)."""
   splits = root / hmdb.SPLIT_DIR
   splits.mkdir(parents=True)
-  seed = 0
+  marks = {0: 1, 1: 1, 2: 2, 3: 0}
   for c in CLASSES:
     for k in (1, 2, 3):
-      marks = {0: 1, 1: 1, 2: 2, 3: 0}
       (splits / f"{c}_test_split{k}.txt").write_text(
           "".join(f"{_clip(c, i)} {marks[(i + k) % 4]} \n" for i in range(4)))
-    for i in range(4):
-      seed += 1
-      name = _clip(c, i)
-      path = root / hmdb.VIDEO_DIR / c / name
-      if name == missing:
-        continue
-      if name == corrupt:
-        testing.write_corrupt(path)
-      else:
-        testing.write_video(path, num_frames=4, height=32, width=40, fps=8, seed=seed)
+  testing.write_videos({_clip(c, i): root / hmdb.VIDEO_DIR / c / _clip(c, i)
+                        for c in CLASSES for i in range(4)},
+                       corrupt=corrupt, missing=missing, first_seed=1)
 
 
 class Hmdb51Test(testing.VideoBuilderTestCase):
@@ -46,40 +35,31 @@ class Hmdb51Test(testing.VideoBuilderTestCase):
   SPLITS = {"train": 5, "test": 2}
   EXPECTED_REPORTS = {"train": {"annotated": 6, "found": 5, "missing": 0, "corrupt": 1},
                       "test": {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0}}
+  EXPECTED_LABEL_NAMES = CLASSES
+  make_dummy_data = staticmethod(functools.partial(
+      write_layout, corrupt=_clip("ride_bike", 0), missing=_clip("fall_floor", 1)))
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root, corrupt=_clip("ride_bike", 0), missing=_clip("fall_floor", 1))
-
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    self.assertEqual(builder.info.features["label"].names, CLASSES)
-    got = sorted((ex["video_id"].decode(), int(ex["label"]), ex["label_name"].decode())
-                 for ex in tfds.as_numpy(builder.as_dataset(split="test")))
-    self.assertEqual(got, [(_clip("brush_hair", 1)[:-4], 0, "brush_hair"),
-                           (_clip("ride_bike", 1)[:-4], 2, "ride_bike")])
+  def check_examples(self, config_name, split, examples):
+    if split == "test":
+      self.assertEqual(testing.label_rows(examples), [
+          (_clip("brush_hair", 1)[:-4], 0, "brush_hair"),
+          (_clip("ride_bike", 1)[:-4], 2, "ride_bike")])
 
 
-def test_split_assignment_all_configs():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    write_layout(root)
-    for k, train_ids, test_ids in ((1, {0, 3}, {1}), (2, {2, 3}, {0}), (3, {1, 2}, {3})):
-      classes, recs = hmdb.records(root, k)
-      assert classes == CLASSES
-      assert {r.key for r in recs["train"]} == {_clip(c, i)[:-4] for c in CLASSES
-                                                for i in train_ids}
-      assert {r.key for r in recs["test"]} == {_clip(c, i)[:-4] for c in CLASSES for i in test_ids}
+def test_split_assignment_all_configs(tmp_path):
+  write_layout(tmp_path)
+  for k, train_ids, test_ids in ((1, {0, 3}, {1}), (2, {2, 3}, {0}), (3, {1, 2}, {3})):
+    classes, recs = hmdb.records(tmp_path, k)
+    assert classes == CLASSES
+    assert {r.key for r in recs["train"]} == {_clip(c, i)[:-4] for c in CLASSES for i in train_ids}
+    assert {r.key for r in recs["test"]} == {_clip(c, i)[:-4] for c in CLASSES for i in test_ids}
 
 
-def test_bad_mark_names_file_line_field():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    write_layout(root)
-    path = root / hmdb.SPLIT_DIR / "fall_floor_test_split2.txt"
-    lines = path.read_text().splitlines()
-    lines[2] = _clip("fall_floor", 2)  # the mark column is missing on line 3
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(builder_base.AnnotationError,
-                       match=r"fall_floor_test_split2\.txt:3: field 'mark'"):
-      hmdb.records(root, 2)
+def test_bad_mark_names_file_line_field(tmp_path):
+  write_layout(tmp_path)
+  path = tmp_path / hmdb.SPLIT_DIR / "fall_floor_test_split2.txt"
+  lines = path.read_text().splitlines()
+  lines[2] = _clip("fall_floor", 2)  # the mark column is missing on line 3
+  path.write_text("\n".join(lines) + "\n")
+  with testing.raises_annotation_error(path, 3, "mark"):
+    hmdb.records(tmp_path, 2)

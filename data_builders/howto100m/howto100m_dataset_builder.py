@@ -43,18 +43,6 @@ class HowToConfig(bb.VideoBuilderConfig):
   max_segments: int = 0  # per video, evenly spread; 0 = all
 
 
-def video_index(root: str) -> dict[str, str]:
-  """{video_id: path} of every video file under `root` (first found wins, sorted walk)."""
-  index: dict[str, str] = {}
-  for folder, dirs, files in os.walk(root):
-    dirs.sort()
-    for f in sorted(files):
-      stem, ext = os.path.splitext(f)
-      if ext.lower() in VIDEO_EXTENSIONS and stem not in index:
-        index[stem] = os.path.join(folder, f)
-  return index
-
-
 def segments(entry, path: str, video_id: str) -> list[tuple[float, float, str]]:
   """(start, end, text) of one caption.json entry, validated; empty / reversed ones dropped."""
   if not isinstance(entry, dict):
@@ -71,13 +59,16 @@ def segments(entry, path: str, video_id: str) -> list[tuple[float, float, str]]:
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """HowTo100M caption segments as clips (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://www.di.ens.fr/willow/research/howto100m/"
+  CITATION = ("@inproceedings{miech2019howto100m, title={HowTo100M: Learning a Text-Video "
+              "Embedding by Watching Hundred Million Narrated Video Clips}, author={Miech, "
+              "Antoine and Zhukov, Dimitri and Alayrac, Jean-Baptiste and Tapaswi, Makarand "
+              "and Laptev, Ivan and Sivic, Josef}, booktitle={ICCV}, year={2019}}")
   BUILDER_CONFIGS = [
       HowToConfig(name="default", fps=2.0, short_side=256,
                   description="Every caption segment, 2 fps, short side 256."),
@@ -87,29 +78,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                   description="Unprocessed ASR captions (raw_caption.json), 2 fps, short 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            "captions": tfds.features.Sequence(tfds.features.Text()),
-            "category_1": tfds.features.Text(), "category_2": tfds.features.Text(),
-            "task_id": tfds.features.Text()}),
-        homepage="https://www.di.ens.fr/willow/research/howto100m/",
-        citation="@inproceedings{miech2019howto100m, title={HowTo100M: Learning a Text-Video "
-                 "Embedding by Watching Hundred Million Narrated Video Clips}, author={Miech, "
-                 "Antoine and Zhukov, Dimitri and Alayrac, Jean-Baptiste and Tapaswi, Makarand "
-                 "and Laptev, Ivan and Sivic, Josef}, booktitle={ICCV}, year={2019}}")
+  def _features(self):
+    text = tfds.features.Text()
+    return bb.caption_features(category_1=text, category_2=text, task_id=text)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
     for name in ("HowTo100M_v1.csv", self.builder_config.captions_file):
       if not os.path.isfile(os.path.join(manual_dir, name)):
         raise FileNotFoundError(f"howto100m: {name} not found in {manual_dir}.\n"
                                 + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {"train": self._generate_examples(manual_dir)}
-
-  def _generate_examples(self, manual_dir: str):
-    yield from bb.generate_examples(self._records(manual_dir), self.builder_config,
-                                    builder_name=self.name, split="train")
+    return {"train": self._records(manual_dir)}   # streamed: 136M segments
 
   def _records(self, manual_dir: str):
     c = self.builder_config
@@ -119,7 +97,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if not isinstance(captions, dict):
       raise bb.AnnotationError(captions_path, None, "<json>", "an object keyed by video_id")
     videos_dir = os.path.join(manual_dir, "videos")
-    index = video_index(videos_dir if os.path.isdir(videos_dir) else manual_dir)
+    index = bb.index_videos(videos_dir if os.path.isdir(videos_dir) else manual_dir,
+                           VIDEO_EXTENSIONS)
     seen = set()
     for _, row in bb.read_csv(csv_path, ["video_id"]):
       vid = row["video_id"].strip()

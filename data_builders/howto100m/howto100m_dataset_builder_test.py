@@ -2,10 +2,7 @@
 import json
 import pathlib
 
-import pytest
-
 from data_builders.howto100m import howto100m_dataset_builder as ht
-from vlx.data import builder_base as bb
 from vlx.data import testing
 
 CSV = """video_id,category_1,category_2,rank,task_id
@@ -64,6 +61,6 @@ def test_max_segments_and_bad_captions(tmp_path):
                                                      "t19"]
   (tmp_path / "caption.json").write_text(json.dumps({"v": {"start": [0, 1], "end": [1],
                                                            "text": ["a", "b"]}}))
-  with pytest.raises(bb.AnnotationError, match=r"caption.json: field 'v.text': expected start, "
-                     r"end and text of equal length"):
+  with testing.raises_annotation_error(tmp_path / "caption.json", None, "v.text",
+                                       "start, end and text of equal length"):
     list(builder._records(str(tmp_path)))  # pylint: disable=protected-access

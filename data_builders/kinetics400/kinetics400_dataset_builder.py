@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import pathlib
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -43,23 +42,6 @@ A split whose csv is absent is not built (train.csv is required: it defines the 
 """
 
 
-def _find_csv(root: pathlib.Path, names: tuple[str, ...]) -> pathlib.Path | None:
-  for folder in (root / "annotations", root):
-    for name in names:
-      if (folder / name).is_file():
-        return folder / name
-  return None
-
-
-def index_videos(folders: list[pathlib.Path]) -> dict[str, pathlib.Path]:
-  """{file stem: path} of every video under `folders` (recursive; later folders win)."""
-  index: dict[str, pathlib.Path] = {}
-  for folder in folders:
-    if folder.is_dir():
-      for path in folder.rglob("*"):
-        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
-          index[path.stem] = path
-  return index
 
 
 def clip_name(youtube_id: str, start: int, end: int) -> str:
@@ -80,7 +62,7 @@ def read_annotations(path: pathlib.Path) -> list[tuple[int, str, str, int, int]]
   return rows
 
 
-def records(path: pathlib.Path, classes: list[str], videos: dict[str, pathlib.Path],
+def records(path: pathlib.Path, classes: list[str], videos: dict[str, str],
             video_dir: pathlib.Path) -> list[bb.VideoRecord]:
   """One VideoRecord per csv row (duplicate clips once); labels must be train classes."""
   label_index = {name: i for i, name in enumerate(classes)}
@@ -102,13 +84,12 @@ def records(path: pathlib.Path, classes: list[str], videos: dict[str, pathlib.Pa
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """Kinetics-400 from the CVDF mirror's videos and csvs (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://github.com/cvdfoundation/kinetics-dataset"
   # 10 s clips: 2 fps keeps 20 frames (enough for 8-16 frame segment sampling); fps8 for
   # dense-sampling recipes (64 frames / clip-window), at 4x the storage.
   BUILDER_CONFIGS = [
@@ -118,25 +99,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="8 fps (dense sampling), short side 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            # names are set from train.csv when building (stored in label.labels.txt)
-            "label": tfds.features.ClassLabel(),
-            "label_name": tfds.features.Text(),
-        }),
-        homepage="https://github.com/cvdfoundation/kinetics-dataset",
-    )
+  def _features(self):
+    return bb.classification_features()   # names from train.csv (set in _split_records)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    csvs = {split: _find_csv(root, names) for split, (names, _) in SPLITS.items()}
+  def _split_records(self, manual_dir: str):
+    root = pathlib.Path(manual_dir)
+    csvs = {split: bb.find_file(root, names, folders=["annotations", ""], required=False)
+            for split, (names, _) in SPLITS.items()}
     if csvs["train"] is None:
       raise FileNotFoundError(f"{root}/annotations/train.csv not found; kinetics400 expects the "
                               f"official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     classes = sorted({label for _, label, *_ in read_annotations(csvs["train"])})
-    self.info.features["label"].names = classes
-    replacement = index_videos([root / REPLACEMENT_DIR])
+    self.set_label_names(classes)
+    replacement = bb.index_videos(root / REPLACEMENT_DIR, VIDEO_EXTENSIONS)
     recs = {}
     for split, (_, dirs) in SPLITS.items():
       if csvs[split] is None:
@@ -144,9 +119,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         continue
       folders = [root / d for d in dirs] + [root / "videos" / d for d in dirs]
       present = [f for f in folders if f.is_dir()] or folders[:1]
-      videos = {**index_videos(present), **replacement}
+      # later folders and the replacement files win
+      videos = {**bb.index_videos(present[::-1], VIDEO_EXTENSIONS), **replacement}
       recs[split] = records(csvs[split], classes, videos, present[0])
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+    return recs

@@ -3,13 +3,9 @@ replacement file, a duplicate csv row, one corrupt and one missing clip."""
 from __future__ import annotations
 
 import pathlib
-import tempfile
-
-import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.kinetics400 import kinetics400_dataset_builder as k400
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
 # (label, youtube id, start, end)
@@ -30,19 +26,13 @@ def write_layout(root: pathlib.Path) -> None:
   (ann / "train.csv").write_text(_csv(TRAIN, "train"))
   (ann / "val.csv").write_text(_csv(VAL, "val"))
   (ann / "test.csv").write_text(_csv(TEST + TEST[:1], "test"))  # a duplicated row
-  seed = 0
-  for folder, rows, per_label in (("train", TRAIN, False), ("val", VAL, True),
-                                  ("test", TEST, False)):
-    for label, ytid, s, e in rows:
-      seed += 1
-      name = k400.clip_name(ytid, s, e) + ".mp4"
-      path = root / folder / (label.replace(" ", "_") if per_label else "") / name
-      if ytid == "7nA5gEt3cFs":
-        continue  # missing
-      if ytid in ("0ZyOgt7rOKU", "1Aa8P4fXCzk"):
-        testing.write_corrupt(path)
-      else:
-        testing.write_video(path, num_frames=4, height=32, width=40, fps=4, seed=seed)
+  paths = {ytid: root / folder / (label.replace(" ", "_") if per_label else "")
+           / (k400.clip_name(ytid, s, e) + ".mp4")
+           for folder, rows, per_label in (("train", TRAIN, False), ("val", VAL, True),
+                                           ("test", TEST, False))
+           for label, ytid, s, e in rows}
+  testing.write_videos(paths, corrupt=("0ZyOgt7rOKU", "1Aa8P4fXCzk"), missing="7nA5gEt3cFs",
+                       first_seed=1, fps=4)
   # the mirror's replacement for one of the corrupt train clips
   testing.write_video(root / k400.REPLACEMENT_DIR / (k400.clip_name("0ZyOgt7rOKU", 2, 12) + ".mp4"),
                       num_frames=4, height=32, width=40, fps=4, seed=99)
@@ -56,31 +46,26 @@ class Kinetics400Test(testing.VideoBuilderTestCase):
                       "validation": {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0},
                       "test": {"annotated": 2, "found": 2, "missing": 0, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root)
+  EXPECTED_LABEL_NAMES = ["abseiling", "air drumming", "zumba"]
+  make_dummy_data = staticmethod(write_layout)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    self.assertEqual(builder.info.features["label"].names, ["abseiling", "air drumming", "zumba"])
-    got = sorted((ex["video_id"].decode(), int(ex["label"]), ex["label_name"].decode())
-                 for ex in tfds.as_numpy(builder.as_dataset(split="train")))
-    self.assertEqual(got, [("--07WQ2iBlw_000001_000011", 0, "abseiling"),
-                           ("-0UIi2iKxV8_000030_000040", 1, "air drumming"),
-                           ("0ZyOgt7rOKU_000002_000012", 2, "zumba")])  # from the replacement
+  def check_examples(self, config_name, split, examples):
+    if split == "train":
+      self.assertEqual(testing.label_rows(examples), [
+          ("--07WQ2iBlw_000001_000011", 0, "abseiling"),
+          ("-0UIi2iKxV8_000030_000040", 1, "air drumming"),
+          ("0ZyOgt7rOKU_000002_000012", 2, "zumba")])  # from the replacement
 
 
-def test_missing_time_field_names_file_line_field():
-  with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / "val.csv"
-    path.write_text(HEADER + "abseiling,3bKdVhn0X3c,0,10,val,0\nzumba,5Kq7y2z0aMs,,25,val,0\n")
-    with pytest.raises(builder_base.AnnotationError, match=r"val\.csv:3: field 'time_start'"):
-      k400.records(path, ["abseiling", "zumba"], {}, pathlib.Path(tmp))
+def test_missing_time_field_names_file_line_field(tmp_path):
+  path = tmp_path / "val.csv"
+  path.write_text(HEADER + "abseiling,3bKdVhn0X3c,0,10,val,0\nzumba,5Kq7y2z0aMs,,25,val,0\n")
+  with testing.raises_annotation_error(path, 3, "time_start"):
+    k400.records(path, ["abseiling", "zumba"], {}, tmp_path)
 
 
-def test_unknown_label_is_an_annotation_error():
-  with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / "test.csv"
-    path.write_text(HEADER + "juggling fire,3bKdVhn0X3c,0,10,test,0\n")
-    with pytest.raises(builder_base.AnnotationError, match=r"test\.csv:2: field 'label'"):
-      k400.records(path, ["abseiling", "zumba"], {}, pathlib.Path(tmp))
+def test_unknown_label_is_an_annotation_error(tmp_path):
+  path = tmp_path / "test.csv"
+  path.write_text(HEADER + "juggling fire,3bKdVhn0X3c,0,10,test,0\n")
+  with testing.raises_annotation_error(path, 2, "label"):
+    k400.records(path, ["abseiling", "zumba"], {}, tmp_path)

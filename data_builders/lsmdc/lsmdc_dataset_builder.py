@@ -23,7 +23,7 @@ from vlx.data import builder_base as bb
 
 VIDEO_DIR = "avi"
 VIDEO_EXTENSIONS = (".avi", ".mp4")
-ANNOTATION_DIRS = (".", "annotations")
+ANNOTATION_DIRS = ("", "annotations")   # "" = manual_dir itself
 TIMES = ("start_aligned", "end_aligned", "start_extracted", "end_extracted")
 BLANK = "_____"
 _BLANK_RUN = re.compile(r"_{2,}")
@@ -132,18 +132,12 @@ def fib_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
           for clip, fib in items.items()]
 
 
-def find_file(root: pathlib.Path, name: str) -> pathlib.Path | None:
-  for folder in ANNOTATION_DIRS:
-    if (root / folder / name).is_file():
-      return root / folder / name
-  return None
-
 
 def records(root: pathlib.Path, config: str) -> dict[str, list[bb.VideoRecord]]:
   """{split: records} of `config` for every split whose annotation file is present."""
   out = {}
   for split, name in FILES[config].items():
-    path = find_file(root, name)
+    path = bb.find_file(root, name, folders=ANNOTATION_DIRS, required=False)
     if path is None:
       continue
     if config == "retrieval":
@@ -159,22 +153,13 @@ def records(root: pathlib.Path, config: str) -> dict[str, list[bb.VideoRecord]]:
   return out
 
 
-def features(config: str) -> dict:
-  text = tfds.features.Text()
-  if config == "retrieval":
-    return {"captions": tfds.features.Sequence(text)}
-  if config == "mc":
-    return {"question": text, "mc_choices": tfds.features.Sequence(text), "mc_answer": np.int32}
-  return {"fib": tfds.features.Sequence({"sentence": text, "answer": text})}
 
-
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """LSMDC 2016 clips with retrieval / multiple-choice / fill-in-the-blank annotations."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://sites.google.com/site/describingmovies/"
   # Clips last 2-10 s (~4.8 s): 4 fps keeps ~20 frames, enough for the 3-16 frames papers sample.
   BUILDER_CONFIGS = [
       bb.VideoBuilderConfig(name="retrieval", fps=4.0, short_side=256,
@@ -185,15 +170,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="Movie fill-in-the-blank: sentences with a blank, 4 fps."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features(features(self.builder_config.name)),
-        homepage="https://sites.google.com/site/describingmovies/",
-    )
+  def _features(self):
+    config = self.builder_config.name
+    if config == "retrieval":
+      return bb.caption_features()
+    if config == "mc":
+      return bb.mc_features()
+    text = tfds.features.Text()
+    return {"fib": tfds.features.Sequence({"sentence": text, "answer": text})}
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    recs = records(pathlib.Path(dl_manager.manual_dir), self.builder_config.name)
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+  def _split_records(self, manual_dir: str):
+    return records(pathlib.Path(manual_dir), self.builder_config.name)

@@ -3,13 +3,11 @@ avi/<movie>/<clip>.avi clips, one corrupt and one missing clip."""
 from __future__ import annotations
 
 import pathlib
-import tempfile
 
 import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.lsmdc import lsmdc_dataset_builder as lsmdc
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 A = "0001_American_Beauty_00.00.51.926-00.00.54.094"
 B = "0001_American_Beauty_00.01.02.000-00.01.05.500"   # corrupt
@@ -48,12 +46,8 @@ def write_layout(root: pathlib.Path) -> None:
   }
   for name, lines in files.items():
     (root / name).write_text("".join(lines))
-  for seed, clip in enumerate((A, B, C, E)):
-    path = root / lsmdc.VIDEO_DIR / lsmdc.movie_of(clip) / f"{clip}.avi"
-    if clip == B:
-      testing.write_corrupt(path)
-    else:
-      testing.write_video(path, num_frames=4, height=32, width=40, fps=4, seed=seed)
+  testing.write_videos({clip: root / lsmdc.VIDEO_DIR / lsmdc.movie_of(clip) / f"{clip}.avi"
+                        for clip in (A, B, C, E)}, corrupt=B, fps=4)
 
 
 class LsmdcTest(testing.VideoBuilderTestCase):
@@ -64,30 +58,25 @@ class LsmdcTest(testing.VideoBuilderTestCase):
                       "validation": {"annotated": 1, "found": 1, "missing": 0, "corrupt": 0},
                       "test": {"annotated": 2, "found": 1, "missing": 1, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root)
+  make_dummy_data = staticmethod(write_layout)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    self.assertEqual(set(builder.info.splits), {"train", "validation", "test"})
-    [train] = tfds.as_numpy(builder.as_dataset(split="train"))
-    [test] = tfds.as_numpy(builder.as_dataset(split="test"))
-    self.assertEqual(train["video_id"].decode(), A)
-    self.assertEqual(test["video_id"].decode(), E)
-    config = builder.builder_config.name
-    if config == "retrieval":
-      self.assertEqual([c.decode() for c in train["captions"]], CAPTION[A])
-    elif config == "mc":
-      choices = [c.decode() for c in train["mc_choices"]]
+  def check_examples(self, config_name, split, examples):
+    if split == "validation":
+      return
+    [ex] = examples
+    self.assertEqual(ex["video_id"].decode(), A if split == "train" else E)
+    if config_name == "retrieval" and split == "train":
+      self.assertEqual(testing.decoded(ex["captions"]), CAPTION[A])
+    elif config_name == "mc" and split == "train":
+      choices = testing.decoded(ex["mc_choices"])
       self.assertEqual(sorted(choices), sorted([CAPTION[A][0], *DISTRACT]))
-      self.assertEqual(choices[train["mc_answer"]], CAPTION[A][0])
-      self.assertEqual(int(test["mc_answer"]), 3)  # "4" in the file, 1-based
-      self.assertEqual(test["mc_choices"][3].decode(), CAPTION[E][0])
-      self.assertEqual(test["question"].decode(), "")
-    else:
-      got = [(s.decode(), a.decode())
-             for s, a in zip(train["fib"]["sentence"], train["fib"]["answer"])]
+      self.assertEqual(choices[ex["mc_answer"]], CAPTION[A][0])
+    elif config_name == "mc":
+      self.assertEqual(int(ex["mc_answer"]), 3)  # "4" in the file, 1-based
+      self.assertEqual(ex["mc_choices"][3].decode(), CAPTION[E][0])
+      self.assertEqual(ex["question"].decode(), "")
+    elif config_name == "fib" and split == "train":
+      got = list(zip(testing.decoded(ex["fib"]["sentence"]), testing.decoded(ex["fib"]["answer"])))
       self.assertEqual(got, [('SOMEONE _____ at "the" mirror.', "glances"),
                              ("He _____.", "smiles")])
 
@@ -107,16 +96,14 @@ def test_shuffled_choices_spread_the_answer():
     ("LSMDC16_annos_val_FIB.csv", _line(C, CAPTION[C][0], "SOMEONE opens the _____."), "blank"),
     ("LSMDC16_annos_val_FIB.csv", _line(C, CAPTION[C][0], "SOMEONE opens it.", "x"), "fill_in"),
 ])
-def test_missing_field_names_file_line_field(name, line, field):
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    write_layout(root)
-    path = root / name
-    path.write_text(path.read_text().splitlines(keepends=True)[0] + line)
-    config = {"LSMDC16_multiple_choice_test_randomized.csv": "mc",
-              "LSMDC16_annos_training.csv": "retrieval"}.get(name, "fib")
-    with pytest.raises(builder_base.AnnotationError, match=rf"{name}:2: field '{field}'"):
-      lsmdc.records(root, config)
+def test_missing_field_names_file_line_field(tmp_path, name, line, field):
+  write_layout(tmp_path)
+  path = tmp_path / name
+  path.write_text(path.read_text().splitlines(keepends=True)[0] + line)
+  config = {"LSMDC16_multiple_choice_test_randomized.csv": "mc",
+            "LSMDC16_annos_training.csv": "retrieval"}.get(name, "fib")
+  with testing.raises_annotation_error(path, 2, field):
+    lsmdc.records(tmp_path, config)
 
 
 def test_movie_of_clip_id():

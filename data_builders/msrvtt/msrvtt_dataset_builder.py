@@ -16,10 +16,9 @@ import collections
 import dataclasses
 import os
 import re
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -69,37 +68,12 @@ class MsrvttConfig(bb.VideoBuilderConfig):
 # Annotation parsers (pure functions of the files; the builder and the tests call them).
 
 
-def find_file(root: str, name: str, *, required: bool = True) -> str | None:
-  """`root/name` or `root/<dir>/name` (first in sorted order); FileNotFoundError if required."""
-  direct = os.path.join(root, name)
-  if os.path.isfile(direct):
-    return direct
-  if os.path.isdir(root):
-    for sub in sorted(os.listdir(root)):
-      path = os.path.join(root, sub, name)
-      if os.path.isfile(path):
-        return path
-  if required:
-    raise FileNotFoundError(f"msrvtt: {name} not found in {root} (nor one folder down); see "
-                            "the msrvtt builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
-  return None
-
-
 def video_name(value, *, file: str, line: int | None, field: str) -> str:
   """'video123' from 'video123', 123, '123' or JSFusion's 'msr123'."""
   m = _VID.match(str(value).strip())
   if isinstance(value, bool) or m is None:
     raise bb.AnnotationError(file, line, field, f"a video id like video123 or 123, got {value!r}")
   return f"video{int(m.group(1))}"
-
-
-def entry_field(entry, index: int, field: str, *, file: str, prefix: str = "",
-                expected: str = "a value"):
-  """entry[field] of the index-th JSON entry; AnnotationError naming `prefix[index].field`."""
-  value = entry.get(field) if isinstance(entry, dict) else None
-  if value is None or (isinstance(value, str) and not value.strip()):
-    raise bb.AnnotationError(file, None, f"{prefix}[{index}].{field}", expected)
-  return value
 
 
 def read_videodatainfo(paths: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -115,14 +89,15 @@ def read_videodatainfo(paths: Iterable[str]) -> tuple[dict[str, list[str]], dict
     sentences = bb.require(data, "sentences", file=path, line=None,
                            expected="a list of sentences")
     for i, v in enumerate(videos):
-      vid = video_name(entry_field(v, i, "video_id", file=path, prefix="videos"),
+      vid = video_name(bb.entry_field(v, i, "video_id", file=path, prefix="videos"),
                        file=path, line=None, field=f"videos[{i}].video_id")
-      splits[vid] = str(entry_field(v, i, "split", file=path, prefix="videos",
+      splits[vid] = str(bb.entry_field(v, i, "split", file=path, prefix="videos",
                                     expected="train, validate or test"))
     for i, s in enumerate(sentences):
-      vid = video_name(entry_field(s, i, "video_id", file=path, prefix="sentences"),
+      vid = video_name(bb.entry_field(s, i, "video_id", file=path, prefix="sentences"),
                        file=path, line=None, field=f"sentences[{i}].video_id")
-      caption = entry_field(s, i, "caption", file=path, prefix="sentences", expected="a caption")
+      caption = bb.entry_field(s, i, "caption", file=path, prefix="sentences",
+                               expected="a caption")
       captions[vid].append(str(caption).strip())
   return dict(captions), splits
 
@@ -153,9 +128,9 @@ def read_qa(path: str) -> dict[str, list[dict]]:
     raise bb.AnnotationError(path, None, "(top level)", "a JSON list of QA entries")
   out: dict[str, list[dict]] = collections.defaultdict(list)
   for i, entry in enumerate(data):
-    q = entry_field(entry, i, "question", file=path, expected="a question")
-    a = entry_field(entry, i, "answer", file=path, expected="an answer")
-    v = entry_field(entry, i, "video_id", file=path, expected="a video id")
+    q = bb.entry_field(entry, i, "question", file=path, expected="a question")
+    a = bb.entry_field(entry, i, "answer", file=path, expected="an answer")
+    v = bb.entry_field(entry, i, "video_id", file=path, expected="a video id")
     vid = video_name(v, file=path, line=None, field=f"[{i}].video_id")
     out[vid].append(dict(question=str(q).strip(), answer=str(a).strip(), qtype=""))
   return dict(out)
@@ -196,30 +171,16 @@ def read_mc(path: str) -> list[dict]:
   return out
 
 
-def index_videos(root: str) -> dict[str, str]:
-  """{videoN: path} of the .mp4 files in the known video folders (first folder wins)."""
-  found: dict[str, str] = {}
-  for sub in VIDEO_DIRS:
-    folder = os.path.join(root, sub)
-    if not os.path.isdir(folder):
-      continue
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-      stem, ext = os.path.splitext(entry.name)
-      if ext.lower() == ".mp4" and entry.is_file():
-        found.setdefault(stem, entry.path)
-  return found
-
-
 # ---------------------------------------------------------------------------------------------
 # Records per split.
 
 
 def _caption_source(root: str) -> tuple[dict[str, list[str]], dict[str, str], str]:
   """(captions, official splits, file to blame) from the official pair or MSRVTT_data.json."""
-  official = [find_file(root, n, required=False) for n in CAPTION_FILES]
+  official = [bb.find_file(root, n, required=False, builder="msrvtt") for n in CAPTION_FILES]
   if all(official):
     return (*read_videodatainfo(official), official[0])
-  merged = find_file(root, MERGED_CAPTION_FILE, required=False)
+  merged = bb.find_file(root, MERGED_CAPTION_FILE, required=False, builder="msrvtt")
   if merged:
     return (*read_videodatainfo([merged]), merged)
   raise FileNotFoundError(f"msrvtt: captions not found in {root}: need "
@@ -238,13 +199,13 @@ def retrieval_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.Vi
 
   out: dict[str, list[bb.VideoRecord]] = {}
   for split, name in TRAIN_LISTS.items():
-    path = find_file(root, name)
+    path = bb.find_file(root, name, builder="msrvtt")
     out[split] = [record(v, captions.get(v, []), path) for v in _unique(read_video_list(path))]
   out["val"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
                 if splits[v] == "validate"]
   out["test_full"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
                       if splits[v] == "test"]
-  path = find_file(root, TEST_1KA)
+  path = bb.find_file(root, TEST_1KA, builder="msrvtt")
   out["test_1ka"] = [record(v, caps, path) for v, caps in read_jsfusion_test(path).items()]
   return out
 
@@ -254,12 +215,13 @@ def qa_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoReco
   for split, name in QA_FILES.items():
     out[split] = [bb.VideoRecord(key=vid, video_path=_video_path(root, videos, vid),
                                  fields=dict(video_id=vid, qa=pairs))
-                  for vid, pairs in read_qa(find_file(root, name)).items()]
+                  for vid, pairs in read_qa(bb.find_file(root, name, builder="msrvtt")).items()]
   return out
 
 
 def mc_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
-  path = find_file(root, MC_CSV, required=False) or find_file(root, MC_JSONL)
+  path = (bb.find_file(root, MC_CSV, required=False, builder="msrvtt")
+          or bb.find_file(root, MC_JSONL, builder="msrvtt"))
   records, seen = [], set()
   for q in read_mc(path):
     key = q["key"] if q["key"] not in seen else f"{q['key']}_{len(seen)}"
@@ -288,13 +250,13 @@ TASK_SPLITS = {"retrieval": ("train_9k", "train_7k", "val", "test_1ka", "test_fu
 _RECORDS = {"retrieval": retrieval_records, "qa": qa_records, "mc": mc_records}
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """MSR-VTT retrieval / MSRVTT-QA / MSRVTT-MC from the official files in manual_dir."""
 
   code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = ("https://www.microsoft.com/en-us/research/publication/msr-vtt-a-large-video-"
+              "description-dataset-for-bridging-video-and-language/")
   # 10-30 s clips at 2 fps: 20-60 frames, enough for the 8-16 frames ALPRO / All-in-one sample.
   BUILDER_CONFIGS = [
       MsrvttConfig(name="retrieval", task="retrieval", fps=2.0, short_side=256,
@@ -305,29 +267,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                    description="MSRVTT-MC: 5 candidate captions per test video."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _features(self):
     task = self.builder_config.task
-    text_seq = tfds.features.Sequence(tfds.features.Text())
     if task == "retrieval":
-      extra = {"captions": text_seq}
-    elif task == "qa":
-      extra = {"qa": tfds.features.Sequence({"question": tfds.features.Text(),
-                                             "answer": tfds.features.Text(),
-                                             "qtype": tfds.features.Text()})}
-    else:
-      extra = {"question": tfds.features.Text(), "mc_choices": text_seq, "mc_answer": np.int32}
-    return self.dataset_info_from_configs(
-        features=bb.video_features(extra), supervised_keys=None,
-        homepage="https://www.microsoft.com/en-us/research/publication/msr-vtt-a-large-video-"
-                 "description-dataset-for-bridging-video-and-language/")
+      return bb.caption_features()
+    return bb.qa_features() if task == "qa" else bb.mc_features()
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
     task = self.builder_config.task
-    records = _RECORDS[task](root, index_videos(root))
-    return {split: self._generate_examples(split, records[split]) for split in TASK_SPLITS[task]}
-
-  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
-                         ) -> Iterator[tuple[str, dict]]:
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)
+    videos = bb.index_videos([os.path.join(manual_dir, d) for d in VIDEO_DIRS], (".mp4",),
+                             recursive=False)   # first folder wins
+    records = _RECORDS[task](manual_dir, videos)
+    return {split: records[split] for split in TASK_SPLITS[task]}

@@ -4,11 +4,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-import pytest
-import tensorflow_datasets as tfds
-
 from data_builders.msrvtt import msrvtt_dataset_builder as msrvtt
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 # Official splits: video0-2 train, video3 validate, video7010-7012 test. video2 is corrupt and
 # video7011 was never downloaded.
@@ -76,88 +73,77 @@ class MsrvttRetrievalTest(testing.VideoBuilderTestCase):
   EXPECTED_REPORTS = {"train_9k": {"annotated": 5, "found": 3, "missing": 1, "corrupt": 1},
                       "test_full": {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_dummy(root)
+  make_dummy_data = staticmethod(write_dummy)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    examples = _read(builder)
-    self.assertEqual(sorted(examples["train_9k"]), ["video0", "video1", "video3"])
-    self.assertEqual([c.decode() for c in examples["train_7k"]["video1"]["captions"]],
-                     [_caption(1, 0), _caption(1, 1)])
-    self.assertEqual([c.decode() for c in examples["test_1ka"]["video7010"]["captions"]],
-                     ["a man, in a hat, sings"])
-    self.assertEqual(len(examples["test_full"]["video7012"]["captions"]), 2)
-    self.assertEqual(examples["val"]["video3"]["video"].shape, (1, 32, 32, 3))
-
-
-def _read(builder) -> dict[str, dict[str, dict]]:
-  return {split: {ex["video_id"].decode(): ex
-                  for ex in builder.as_dataset(split=split).as_numpy_iterator()}
-          for split in builder.info.splits}
+  def check_examples(self, config_name, split, examples):
+    examples = testing.by_video_id(examples)
+    if split == "train_9k":
+      self.assertEqual(sorted(examples), ["video0", "video1", "video3"])
+    elif split == "train_7k":
+      self.assertEqual(testing.decoded(examples["video1"]["captions"]),
+                       [_caption(1, 0), _caption(1, 1)])
+    elif split == "test_1ka":
+      self.assertEqual(testing.decoded(examples["video7010"]["captions"]),
+                       ["a man, in a hat, sings"])
+    elif split == "test_full":
+      self.assertEqual(len(examples["video7012"]["captions"]), 2)
+    else:
+      self.assertEqual(examples["video3"]["video"].shape, (1, 32, 32, 3))
 
 
-def _build(config: str, tmp_path: pathlib.Path):
+def _build(config: str, tmp_path: pathlib.Path) -> dict[str, dict[str, dict]]:
+  """{split: {video_id: example}} of `config` built from the dummy files."""
   manual = tmp_path / "manual"
   if not manual.exists():
     manual.mkdir()
     write_dummy(manual)
-  builder = msrvtt.Builder(config=config, data_dir=str(tmp_path / "data"))
-  with testing.environ(**{builder_base.REPORT_ENV: str(tmp_path / "reports")}):
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  return builder
-
-
-def _report(config: str, split: str) -> dict:
-  r = builder_base.last_report("msrvtt", split)
-  assert r["config"] == config
-  return {k: r[k] for k in ("annotated", "found", "missing", "corrupt")}
+  builder = testing.build(msrvtt.Builder, config, manual, tmp_path / "data")
+  return {split: testing.examples_by_id(builder, split) for split in builder.info.splits}
 
 
 def test_qa_and_mc_configs(tmp_path):
-  examples = _read(_build("qa", tmp_path))
+  examples = _build("qa", tmp_path)
   assert {s: len(e) for s, e in examples.items()} == {"train": 2, "val": 1, "test": 2}
-  assert _report("qa", "train") == {"annotated": 3, "found": 2, "missing": 0, "corrupt": 1}
-  assert _report("qa", "test") == {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0}
+  assert testing.report_counts("msrvtt", "train", "qa") == {"annotated": 3, "found": 2,
+                                                            "missing": 0, "corrupt": 1}
+  assert testing.report_counts("msrvtt", "test", "qa") == {"annotated": 3, "found": 2,
+                                                           "missing": 1, "corrupt": 0}
   qa = examples["train"]["video0"]["qa"]
-  assert [q.decode() for q in qa["question"]] == ["what is a man doing?",
-                                                  "what is the man wearing?"]
-  assert [a.decode() for a in qa["answer"]] == ["sing", "hat"]
-  assert [t.decode() for t in qa["qtype"]] == ["", ""]
+  assert testing.decoded(qa["question"]) == ["what is a man doing?", "what is the man wearing?"]
+  assert testing.decoded(qa["answer"]) == ["sing", "hat"]
+  assert testing.decoded(qa["qtype"]) == ["", ""]
 
-  examples = _read(_build("mc", tmp_path))["test"]
+  examples = _build("mc", tmp_path)["test"]
   assert sorted(examples) == ["video7010", "video7012"]
-  assert _report("mc", "test") == {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0}
+  assert testing.report_counts("msrvtt", "test", "mc") == {"annotated": 3, "found": 2,
+                                                           "missing": 1, "corrupt": 0}
   ex = examples["video7010"]
   assert ex["question"].decode() == ""
-  assert [c.decode() for c in ex["mc_choices"]] == [f"option {k} for 7010" for k in range(5)]
+  assert testing.decoded(ex["mc_choices"]) == [f"option {k} for 7010" for k in range(5)]
   assert int(ex["mc_answer"]) == 2 and int(examples["video7012"]["mc_answer"]) == 0
 
 
 def test_missing_fields_name_file_line_and_field(tmp_path):
   path = tmp_path / "MSRVTT_train.9k.csv"
   path.write_text("video_id\nvideo0\n\nclip1\nvideo1\n")   # blank line 3 skipped; line 4 bad
-  with pytest.raises(builder_base.AnnotationError) as e:
+  with testing.raises_annotation_error(path, 4, "video_id"):
     msrvtt.read_video_list(str(path))
-  assert (e.value.file, e.value.line, e.value.field) == (str(path), 4, "video_id")
   info = _info([0, 1], 0)
   del info["sentences"][3]["caption"]
   path = tmp_path / "train_val_videodatainfo.json"
   path.write_text(json.dumps(info))
-  with pytest.raises(builder_base.AnnotationError, match=r"field 'sentences\[3\]\.caption'"):
+  with testing.raises_annotation_error(path, None, "sentences[3].caption"):
     msrvtt.read_videodatainfo([str(path)])
   path = tmp_path / "MSR_MC_test.csv"
   path.write_text(MC_HEADER + "\nmc0\tmsr1\ta\tb\tc\td\t\t1\n")
-  with pytest.raises(builder_base.AnnotationError, match=r"MSR_MC_test.csv:2: field 'a5'"):
+  with testing.raises_annotation_error(path, 2, "a5"):
     msrvtt.read_mc(str(path))
   path.write_text(MC_HEADER + "\nmc0\tvid1\ta\tb\tc\td\te\t1\n")
-  with pytest.raises(builder_base.AnnotationError, match=r":2: field 'vid_key'.*video123"):
+  with testing.raises_annotation_error(path, 2, "vid_key", "video123"):
     msrvtt.read_mc(str(path))
   path = tmp_path / "test_qa.json"
   path.write_text(json.dumps([_qa(1, "who?", "man", 0), {"question": "what?", "video_id": 2}]))
-  with pytest.raises(builder_base.AnnotationError, match=r"test_qa.json: field '\[1\]\.answer'"):
+  with testing.raises_annotation_error(path, None, "[1].answer"):
     msrvtt.read_qa(str(path))
 
 

@@ -9,12 +9,9 @@ YouTubeClips/*.avi to those vidN names. MSVD-QA has no question type of its own:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import re
-from typing import Iterator
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -42,22 +39,6 @@ to video/vid<N>.avi is read too. Missing clips are skipped and counted, not fata
 """
 
 
-@dataclasses.dataclass
-class MsvdQaConfig(bb.VideoBuilderConfig):
-  """Frame rate / size of the stored frames."""
-
-
-def find_file(root: str, name: str) -> str:
-  """`root/name` or `root/<dir>/name` (first in sorted order)."""
-  candidates = [os.path.join(root, name)]
-  if os.path.isdir(root):
-    candidates += [os.path.join(root, sub, name) for sub in sorted(os.listdir(root))]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise FileNotFoundError(f"msvd_qa: {name} not found in {root} (nor one folder down); see the "
-                          "msvd_qa builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
-
 
 def read_mapping(path: str) -> dict[int, str]:
   """{N: clip name} from youtube_mapping.txt ("<clip name> vid<N>" per line)."""
@@ -74,13 +55,6 @@ def read_mapping(path: str) -> dict[int, str]:
   return out
 
 
-def entry_field(entry, index: int, field: str, *, file: str, expected: str = "a value"):
-  """entry[field] of the index-th JSON entry; AnnotationError naming `[index].field`."""
-  value = entry.get(field) if isinstance(entry, dict) else None
-  if value is None or (isinstance(value, str) and not value.strip()):
-    raise bb.AnnotationError(file, None, f"[{index}].{field}", expected)
-  return value
-
 
 def read_qa(path: str) -> dict[int, list[dict]]:
   """{N: [{question, answer, qtype: ''}]} of an MSVD-QA file, clips in first-seen order."""
@@ -89,9 +63,9 @@ def read_qa(path: str) -> dict[int, list[dict]]:
     raise bb.AnnotationError(path, None, "(top level)", "a JSON list of QA entries")
   out: dict[int, list[dict]] = collections.defaultdict(list)
   for i, entry in enumerate(data):
-    q = entry_field(entry, i, "question", file=path, expected="a question")
-    a = entry_field(entry, i, "answer", file=path, expected="an answer")
-    v = entry_field(entry, i, "video_id", file=path, expected="a clip index N (vidN)")
+    q = bb.entry_field(entry, i, "question", file=path, expected="a question")
+    a = bb.entry_field(entry, i, "answer", file=path, expected="an answer")
+    v = bb.entry_field(entry, i, "video_id", file=path, expected="a clip index N (vidN)")
     try:
       n = int(v)
     except (TypeError, ValueError):
@@ -104,7 +78,7 @@ def read_qa(path: str) -> dict[int, list[dict]]:
 def records_for(root: str, split: str, mapping: dict[int, str], mapping_path: str
                 ) -> list[bb.VideoRecord]:
   """One record per clip of `split`; a clip index the mapping lacks is an annotation error."""
-  path = find_file(root, QA_FILES[split])
+  path = bb.find_file(root, QA_FILES[split], builder="msvd_qa")
   out = []
   for n, pairs in read_qa(path).items():
     if n not in mapping:
@@ -120,35 +94,23 @@ def records_for(root: str, split: str, mapping: dict[int, str], mapping_path: st
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """MSVD-QA from the official files in manual_dir."""
 
   code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://github.com/xudejing/video-question-answering"
   # Clips last ~10 s (1-60 s): 2 fps keeps ~20 frames for the 8-16 the QA models sample.
   BUILDER_CONFIGS = [
-      MsvdQaConfig(name="default", fps=2.0, short_side=256,
-                   description="All QA pairs of a clip in one example; frames at 2 fps, 256 px."),
+      bb.VideoBuilderConfig(name="default", fps=2.0, short_side=256,
+                            description="All QA pairs of a clip in one example; frames at 2 fps, "
+                                        "256 px."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    qa = tfds.features.Sequence({"question": tfds.features.Text(),
-                                 "answer": tfds.features.Text(),
-                                 "qtype": tfds.features.Text()})
-    return self.dataset_info_from_configs(
-        features=bb.video_features({"qa": qa}), supervised_keys=None,
-        homepage="https://github.com/xudejing/video-question-answering")
+  def _features(self):
+    return bb.qa_features()
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = os.fspath(dl_manager.manual_dir)
-    mapping_path = find_file(root, MAPPING_FILE)
+  def _split_records(self, manual_dir: str):
+    mapping_path = bb.find_file(manual_dir, MAPPING_FILE, builder="msvd_qa")
     mapping = read_mapping(mapping_path)
-    return {split: self._generate_examples(split, records_for(root, split, mapping, mapping_path))
-            for split in QA_FILES}
-
-  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
-                         ) -> Iterator[tuple[str, dict]]:
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)
+    return {split: records_for(manual_dir, split, mapping, mapping_path) for split in QA_FILES}

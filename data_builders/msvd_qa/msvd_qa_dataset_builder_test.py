@@ -4,10 +4,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-import pytest
-
 from data_builders.msvd_qa import msvd_qa_dataset_builder as msvd
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 CLIPS = {1: "-4wsuPCjDBc_5_15", 2: "zv2RIbUsnSw_159_165", 3: "bad_clip_1_2", 4: "gone_clip_3_9"}
 
@@ -42,43 +40,39 @@ class MsvdQaTest(testing.VideoBuilderTestCase):
   EXPECTED_REPORTS = {"train": {"annotated": 4, "found": 2, "missing": 1, "corrupt": 1},
                       "test": {"annotated": 2, "found": 2, "missing": 0, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_dummy(root)
+  make_dummy_data = staticmethod(write_dummy)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    examples = {ex["video_id"].decode(): ex
-                for ex in builder.as_dataset(split="train").as_numpy_iterator()}
+  def check_examples(self, config_name, split, examples):
+    if split != "train":
+      return
+    examples = testing.by_video_id(examples)
     self.assertEqual(sorted(examples), sorted([CLIPS[1], CLIPS[2]]))
     qa = examples[CLIPS[1]]["qa"]
-    self.assertEqual([q.decode() for q in qa["question"]],
+    self.assertEqual(testing.decoded(qa["question"]),
                      ["what is a man doing?", "what is the man cutting?"])
-    self.assertEqual([a.decode() for a in qa["answer"]], ["cook", "onion"])
-    self.assertEqual([t.decode() for t in qa["qtype"]], ["", ""])
-    video = examples[CLIPS[2]]["video"]
-    self.assertEqual(video.shape, (1, 32, 32, 3))   # 0.5 s clip at 2 fps
+    self.assertEqual(testing.decoded(qa["answer"]), ["cook", "onion"])
+    self.assertEqual(testing.decoded(qa["qtype"]), ["", ""])
+    self.assertEqual(examples[CLIPS[2]]["video"].shape, (1, 32, 32, 3))   # 0.5 s clip at 2 fps
 
 
 def test_missing_field_names_file_entry_and_field(tmp_path):
   path = tmp_path / "train_qa.json"
   path.write_text(json.dumps([_qa(1, "what?", "cat", 0), {"answer": "dog", "id": 1,
                                                            "video_id": 2}]))
-  with pytest.raises(builder_base.AnnotationError) as e:
+  with testing.raises_annotation_error(path, None, "[1].question"):
     msvd.read_qa(str(path))
-  assert (e.value.file, e.value.field) == (str(path), "[1].question")
-  assert str(e.value).startswith(f"{path}: field '[1].question'")
 
 
 def test_mapping_and_video_id_errors(tmp_path):
   mapping = tmp_path / "youtube_mapping.txt"
   mapping.write_text("clip_a_1_2 vid1\nclip_b_3_4 2\n")
-  with pytest.raises(builder_base.AnnotationError, match=r"youtube_mapping.txt:2: field 'vid'"):
+  with testing.raises_annotation_error(mapping, 2, "vid"):
     msvd.read_mapping(str(mapping))
   mapping.write_text("clip_a_1_2 vid1\n")
   (tmp_path / "train_qa.json").write_text(json.dumps([_qa(9, "who?", "man", 0)]))
-  with pytest.raises(builder_base.AnnotationError, match=r"train_qa.json: field 'video_id'.*vid9"):
+  with testing.raises_annotation_error(tmp_path / "train_qa.json", None, "video_id", "vid9"):
     msvd.records_for(str(tmp_path), "train", msvd.read_mapping(str(mapping)), str(mapping))
   (tmp_path / "train_qa.json").write_text(json.dumps([_qa("x", "who?", "man", 0)]))
-  with pytest.raises(builder_base.AnnotationError, match=r"\[0\].video_id.*integer"):
+  with testing.raises_annotation_error(tmp_path / "train_qa.json", None, "[0].video_id",
+                                       "an integer clip index"):
     msvd.read_qa(str(tmp_path / "train_qa.json"))

@@ -17,7 +17,7 @@ from etils import epath
 from vlx.data import builder_base as bb
 
 VIDEO_DIRS = ("20bn-something-something-v2", "videos", ".")
-ANNOTATION_DIRS = (".", "labels", "annotations")
+ANNOTATION_DIRS = ("", "labels", "annotations")   # "" = manual_dir itself
 VIDEO_EXT = ".webm"
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -43,11 +43,7 @@ def find_annotation(root: pathlib.Path, kind: str) -> pathlib.Path | None:
   """something-something-v2-<kind>.json (or <kind>.json) in manual_dir, labels/ or annotations/."""
   names = ("test-answers.csv",) if kind == "answers" else (
       f"something-something-v2-{kind}.json", f"{kind}.json")
-  for folder in ANNOTATION_DIRS:
-    for name in names:
-      if (root / folder / name).is_file():
-        return root / folder / name
-  return None
+  return bb.find_file(root, names, folders=ANNOTATION_DIRS, required=False)
 
 
 def read_labels(path: pathlib.Path) -> list[str]:
@@ -86,8 +82,7 @@ def records(path: pathlib.Path, root: pathlib.Path, classes: list[str]) -> list[
     if not isinstance(entry, dict):
       raise bb.AnnotationError(str(path), None, f"[{i}]", "an object")
     for field in ("id", "label", "template"):
-      if entry.get(field) in (None, ""):
-        raise bb.AnnotationError(str(path), None, f"[{i}].{field}", "a value")
+      bb.entry_field(entry, i, field, file=path)
     name = normalise_template(str(entry["template"]))
     if name not in index:
       raise bb.AnnotationError(str(path), None, f"[{i}].template",
@@ -108,9 +103,7 @@ def answer_records(test_json: pathlib.Path, answers: pathlib.Path, root: pathlib
   entries = bb.read_json(test_json)
   ids = []
   for i, entry in enumerate(entries if isinstance(entries, list) else []):
-    if not isinstance(entry, dict) or entry.get("id") in (None, ""):
-      raise bb.AnnotationError(str(test_json), None, f"[{i}].id", "a value")
-    ids.append(str(entry["id"]))
+    ids.append(str(bb.entry_field(entry, i, "id", file=test_json)))
   index = {name: i for i, name in enumerate(classes)}
   answer = {}
   for line, row in bb.read_csv(answers, ("id", "label"), delimiter=";",
@@ -131,13 +124,12 @@ def answer_records(test_json: pathlib.Path, answers: pathlib.Path, root: pathlib
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """Something-Something V2 from the official webm videos and label files (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://www.qualcomm.com/developer/software/something-something-v-2-dataset"
   # Clips are 2-6 s at 12 fps and the classes are about motion: 6 fps keeps ~24 frames; the
   # videos are 240 px high, so short side 256 keeps them as released.
   BUILDER_CONFIGS = [
@@ -147,21 +139,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="Every frame (12 fps), short side <= 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            # names are set from labels.json when building (stored in label.labels.txt)
-            "label": tfds.features.ClassLabel(),
-            "label_name": tfds.features.Text(),
-            "template": tfds.features.Text(),
-            "captions": tfds.features.Sequence(tfds.features.Text()),
-            "placeholders": tfds.features.Sequence(tfds.features.Text()),
-        }),
-        homepage="https://www.qualcomm.com/developer/software/something-something-v-2-dataset",
-    )
+  def _features(self):
+    # label names are set from labels.json in _split_records
+    return bb.classification_features(template=tfds.features.Text(),
+                                      **bb.caption_features(placeholders=bb.texts()))
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
+    root = pathlib.Path(manual_dir)
     files = {kind: find_annotation(root, kind)
              for kind in ("labels", "train", "validation", "test", "answers")}
     for kind in ("labels", "train", "validation"):
@@ -169,11 +153,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         raise FileNotFoundError(f"something-something-v2-{kind}.json not found in {root}; ssv2 "
                                 f"expects the official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     classes = read_labels(files["labels"])
-    self.info.features["label"].names = classes
+    self.set_label_names(classes)
     recs = {split: records(files[split], root, classes) for split in ("train", "validation")}
     if files["test"] is not None and files["answers"] is not None:
       recs["test"] = answer_records(files["test"], files["answers"], root, classes)
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+    return recs

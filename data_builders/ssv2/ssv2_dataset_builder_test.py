@@ -2,15 +2,12 @@
 missing video, and the optional test split from test-answers.csv."""
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
-import tempfile
-
-import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.ssv2 import ssv2_dataset_builder as ssv2
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 LABELS = {"Approaching something with your camera": "0",
           "Putting something on a surface": "2",
@@ -42,14 +39,8 @@ def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") ->
     (root / f"something-something-v2-{kind}.json").write_text(json.dumps(content, indent=1))
   (root / "test-answers.csv").write_text(ANSWERS)
   ids = [e["id"] for e in TRAIN + VALIDATION] + TEST
-  for seed, vid in enumerate(ids):
-    path = root / ssv2.VIDEO_DIRS[0] / f"{vid}.webm"
-    if vid == missing:
-      continue
-    if vid == corrupt:
-      testing.write_corrupt(path)
-    else:
-      testing.write_video(path, num_frames=4, height=32, width=40, fps=6, seed=seed)
+  testing.write_videos({vid: root / ssv2.VIDEO_DIRS[0] / f"{vid}.webm" for vid in ids},
+                       corrupt=corrupt, missing=missing, fps=6)
 
 
 class Ssv2Test(testing.VideoBuilderTestCase):
@@ -60,51 +51,41 @@ class Ssv2Test(testing.VideoBuilderTestCase):
                       "validation": {"annotated": 3, "found": 2, "missing": 1, "corrupt": 0},
                       "test": {"annotated": 2, "found": 2, "missing": 0, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root, corrupt="100904", missing="116154")
+  EXPECTED_LABEL_NAMES = ["Approaching something with your camera",
+                          "Pushing something from left to right", "Putting something on a surface"]
+  make_dummy_data = staticmethod(functools.partial(write_layout, corrupt="100904",
+                                                   missing="116154"))
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    self.assertEqual(builder.info.features["label"].names,
-                     ["Approaching something with your camera",
-                      "Pushing something from left to right", "Putting something on a surface"])
-    got = {ex["video_id"].decode(): (int(ex["label"]), [c.decode() for c in ex["captions"]],
-                                     [p.decode() for p in ex["placeholders"]])
-           for ex in tfds.as_numpy(builder.as_dataset(split="validation"))}
-    self.assertEqual(got, {"74225": (1, ["pushing a phone from left to right"], ["a phone"]),
-                           "198186": (2, ["putting a mug on a surface"], ["a mug"])})
-    test = {ex["video_id"].decode(): int(ex["label"])
-            for ex in tfds.as_numpy(builder.as_dataset(split="test"))}
-    self.assertEqual(test, {"1420": 2, "7791": 0})
+  def check_examples(self, config_name, split, examples):
+    if split == "validation":
+      got = {ex["video_id"].decode(): (int(ex["label"]), testing.decoded(ex["captions"]),
+                                       testing.decoded(ex["placeholders"])) for ex in examples}
+      self.assertEqual(got, {"74225": (1, ["pushing a phone from left to right"], ["a phone"]),
+                             "198186": (2, ["putting a mug on a surface"], ["a mug"])})
+    elif split == "test":
+      self.assertEqual({ex["video_id"].decode(): int(ex["label"]) for ex in examples},
+                       {"1420": 2, "7791": 0})
 
 
-def test_missing_template_names_file_and_entry():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    path = root / "something-something-v2-train.json"
-    entries = [dict(e) for e in TRAIN]
-    del entries[2]["template"]
-    path.write_text(json.dumps(entries))
-    with pytest.raises(builder_base.AnnotationError,
-                       match=r"something-something-v2-train\.json: field '\[2\]\.template'"):
-      ssv2.records(path, root, list(LABELS))
+def test_missing_template_names_file_and_entry(tmp_path):
+  path = tmp_path / "something-something-v2-train.json"
+  entries = [dict(e) for e in TRAIN]
+  del entries[2]["template"]
+  path.write_text(json.dumps(entries))
+  with testing.raises_annotation_error(path, None, "[2].template"):
+    ssv2.records(path, tmp_path, list(LABELS))
 
 
-def test_unknown_template_is_an_annotation_error():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    path = root / "validation.json"
-    path.write_text(json.dumps([_entry("5", "Tearing [something] into two pieces", "paper")]))
-    with pytest.raises(builder_base.AnnotationError, match=r"field '\[0\]\.template'"):
-      ssv2.records(path, root, list(LABELS))
+def test_unknown_template_is_an_annotation_error(tmp_path):
+  path = tmp_path / "validation.json"
+  path.write_text(json.dumps([_entry("5", "Tearing [something] into two pieces", "paper")]))
+  with testing.raises_annotation_error(path, None, "[0].template", "templates of labels.json"):
+    ssv2.records(path, tmp_path, list(LABELS))
 
 
-def test_newer_package_names_are_found():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    (root / "labels").mkdir()
-    (root / "labels" / "labels.json").write_text(json.dumps(LABELS))
-    assert ssv2.find_annotation(root, "labels") == root / "labels" / "labels.json"
-    assert ssv2.read_labels(root / "labels" / "labels.json")[1] == (
-        "Pushing something from left to right")
+def test_newer_package_names_are_found(tmp_path):
+  (tmp_path / "labels").mkdir()
+  (tmp_path / "labels" / "labels.json").write_text(json.dumps(LABELS))
+  assert ssv2.find_annotation(tmp_path, "labels") == tmp_path / "labels" / "labels.json"
+  assert ssv2.read_labels(tmp_path / "labels" / "labels.json")[1] == (
+      "Pushing something from left to right")

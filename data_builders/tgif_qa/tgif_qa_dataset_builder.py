@@ -16,10 +16,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from typing import Iterator
 
 import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -54,17 +52,6 @@ class TgifQaConfig(bb.VideoBuilderConfig):
   """task: action | transition | frameqa (which question file the config reads)."""
   task: str = "frameqa"
 
-
-def find_file(root: str, name: str) -> str:
-  """`root/name` or `root/<dir>/name` (first in sorted order)."""
-  candidates = [os.path.join(root, name)]
-  if os.path.isdir(root):
-    candidates += [os.path.join(root, sub, name) for sub in sorted(os.listdir(root))]
-  for path in candidates:
-    if os.path.isfile(path):
-      return path
-  raise FileNotFoundError(f"tgif_qa: {name} not found in {root} (nor one folder down); see the "
-                          "tgif_qa builder's MANUAL_DOWNLOAD_INSTRUCTIONS")
 
 
 def question_file(task: str, split: str) -> str:
@@ -116,7 +103,7 @@ def gif_path(root: str, gif: str) -> str:
 
 
 def records_for(root: str, task: str, split: str) -> list[bb.VideoRecord]:
-  path = find_file(root, question_file(task, split))
+  path = bb.find_file(root, question_file(task, split), builder="tgif_qa")
   if task == "frameqa":
     return [bb.VideoRecord(key=gif, video_path=gif_path(root, gif),
                            fields=dict(video_id=gif, qa=pairs))
@@ -127,13 +114,12 @@ def records_for(root: str, task: str, split: str) -> list[bb.VideoRecord]:
           for q in read_multiple_choice(path)]
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """TGIF-QA action / transition / frameqa from the official files in manual_dir."""
 
   code_path = epath.Path(__file__)   # TFDS needs the module file (see moving_shapes)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://github.com/YunseokJANG/tgif-qa"
   # GIFs last ~3 s at 10-25 fps; 8 fps keeps ~24 frames (models sample 3-16).
   BUILDER_CONFIGS = [
       TgifQaConfig(name=task, task=task, fps=8.0, short_side=256, description=desc)
@@ -144,26 +130,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       "location."))
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    if self.builder_config.task == "frameqa":
-      extra = {"qa": tfds.features.Sequence({"question": tfds.features.Text(),
-                                             "answer": tfds.features.Text(),
-                                             "qtype": tfds.features.Text()})}
-    else:
-      extra = {"question": tfds.features.Text(),
-               "mc_choices": tfds.features.Sequence(tfds.features.Text()),
-               "mc_answer": np.int32}
-    return self.dataset_info_from_configs(
-        features=bb.video_features(extra), supervised_keys=None,
-        homepage="https://github.com/YunseokJANG/tgif-qa")
+  def _features(self):
+    return bb.qa_features() if self.builder_config.task == "frameqa" else bb.mc_features()
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
     task = self.builder_config.task
-    return {split: self._generate_examples(split, records_for(root, task, split))
-            for split in SPLIT_PREFIX}
-
-  def _generate_examples(self, split: str, records: list[bb.VideoRecord]
-                         ) -> Iterator[tuple[str, dict]]:
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)
+    return {split: records_for(manual_dir, task, split) for split in SPLIT_PREFIX}

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import pathlib
 
-import pytest
-import tensorflow_datasets as tfds
-
 from data_builders.tgif_qa import tgif_qa_dataset_builder as tgif
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 MC_HEADER = "gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\tvid_id\tkey"
 FRAMEQA_HEADER = "gif_name\tquestion\tanswer\ttype\tvid_id\tkey\tdescription"
@@ -55,23 +52,18 @@ class TgifFrameQaTest(testing.VideoBuilderTestCase):
   SPLITS = {"train": 2, "test": 2}
   EXPECTED_REPORTS = {"train": REPORT}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_dummy(root)
+  make_dummy_data = staticmethod(write_dummy)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    examples = _read(builder, "train")
+  def check_examples(self, config_name, split, examples):
+    if split != "train":
+      return
+    examples = testing.by_video_id(examples)
     qa = examples["g1"]["qa"]
-    self.assertEqual([q.decode() for q in qa["question"]],
+    self.assertEqual(testing.decoded(qa["question"]),
                      ["what is the dog eating ?", "how many dogs are there ?"])
-    self.assertEqual([a.decode() for a in qa["answer"]], ["bone", "two"])
-    self.assertEqual([t.decode() for t in qa["qtype"]], ["object", "number"])
-    self.assertEqual([t.decode() for t in examples["g2"]["qa"]["qtype"]], ["color"])
-
-
-def _read(builder, split: str) -> dict[str, dict]:
-  return {ex["video_id"].decode(): ex for ex in builder.as_dataset(split=split).as_numpy_iterator()}
+    self.assertEqual(testing.decoded(qa["answer"]), ["bone", "two"])
+    self.assertEqual(testing.decoded(qa["qtype"]), ["object", "number"])
+    self.assertEqual(testing.decoded(examples["g2"]["qa"]["qtype"]), ["color"])
 
 
 def test_action_and_transition_configs(tmp_path):
@@ -79,18 +71,14 @@ def test_action_and_transition_configs(tmp_path):
   manual.mkdir()
   write_dummy(manual)
   for task in ("action", "transition"):
-    builder = tgif.Builder(config=task, data_dir=str(tmp_path / "data"))
-    with testing.environ(**{builder_base.REPORT_ENV: str(tmp_path / "reports")}):
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    report = builder_base.last_report("tgif_qa", "train")
-    assert report["config"] == task and {k: report[k] for k in REPORT} == REPORT
+    builder = testing.build(tgif.Builder, task, manual, tmp_path / "data")
+    assert testing.report_counts("tgif_qa", "train", task) == REPORT
     assert builder.info.splits["test"].num_examples == 2
-    examples = _read(builder, "train")
+    examples = testing.examples_by_id(builder, "train")
     assert sorted(examples) == ["g1", "g2"]
     ex = examples["g2"]
     assert ex["question"].decode() == 'What does the "man" do 1 times ?'
-    assert [c.decode() for c in ex["mc_choices"]] == [f"{task} option 1.{k}" for k in range(5)]
+    assert testing.decoded(ex["mc_choices"]) == [f"{task} option 1.{k}" for k in range(5)]
     assert int(ex["mc_answer"]) == 1 and int(examples["g1"]["mc_answer"]) == 0
     # 4 GIF frames of 1/8 s (stored as 12-13 cs delays) resampled to 8 fps: 4-5 frames.
     assert ex["video"].shape in [(4, 32, 32, 3), (5, 32, 32, 3)]
@@ -102,21 +90,19 @@ def test_missing_field_names_file_line_and_field(tmp_path):
   rows = _mc_rows("action", ["g1", "g2"], 0)
   rows[1] = rows[1].replace("\t1\tACTION1", "\t\tACTION1")   # empty answer on line 3
   path.write_text("\n".join([MC_HEADER, *rows]) + "\n")
-  with pytest.raises(builder_base.AnnotationError) as e:
+  with testing.raises_annotation_error(path, 3, "answer"):
     tgif.read_multiple_choice(str(path))
-  assert (e.value.file, e.value.line, e.value.field) == (str(path), 3, "answer")
-  assert f"{path}:3: field 'answer'" in str(e.value)
 
 
 def test_bad_values_are_annotation_errors(tmp_path):
   path = tmp_path / "Test_frameqa_question.csv"
   path.write_text(FRAMEQA_HEADER + "\ng1\twhat ?\tcat\t7\tF1\t1\td .\n")
-  with pytest.raises(builder_base.AnnotationError, match=r":2: field 'type'"):
+  with testing.raises_annotation_error(path, 2, "type"):
     tgif.read_frameqa(str(path))
   path.write_text(MC_HEADER.replace("\ta5", "") + "\n")        # a column missing from the header
-  with pytest.raises(builder_base.AnnotationError, match=r":1: field 'a5'"):
+  with testing.raises_annotation_error(path, 1, "a5"):
     tgif.read_multiple_choice(str(path))
   rows = _mc_rows("action", ["g1"], 0)
   path.write_text("\n".join([MC_HEADER, rows[0].replace("\t0\tACTION0", "\t5\tACTION0")]) + "\n")
-  with pytest.raises(builder_base.AnnotationError, match=r":2: field 'answer'.*0-4"):
+  with testing.raises_annotation_error(path, 2, "answer", "0-4"):
     tgif.read_multiple_choice(str(path))

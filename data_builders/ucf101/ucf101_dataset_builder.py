@@ -76,18 +76,15 @@ def read_split_list(path: pathlib.Path, classes: list[str]) -> list[tuple[int, s
   return rows
 
 
-def _list_file(root: pathlib.Path, kind: str, index: int) -> pathlib.Path:
-  path = root / LIST_DIR / f"{kind}list0{index}.txt"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} not found; ucf101 expects the official layout:\n"
-                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  return path
+def _list_file(root: pathlib.Path, name: str) -> pathlib.Path:
+  return bb.find_file(root, name, folders=[LIST_DIR], builder="ucf101",
+                      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
 
 
 def records(root: pathlib.Path, split: str, index: int, classes: list[str]) -> list[bb.VideoRecord]:
   """The VideoRecords of one split ('train' | 'test') of official split `index`."""
   out = []
-  for _, rel, name in read_split_list(_list_file(root, split, index), classes):
+  for _, rel, name in read_split_list(_list_file(root, f"{split}list0{index}.txt"), classes):
     out.append(bb.VideoRecord(
         key=pathlib.PurePosixPath(rel).stem,
         video_path=str(root / VIDEO_DIR / rel),
@@ -97,13 +94,12 @@ def records(root: pathlib.Path, split: str, index: int, classes: list[str]) -> l
 
 # TFDS ships its own `ucf101` (registered when tensorflow_datasets.video is imported); skipping the
 # registry avoids a name clash. vlx and the `tfds build <dir>` CLI use this class directly.
-class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Builder(bb.VideoDatasetBuilder, skip_registration=True):
   """UCF101 from the official rar + split lists (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://www.crcv.ucf.edu/data/UCF101.php"
   # Clips average ~7 s: 4 fps keeps ~28 frames for 8-16 frame sampling; short side 256.
   BUILDER_CONFIGS = [
       Ucf101Config(name=f"split{i}", split_index=i, fps=4.0, short_side=256,
@@ -111,28 +107,13 @@ class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       for i in (1, 2, 3)
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            # names are set from classInd.txt when building (stored in label.labels.txt)
-            "label": tfds.features.ClassLabel(),
-            "label_name": tfds.features.Text(),
-        }),
-        homepage="https://www.crcv.ucf.edu/data/UCF101.php",
-    )
+  def _features(self):
+    return bb.classification_features()   # names from classInd.txt (set in _split_records)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    class_file = root / LIST_DIR / "classInd.txt"
-    if not class_file.is_file():
-      raise FileNotFoundError(f"{class_file} not found; ucf101 expects the official layout:\n"
-                              f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    classes = read_class_index(class_file)
-    self.info.features["label"].names = classes
+  def _split_records(self, manual_dir: str):
+    root = pathlib.Path(manual_dir)
+    classes = read_class_index(_list_file(root, "classInd.txt"))
+    self.set_label_names(classes)
     index = self.builder_config.split_index
     # parse every list before any decoding: annotation errors surface at once
-    recs = {split: records(root, split, index, classes) for split in ("train", "test")}
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+    return {split: records(root, split, index, classes) for split in ("train", "test")}

@@ -1,14 +1,11 @@
 """ucf101 builder on a tiny official-layout copy: 3 classes, one corrupt and one missing clip."""
 from __future__ import annotations
 
+import functools
 import pathlib
-import tempfile
-
-import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.ucf101 import ucf101_dataset_builder as ucf
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 
@@ -25,7 +22,6 @@ def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") ->
   lists.mkdir(parents=True)
   (lists / "classInd.txt").write_text(
       "".join(f"{i} {c}\r\n" for i, c in enumerate(CLASSES, 1)))
-  seed = 0
   for k in (1, 2, 3):
     train, test = [], []
     for i, c in enumerate(CLASSES, 1):
@@ -36,17 +32,9 @@ def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") ->
     (lists / f"trainlist0{k}.txt").write_text(
         "".join(f"{r} {CLASSES.index(r.split('/')[0]) + 1}\r\n" for r in train))
     (lists / f"testlist0{k}.txt").write_text("".join(f"{r}\r\n" for r in test))
-  for c in CLASSES:
-    for g in (1, 2, 3, 4):
-      rel = _clip(c, g, 1)
-      seed += 1
-      if rel == missing:
-        continue
-      path = root / ucf.VIDEO_DIR / rel
-      if rel == corrupt:
-        testing.write_corrupt(path)
-      else:
-        testing.write_video(path, num_frames=4, height=32, width=40, fps=8, seed=seed)
+  clips = [_clip(c, g, 1) for c in CLASSES for g in (1, 2, 3, 4)]
+  testing.write_videos({rel: root / ucf.VIDEO_DIR / rel for rel in clips},
+                       corrupt=corrupt, missing=missing, first_seed=1)
 
 
 class Ucf101Test(testing.VideoBuilderTestCase):
@@ -57,35 +45,30 @@ class Ucf101Test(testing.VideoBuilderTestCase):
   EXPECTED_REPORTS = {"train": {"annotated": 6, "found": 5, "missing": 0, "corrupt": 1},
                       "test": {"annotated": 6, "found": 5, "missing": 1, "corrupt": 0}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root, corrupt=_clip("YoYo", 3, 1), missing=_clip("ApplyEyeMakeup", 1, 1))
+  EXPECTED_LABEL_NAMES = CLASSES
+  make_dummy_data = staticmethod(functools.partial(
+      write_layout, corrupt=_clip("YoYo", 3, 1), missing=_clip("ApplyEyeMakeup", 1, 1)))
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
-    self.assertEqual(builder.info.features["label"].names, CLASSES)
-    got = {(ex["video_id"].decode(), int(ex["label"]), ex["label_name"].decode())
-           for ex in tfds.as_numpy(builder.as_dataset(split="test"))}
-    self.assertIn(("v_HandStandPushups_g02_c01", 1, "HandstandPushups"), got)
-    self.assertIn(("v_YoYo_g01_c01", 2, "YoYo"), got)
+  def check_examples(self, config_name, split, examples):
+    if split == "test":
+      got = set(testing.label_rows(examples))
+      self.assertIn(("v_HandStandPushups_g02_c01", 1, "HandstandPushups"), got)
+      self.assertIn(("v_YoYo_g01_c01", 2, "YoYo"), got)
 
 
-def test_bad_train_label_names_file_line_field():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    write_layout(root)
-    path = root / ucf.LIST_DIR / "trainlist01.txt"
-    lines = path.read_text().splitlines()
-    lines[1] = lines[1].rsplit(" ", 1)[0] + " 3"  # wrong 1-based label on line 2
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(builder_base.AnnotationError,
-                       match=r"trainlist01\.txt:2: field 'label'"):
-      ucf.records(root, "train", 1, ucf.read_class_index(root / ucf.LIST_DIR / "classInd.txt"))
+def test_bad_train_label_names_file_line_field(tmp_path):
+  write_layout(tmp_path)
+  path = tmp_path / ucf.LIST_DIR / "trainlist01.txt"
+  lines = path.read_text().splitlines()
+  lines[1] = lines[1].rsplit(" ", 1)[0] + " 3"  # wrong 1-based label on line 2
+  path.write_text("\n".join(lines) + "\n")
+  with testing.raises_annotation_error(path, 2, "label"):
+    classes = ucf.read_class_index(tmp_path / ucf.LIST_DIR / "classInd.txt")
+    ucf.records(tmp_path, "train", 1, classes)
 
 
-def test_missing_class_name_names_line():
-  with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / "classInd.txt"
-    path.write_text("1 ApplyEyeMakeup\n2\n")
-    with pytest.raises(builder_base.AnnotationError, match=r"classInd\.txt:2: field 'class name'"):
-      ucf.read_class_index(path)
+def test_missing_class_name_names_line(tmp_path):
+  path = tmp_path / "classInd.txt"
+  path.write_text("1 ApplyEyeMakeup\n2\n")
+  with testing.raises_annotation_error(path, 2, "class name"):
+    ucf.read_class_index(path)

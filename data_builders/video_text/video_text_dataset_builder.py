@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -164,13 +163,29 @@ def load(manual_dir: str, config: VideoTextConfig) -> dict:
   return merged
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+def records(clips: dict, task: str) -> list[bb.VideoRecord]:
+  """One record per clip (video, start, end) of one split."""
+  out = []
+  for (video, start, end), c in clips.items():
+    fields = {"video_id": os.path.splitext(video)[0]}
+    if task == "captions":
+      fields["captions"] = c["texts"]
+    else:
+      fields.update(label=c["label"], label_name=c["label"])
+    # Deterministic and free of local paths (TFDS orders examples by key hash).
+    digest = hashlib.sha1(f"{video}|{start}|{end}".encode()).hexdigest()[:12]
+    key = f"{os.path.basename(video)}-{digest}"
+    out.append(bb.VideoRecord(key=key, video_path=c["video_path"], fields=fields,
+                              start=start, end=end))
+  return out
+
+
+class Builder(bb.VideoDatasetBuilder):
   """Your own video-caption or video-label data (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://github.com/vlx (your own data)"
   BUILDER_CONFIGS = [
       VideoTextConfig(name="captions", description="video + captions; 2 fps, short side 256.",
                       task="captions", fps=2.0, short_side=256),
@@ -178,39 +193,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                       task="labels", fps=2.0, short_side=256),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    if self.builder_config.task == "captions":
-      extra = {"captions": tfds.features.Sequence(tfds.features.Text())}
-    else:  # names are set from the annotation file in _split_generators
-      extra = {"label": tfds.features.ClassLabel(), "label_name": tfds.features.Text()}
-    return self.dataset_info_from_configs(features=bb.video_features(extra),
-                                          homepage="https://github.com/vlx (your own data)")
+  def _features(self):
+    # label names are set from the annotation file in _split_records
+    return (bb.caption_features() if self.builder_config.task == "captions"
+            else bb.classification_features())
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
+    task = self.builder_config.task
     data = load(manual_dir, self.builder_config)
-    if self.builder_config.task == "labels":
-      names = sorted({c["label"] for clips in data.values() for c in clips.values()})
-      label = self.info.features["label"]
-      if label.num_classes is None:
-        label.names = names
-      elif list(label.names) != names:
-        raise ValueError(f"video_text/labels: labels changed since this builder was created "
-                         f"({list(label.names)} -> {names}); use a fresh data_dir")
-    return {split: self._generate_examples(split, clips) for split, clips in data.items()}
-
-  def _generate_examples(self, split: str, clips: dict):
-    records = []
-    for (video, start, end), c in clips.items():
-      fields = {"video_id": os.path.splitext(video)[0]}
-      if self.builder_config.task == "captions":
-        fields["captions"] = c["texts"]
-      else:
-        fields.update(label=c["label"], label_name=c["label"])
-      # Deterministic and free of local paths (TFDS orders examples by key hash).
-      digest = hashlib.sha1(f"{video}|{start}|{end}".encode()).hexdigest()[:12]
-      key = f"{os.path.basename(video)}-{digest}"
-      records.append(bb.VideoRecord(key=key, video_path=c["video_path"], fields=fields,
-                                    start=start, end=end))
-    yield from bb.generate_examples(records, self.builder_config, builder_name=self.name,
-                                    split=split)
+    if task == "labels":
+      self.set_label_names(sorted({c["label"] for clips in data.values()
+                                   for c in clips.values()}))
+    return {split: records(clips, task) for split, clips in data.items()}

@@ -5,7 +5,6 @@ import pathlib
 import pytest
 
 from data_builders.video_text import video_text_dataset_builder as vt
-from vlx.data import builder_base as bb
 from vlx.data import testing
 
 CSV = """video,caption,label,split,start,end
@@ -46,18 +45,17 @@ def test_captions_grouped_and_cut(tmp_path):
 
 
 def test_missing_column_names_file_line_field(tmp_path):
-  (tmp_path / "video_text.csv").write_text("video,label\na.mp4,cat\n")
-  with pytest.raises(bb.AnnotationError, match=r"video_text.csv:1: field 'caption': expected a "
-                     r"column named 'caption' \(or captions, text, sentence\) in the header "
-                     r"\(found: video, label\)"):
+  csv = tmp_path / "video_text.csv"
+  csv.write_text("video,label\na.mp4,cat\n")
+  with testing.raises_annotation_error(
+      csv, 1, "caption", "a column named 'caption' (or captions, text, sentence) in the header "
+      "(found: video, label)"):
     vt.load(str(tmp_path), vt.VideoTextConfig(name="c", task="captions"))
-  (tmp_path / "video_text.csv").write_text("video,label\na.mp4,cat\nb.mp4,\n")
-  with pytest.raises(bb.AnnotationError, match=r"video_text.csv:3: field 'label': expected a "
-                     r"non-empty label"):
+  csv.write_text("video,label\na.mp4,cat\nb.mp4,\n")
+  with testing.raises_annotation_error(csv, 3, "label", "a non-empty label"):
     vt.load(str(tmp_path), vt.VideoTextConfig(name="l", task="labels"))
-  (tmp_path / "video_text.csv").write_text("video,label\na.mp4,cat\na.mp4,dog\n")
-  with pytest.raises(bb.AnnotationError, match=r":3: field 'label': expected the same label as "
-                     r"line 2 \('cat'\)"):
+  csv.write_text("video,label\na.mp4,cat\na.mp4,dog\n")
+  with testing.raises_annotation_error(csv, 3, "label", "the same label as line 2 ('cat')"):
     vt.load(str(tmp_path), vt.VideoTextConfig(name="l", task="labels"))
 
 

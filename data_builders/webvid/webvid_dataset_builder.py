@@ -13,7 +13,6 @@ import json
 import os
 from typing import Iterable, Iterator
 
-import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
@@ -55,14 +54,6 @@ class WebVidConfig(bb.VideoBuilderConfig):
 def _config(name: str, release: str, fps: float, short: int, max_frames: int, desc: str):
   return WebVidConfig(name=name, release=release, fps=fps, short_side=short,
                       max_frames=max_frames, description=desc)
-
-
-def find_csv(manual_dir: str, release: str, split: str) -> str | None:
-  name = f"results_{release}_{split}.csv"
-  for folder in (manual_dir, os.path.join(manual_dir, "metadata")):
-    if os.path.isfile(os.path.join(folder, name)):
-      return os.path.join(folder, name)
-  return None
 
 
 def video2dataset_index(root: str) -> dict[str, str]:
@@ -137,13 +128,22 @@ class VideoLocator:
     return self.expected(row)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+def stream(csv_path: str, manual_dir: str) -> Iterator[bb.VideoRecord]:
+  """The records of one CSV, streamed; the first rows pick the video layout."""
+  rows = read_rows(csv_path)
+  head = list(itertools.islice(rows, _PROBE))
+  yield from records(itertools.chain(head, rows), VideoLocator(manual_dir, head))
+
+
+class Builder(bb.VideoDatasetBuilder):
   """WebVid-2M / 10M captioned videos (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "https://m-bain.github.io/webvid-dataset/"
+  CITATION = ("@inproceedings{bain2021frozen, title={Frozen in Time: A Joint Video and Image "
+              "Encoder for End-to-End Retrieval}, author={Bain, Max and Nagrani, Arsha and "
+              "Varol, G{\\\"u}l and Zisserman, Andrew}, booktitle={ICCV}, year={2021}}")
   BUILDER_CONFIGS = [
       _config("2M", "2M", 2.0, 256, 0, "WebVid-2M, 2 fps, short side 256."),
       _config("10M", "10M", 2.0, 256, 0, "WebVid-10M, 2 fps, short side 256."),
@@ -152,29 +152,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       _config("10M_lite", "10M", 1.0, 224, 16, "WebVid-10M, 1 fps, short side 224, <= 16 frames."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({"captions": tfds.features.Sequence(tfds.features.Text())}),
-        homepage="https://m-bain.github.io/webvid-dataset/",
-        citation="@inproceedings{bain2021frozen, title={Frozen in Time: A Joint Video and Image "
-                 "Encoder for End-to-End Retrieval}, author={Bain, Max and Nagrani, Arsha and "
-                 "Varol, G{\\\"u}l and Zisserman, Andrew}, booktitle={ICCV}, year={2021}}")
+  def _features(self):
+    return bb.caption_features()
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
+  def _split_records(self, manual_dir: str):
     release = self.builder_config.release
-    csvs = {split: find_csv(manual_dir, release, file_split)
-            for split, file_split in (("train", "train"), ("val", "val"))}
+    csvs = {split: bb.find_file(manual_dir, f"results_{release}_{split}.csv",
+                                folders=["", "metadata"], required=False)
+            for split in ("train", "val")}
     if csvs["train"] is None:
       raise FileNotFoundError(f"webvid/{self.builder_config.name}: results_{release}_train.csv "
                               f"not found in {manual_dir} (or its metadata/).\n"
                               + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {split: self._generate_examples(split, path, manual_dir)
-            for split, path in csvs.items() if path}
-
-  def _generate_examples(self, split: str, csv_path: str, manual_dir: str):
-    rows = read_rows(csv_path)
-    head = list(itertools.islice(rows, _PROBE))
-    locate = VideoLocator(manual_dir, head)
-    yield from bb.generate_examples(records(itertools.chain(head, rows), locate),
-                                    self.builder_config, builder_name=self.name, split=split)
+    return {split: stream(path, manual_dir) for split, path in csvs.items() if path}

@@ -2,10 +2,7 @@
 import json
 import pathlib
 
-import pytest
-
 from data_builders.webvid import webvid_dataset_builder as wv
-from vlx.data import builder_base as bb
 from vlx.data import testing
 
 HEADER = "videoid,contentUrl,duration,page_dir,name\n"
@@ -71,6 +68,5 @@ def test_rows_without_caption_are_dropped_and_bad_header_named(tmp_path):
   recs = list(wv.records(wv.read_rows(str(path)), lambda row: f"/v/{row['videoid']}.mp4"))
   assert [(r.key, r.fields["captions"]) for r in recs] == [("1", ["first"]), ("3", ["third"])]
   path.write_text("videoid,contentUrl,caption\n1,u,x\n")
-  with pytest.raises(bb.AnnotationError, match=r"results_2M_val.csv:1: field 'name': expected a "
-                     r"column 'name' \(the caption\)"):
+  with testing.raises_annotation_error(path, 1, "name", "a column 'name' (the caption)"):
     list(wv.read_rows(str(path)))

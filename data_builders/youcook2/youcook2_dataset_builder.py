@@ -34,13 +34,6 @@ Videos that are no longer on YouTube are counted as missing and skipped.
 """
 
 
-def find_annotations(root: pathlib.Path) -> pathlib.Path:
-  for path in (root / "annotations" / ANNOTATION_FILE, root / ANNOTATION_FILE):
-    if path.is_file():
-      return path
-  raise FileNotFoundError(f"{root}/annotations/{ANNOTATION_FILE} not found; youcook2 expects the "
-                          f"official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-
 
 def _video(root: pathlib.Path, subset: str, recipe: str, vid: str) -> str:
   folder = root / VIDEO_DIR / subset / recipe
@@ -96,13 +89,12 @@ def records(path: pathlib.Path, root: pathlib.Path) -> dict[str, list[bb.VideoRe
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(bb.VideoDatasetBuilder):
   """YouCook2 caption segments from the official annotations and raw videos (manual download)."""
 
   code_path = epath.Path(__file__)
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  HOMEPAGE = "http://youcook2.eecs.umich.edu/"
   # Steps last ~20 s on average: 1 fps keeps ~20 frames per segment (papers sample 4-16).
   BUILDER_CONFIGS = [
       bb.VideoBuilderConfig(name="default", fps=1.0, short_side=256,
@@ -111,20 +103,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             description="Segments at 4 fps (dense sampling), short side 256."),
   ]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=bb.video_features({
-            "captions": tfds.features.Sequence(tfds.features.Text()),
-            "recipe_type": tfds.features.Text(),
-            "segment_id": np.int32,
-        }),
-        homepage="http://youcook2.eecs.umich.edu/",
-    )
+  def _features(self):
+    return bb.caption_features(recipe_type=tfds.features.Text(), segment_id=np.int32)
 
-  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = pathlib.Path(dl_manager.manual_dir)
-    recs = records(find_annotations(root), root)
-    return {split: self._generate_examples(r, split) for split, r in recs.items()}
-
-  def _generate_examples(self, recs: list[bb.VideoRecord], split: str):
-    yield from bb.generate_examples(recs, self.builder_config, builder_name=self.name, split=split)
+  def _split_records(self, manual_dir: str):
+    root = pathlib.Path(manual_dir)
+    path = bb.find_file(root, ANNOTATION_FILE, folders=["annotations", ""], builder="youcook2",
+                        instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
+    return records(path, root)

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import tempfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from data_builders.youcook2 import youcook2_dataset_builder as yc2
-from vlx.data import builder_base, testing
+from vlx.data import testing
 
 # id -> (subset, recipe_type, extension, [(start, end, sentence)])
 VIDEOS = {
@@ -43,14 +41,9 @@ def database(videos=VIDEOS) -> dict:
 def write_layout(root: pathlib.Path) -> None:
   (root / "annotations").mkdir(parents=True)
   (root / "annotations" / yc2.ANNOTATION_FILE).write_text(json.dumps(database()))
-  for seed, (vid, (subset, recipe, ext, _)) in enumerate(VIDEOS.items()):
-    path = root / yc2.VIDEO_DIR / subset / recipe / f"{vid}{ext}"
-    if vid == MISSING:
-      continue
-    if vid == CORRUPT:
-      testing.write_corrupt(path)
-    else:  # 4 s at 4 fps
-      testing.write_video(path, num_frames=16, height=32, width=40, fps=4, seed=seed)
+  testing.write_videos({vid: root / yc2.VIDEO_DIR / subset / recipe / f"{vid}{ext}"
+                        for vid, (subset, recipe, ext, _) in VIDEOS.items()},
+                       corrupt=CORRUPT, missing=MISSING, num_frames=16, fps=4)  # 4 s at 4 fps
 
 
 class Youcook2Test(testing.VideoBuilderTestCase):
@@ -63,16 +56,14 @@ class Youcook2Test(testing.VideoBuilderTestCase):
       "validation": {"annotated": 2, "found": 1, "missing": 1, "corrupt": 0, "records": 3,
                      "examples": 2}}
 
-  @classmethod
-  def make_dummy_data(cls, root: pathlib.Path) -> None:
-    write_layout(root)
+  make_dummy_data = staticmethod(write_layout)
 
-  def _download_and_prepare_as_dataset(self, builder):
-    super()._download_and_prepare_as_dataset(builder)
+  def check_examples(self, config_name, split, examples):
+    if split != "train":
+      return
     got = {ex["video_id"].decode() + "/" + str(ex["segment_id"]):
            (float(ex["start"]), float(ex["end"]), ex["captions"][0].decode(),
-            ex["recipe_type"].decode(), len(ex["video"]))
-           for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
+            ex["recipe_type"].decode(), len(ex["video"])) for ex in examples}
     # default config stores 1 frame per second of the segment
     self.assertEqual(got, {
         "GLd3aX16zBg/0": (0.0, 2.0, "spread margarine on two slices of bread", "101", 2),
@@ -81,33 +72,28 @@ class Youcook2Test(testing.VideoBuilderTestCase):
 
 
 @pytest.mark.parametrize("field", ["sentence", "segment"])
-def test_missing_segment_field_names_file_and_path(field):
+def test_missing_segment_field_names_file_and_path(tmp_path, field):
   db = database()
   del db["database"]["sGzBQrg1adY"]["annotations"][1][field]
-  with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / yc2.ANNOTATION_FILE
-    path.write_text(json.dumps(db))
-    with pytest.raises(builder_base.AnnotationError,
-                       match=rf"{yc2.ANNOTATION_FILE}: field "
-                             rf"'database\.sGzBQrg1adY\.annotations\[1\]\.{field}'"):
-      yc2.records(path, pathlib.Path(tmp))
+  path = tmp_path / yc2.ANNOTATION_FILE
+  path.write_text(json.dumps(db))
+  with testing.raises_annotation_error(path, None, f"database.sGzBQrg1adY.annotations[1].{field}"):
+    yc2.records(path, tmp_path)
 
 
-def test_reversed_segment_is_rejected():
+def test_reversed_segment_is_rejected(tmp_path):
   db = database()
   db["database"]["GLd3aX16zBg"]["annotations"][0]["segment"] = [5, 2]
-  with tempfile.TemporaryDirectory() as tmp:
-    path = pathlib.Path(tmp) / yc2.ANNOTATION_FILE
-    path.write_text(json.dumps(db))
-    with pytest.raises(builder_base.AnnotationError, match=r"0 <= start <= end"):
-      yc2.records(path, pathlib.Path(tmp))
+  path = tmp_path / yc2.ANNOTATION_FILE
+  path.write_text(json.dumps(db))
+  with testing.raises_annotation_error(path, None, "database.GLd3aX16zBg.annotations[0].segment",
+                                       "0 <= start <= end"):
+    yc2.records(path, tmp_path)
 
 
-def test_records_pick_existing_extension():
-  with tempfile.TemporaryDirectory() as tmp:
-    root = pathlib.Path(tmp)
-    write_layout(root)
-    recs = yc2.records(root / "annotations" / yc2.ANNOTATION_FILE, root)
-    paths = {r.key: pathlib.Path(r.video_path).name for r in recs["train"]}
-    assert paths["0O4bxhpFX9o_000"] == "0O4bxhpFX9o.mkv"
-    assert np.isclose(recs["validation"][1].end, 4.0)
+def test_records_pick_existing_extension(tmp_path):
+  write_layout(tmp_path)
+  recs = yc2.records(tmp_path / "annotations" / yc2.ANNOTATION_FILE, tmp_path)
+  paths = {r.key: pathlib.Path(r.video_path).name for r in recs["train"]}
+  assert paths["0O4bxhpFX9o_000"] == "0O4bxhpFX9o.mkv"
+  assert np.isclose(recs["validation"][1].end, 4.0)

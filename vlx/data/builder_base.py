@@ -1,5 +1,6 @@
-"""Shared pieces of the video dataset builders: annotation readers, config, features, and
-`generate_examples`, which decodes videos in a process pool and reports what it could not use.
+"""Shared pieces of the video dataset builders: annotation readers and finders, config, features,
+`generate_examples`, which decodes videos in a process pool and reports what it could not use, and
+the VideoDatasetBuilder base class (the TFDS plumbing, so each builder holds only its own parsing).
 
 Real corpora are never complete (dead links, partial downloads, truncated files), so a build skips
 missing and undecodable videos, counts them, and says so at the end ("found N of M annotated
@@ -7,6 +8,7 @@ videos ...") and in a JSON report, instead of failing after hours of decoding.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import csv
 import dataclasses
@@ -15,6 +17,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pathlib
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -138,6 +141,101 @@ def video_features(extra: Mapping[str, Any]) -> tfds.features.FeaturesDict:
       "start": np.float32,
       "end": np.float32,
   })
+
+
+def texts() -> tfds.features.Sequence:
+  """Sequence(Text): `captions`, `segment_captions`, `mc_choices`, ..."""
+  return tfds.features.Sequence(tfds.features.Text())
+
+
+def caption_features(**extra) -> dict[str, Any]:
+  """`captions`: every caption of the clip (+ `extra`)."""
+  return {"captions": texts(), **extra}
+
+
+def qa_features(**extra) -> dict[str, Any]:
+  """Open-ended QA: `qa` Sequence({question, answer, qtype}) (+ `extra`)."""
+  text = tfds.features.Text()
+  return {"qa": tfds.features.Sequence({"question": text, "answer": text, "qtype": text}),
+          **extra}
+
+
+def mc_features(**extra) -> dict[str, Any]:
+  """Multiple choice: `question` ('' when the options are captions), `mc_choices`, `mc_answer`."""
+  return {"question": tfds.features.Text(), "mc_choices": texts(), "mc_answer": np.int32, **extra}
+
+
+def classification_features(**extra) -> dict[str, Any]:
+  """`label` ClassLabel + `label_name` Text (+ `extra`): the classification features. The names
+  are unknown until the annotation files are read: set them with VideoDatasetBuilder.set_label_names
+  while building (TFDS stores them in label.labels.txt)."""
+  return {"label": tfds.features.ClassLabel(), "label_name": tfds.features.Text(), **extra}
+
+
+def find_file(root, names: str | Sequence[str], *, folders: Sequence[str] | None = None,
+              required: bool = True, builder: str = "", instructions: str = ""):
+  """The first `root/<folder>/<name>` that is a file (folders outer, names inner).
+
+  `folders=None` looks in root itself, then one folder down (sub-folders in sorted order), so an
+  official archive or a paper's `data/` folder can be unpacked as it comes; '' names root. Not
+  found: FileNotFoundError naming `builder`, the file and where it looked (plus `instructions`),
+  or None when not `required`. Returns a pathlib.Path when root is one, else a str.
+  """
+  names = [names] if isinstance(names, str) else list(names)
+  base = os.fspath(root)
+  if folders is None:
+    subs = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    dirs, where = ["", *subs], "nor one folder down"
+  else:
+    dirs = list(folders)
+    where = "looked in " + ", ".join(f"{d}/" if d else "." for d in dirs)
+  for folder in dirs:
+    for name in names:
+      path = os.path.join(base, folder, name) if folder else os.path.join(base, name)
+      if os.path.isfile(path):
+        return pathlib.Path(path) if isinstance(root, pathlib.PurePath) else path
+  if not required:
+    return None
+  prefix = f"{builder}: " if builder else ""
+  msg = f"{prefix}{' or '.join(names)} not found in {base} ({where})"
+  if instructions:
+    msg += f"; {builder or 'the builder'} expects the official layout:\n{instructions}"
+  elif builder:
+    msg += f"; see the {builder} builder's MANUAL_DOWNLOAD_INSTRUCTIONS"
+  raise FileNotFoundError(msg)
+
+
+def entry_field(entry, index: int, field: str, *, file, prefix: str = "",
+                expected: str = "a value") -> Any:
+  """entry[field] of the index-th entry of a JSON list; AnnotationError naming
+  `<prefix>[index].field` when the entry is not an object or the field is absent / empty."""
+  value = entry.get(field) if isinstance(entry, Mapping) else None
+  if value is None or (isinstance(value, str) and not value.strip()):
+    raise AnnotationError(file, None, f"{prefix}[{index}].{field}", expected)
+  return value
+
+
+def index_videos(folders, extensions: Sequence[str], *, recursive: bool = True
+                 ) -> dict[str, str]:
+  """{file stem: path} of the files with one of `extensions` (any case) under `folders` (one
+  folder or a list; absent ones are skipped). Walks in sorted order; the first path found for a
+  stem wins, so earlier folders take precedence."""
+  if isinstance(folders, (str, os.PathLike)):
+    folders = [folders]
+  exts = {e.lower() for e in extensions}
+  index: dict[str, str] = {}
+  for top in map(os.fspath, folders):
+    if not os.path.isdir(top):
+      continue
+    for folder, dirs, files in os.walk(top):
+      dirs.sort()
+      if not recursive:
+        dirs.clear()
+      for f in sorted(files):
+        stem, ext = os.path.splitext(f)
+        if ext.lower() in exts and stem not in index:
+          index[stem] = os.path.join(folder, f)
+  return index
 
 
 # ----------------------------------------------------------------------------- decoding workers
@@ -358,3 +456,52 @@ def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig
     yield rec.key, example
   _finish_report(tally.report(builder=builder_name, config=config.name, split=split,
                               seconds=round(time.time() - t0, 3)))
+
+
+# ----------------------------------------------------------------------------- builder base
+
+class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """The plumbing every video builder shares: version, DatasetInfo from `_features()` +
+  HOMEPAGE / CITATION, and `_split_generators` -> generate_examples over `_split_records()`.
+
+  A dataset's `Builder(VideoDatasetBuilder)` is registered by TFDS as usual (this abstract base is
+  not) and keeps `code_path = epath.Path(__file__)` and its MANUAL_DOWNLOAD_INSTRUCTIONS; it only
+  implements `_features` and `_split_records` (its own parsing of the official files).
+  """
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  HOMEPAGE = ""
+  CITATION = ""      # BibTeX, '' = none
+
+  @abc.abstractmethod
+  def _features(self) -> Mapping[str, Any]:
+    """The dataset's own features for self.builder_config (video_features adds the common ones)."""
+
+  @abc.abstractmethod
+  def _split_records(self, manual_dir: str) -> Mapping[str, Iterable[VideoRecord]]:
+    """{split: records}. Parse eagerly (lists) so annotation errors surface before any decoding;
+    a generator per split streams huge corpora (it runs when the split is built)."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    extra = {"citation": self.CITATION} if self.CITATION else {}
+    return self.dataset_info_from_configs(features=video_features(self._features()),
+                                          homepage=self.HOMEPAGE, **extra)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    splits = self._split_records(os.fspath(dl_manager.manual_dir))
+    return {split: self._generate_examples(split, recs) for split, recs in splits.items()}
+
+  def _generate_examples(self, split: str, records: Iterable[VideoRecord]):
+    yield from generate_examples(records, self.builder_config, builder_name=self.name,
+                                 split=split)
+
+  def set_label_names(self, names: Sequence[str]) -> None:
+    """Names of the `label` ClassLabel, read from the annotation files while building. A builder
+    restored from a data_dir keeps its stored names; different ones raise (use a fresh data_dir)."""
+    label = self.info.features["label"]
+    if label.num_classes is None:
+      label.names = list(names)
+    elif list(label.names) != list(names):
+      raise ValueError(f"{self.name}/{self.builder_config.name}: the class list changed since "
+                       f"this data_dir was built ({len(label.names)} -> {len(names)} names, "
+                       f"{list(label.names)[:5]}... -> {list(names)[:5]}...); use a fresh data_dir")

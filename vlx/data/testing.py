@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from fractions import Fraction
-from typing import Mapping
+from typing import Collection, Iterable, Mapping, Sequence
 
 import av
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
@@ -87,15 +89,96 @@ def write_corrupt(path) -> None:
   path.write_bytes(b"\x00not a media file\x00" * 16)
 
 
+def write_videos(paths: Mapping[str, os.PathLike | str], *, corrupt: str | Collection[str] = (),
+                 missing: str | Collection[str] = (), first_seed: int = 0, num_frames: int = 4,
+                 height: int = 32, width: int = 40, fps: int = 8) -> None:
+  """A tiny test video (write_video, seed first_seed + position) at each {name: path}, except
+  the names in `missing` (not written: the build counts them missing) and in `corrupt`
+  (write_corrupt: the build counts them corrupt)."""
+  corrupt, missing = ({x} if isinstance(x, str) else set(x) for x in (corrupt, missing))
+  for seed, (name, path) in enumerate(paths.items(), first_seed):
+    if name in missing:
+      continue
+    if name in corrupt:
+      write_corrupt(path)
+    else:
+      write_video(path, num_frames=num_frames, height=height, width=width, fps=fps, seed=seed)
+
+
+@contextlib.contextmanager
+def raises_annotation_error(file: os.PathLike | str, line: int | None, field: str,
+                            expected: str = ""):
+  """Expects the block to raise builder_base.AnnotationError naming `file` (a path, or just the
+  file name), `line` (None: none) and `field`, whose expectation contains `expected`."""
+  with pytest.raises(builder_base.AnnotationError) as info:
+    yield info
+  e = info.value
+  name = os.fspath(file)
+  got_file = e.file if os.sep in name else os.path.basename(e.file)
+  assert (got_file, e.line, e.field) == (name, line, field), f"unexpected error: {e}"
+  assert expected in e.expected, f"{expected!r} not in the expectation of: {e}"
+  where = f"{e.file}:{line}" if line is not None else e.file
+  assert re.match(re.escape(f"{where}: field '{field}': expected "), str(e)), str(e)
+
+
+def by_video_id(examples: Iterable[dict]) -> dict[str, dict]:
+  """{video_id: example} of numpy examples (check_examples' list, a built split)."""
+  return {ex["video_id"].decode(): ex for ex in examples}
+
+
+def examples_by_id(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, dict]:
+  """{video_id: example (numpy)} of a built split."""
+  return by_video_id(tfds.as_numpy(builder.as_dataset(split=split)))
+
+
+REPORT_COUNTS = ("annotated", "found", "missing", "corrupt")
+
+
+def build(builder_cls, config: str, manual_dir, data_dir) -> tfds.core.DatasetBuilder:
+  """Builds one config of a builder outside VideoBuilderTestCase (e.g. the configs it does not
+  test on the same dummy data); reports go to <data_dir>/reports."""
+  builder = builder_cls(config=config, data_dir=os.fspath(data_dir))
+  with environ(**{builder_base.REPORT_ENV: os.path.join(os.fspath(data_dir), "reports")}):
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+  return builder
+
+
+def report_counts(builder_name: str, split: str, config: str | None = None) -> dict[str, int]:
+  """The REPORT_COUNTS of the last build report of (builder, split); checks its config."""
+  report = builder_base.last_report(builder_name, split)
+  if config is not None:
+    assert report["config"] == config, (f"the last {builder_name}/{split} report is of config "
+                                        f"{report['config']}, not {config}")
+  return {k: report[k] for k in REPORT_COUNTS}
+
+
+def label_rows(examples: Sequence[dict], *extra: str) -> list[tuple]:
+  """Sorted (video_id, label, label_name, *extra fields) of classification examples, as Python
+  values: what a classification builder test compares with its hand-written expectation."""
+  def py(v):
+    return v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
+  return sorted(tuple(py(ex[k]) for k in ("video_id", "label", "label_name", *extra))
+                for ex in examples)
+
+
+def decoded(values: Sequence[bytes]) -> list[str]:
+  """bytes -> str of a Text / Sequence(Text) feature read back as numpy."""
+  return [v.decode() for v in values]
+
+
 class VideoBuilderTestCase(tfds.testing.DatasetBuilderTestCase):
   """DatasetBuilderTestCase whose dummy data (manual_dir) is written by `make_dummy_data`.
 
   Subclasses set DATASET_CLASS, SPLITS (and BUILDER_CONFIG_NAMES_TO_TEST) and implement
   `make_dummy_data(root)`; may override `check_examples`. Optionally
   EXPECTED_REPORTS = {split: {'found': N, 'missing': K, 'corrupt': C, ...}} is checked against
-  builder_base.last_report after each config's build.
+  builder_base.last_report after each config's build, and EXPECTED_LABEL_NAMES (classification
+  builders) against the built `label` feature. `make_dummy_data = staticmethod(write_layout)`
+  reuses a module-level writer.
   """
   EXPECTED_REPORTS: Mapping[str, Mapping[str, int]] = {}
+  EXPECTED_LABEL_NAMES: Sequence[str] | None = None   # classification: label.names after a build
   # Builders may use os/open (they read local manual_dir files); TFDS's gfile-only rule is for
   # datasets hosted on remote storage.
   MOCK_OUT_FORBIDDEN_OS_FUNCTIONS = False
@@ -140,6 +223,9 @@ class VideoBuilderTestCase(tfds.testing.DatasetBuilderTestCase):
       report = builder_base.last_report(builder.name, split)
       got = {k: report[k] for k in expected}
       self.assertEqual(got, dict(expected), f"{builder.name}/{split} build report: {report}")
+    self.assertEqual(set(builder.info.splits), set(self.SPLITS), "built splits")
+    if self.EXPECTED_LABEL_NAMES is not None:
+      self.assertEqual(list(builder.info.features["label"].names), list(self.EXPECTED_LABEL_NAMES))
     if type(self).check_examples is not VideoBuilderTestCase.check_examples:
       for split in self.SPLITS:
         ds = builder.as_dataset(split=split, shuffle_files=False)

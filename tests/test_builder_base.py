@@ -137,3 +137,33 @@ def test_collect_records_yields_nothing(corpus):
   with bb.collect_records() as got:
     assert list(bb.generate_examples(iter(corpus), config, builder_name="toy", split="s")) == []
   assert got == [("toy", "s", config, corpus)]
+
+
+def test_find_file_looks_one_folder_down_and_names_what_is_missing(tmp_path):
+  (tmp_path / "annotations").mkdir()
+  (tmp_path / "annotations" / "train.csv").write_text("a\n")
+  assert bb.find_file(tmp_path, ["val.csv", "train.csv"]) == tmp_path / "annotations" / "train.csv"
+  assert bb.find_file(str(tmp_path), "nope.json", required=False) is None
+  with pytest.raises(FileNotFoundError, match=r"mydata: nope\.json not found in .* \(nor one "
+                     r"folder down\); see the mydata builder's MANUAL_DOWNLOAD_INSTRUCTIONS"):
+    bb.find_file(tmp_path, "nope.json", builder="mydata")
+  with pytest.raises(FileNotFoundError, match=r"\(looked in \., annotations/\)"):
+    bb.find_file(tmp_path, "nope.json", folders=["", "annotations"])
+
+
+def test_entry_field_names_the_json_entry():
+  assert bb.entry_field({"id": 3}, 0, "id", file="f.json") == 3
+  with pytest.raises(bb.AnnotationError, match=r"f\.json: field 'videos\[2\]\.url'"):
+    bb.entry_field({"url": "  "}, 2, "url", file="f.json", prefix="videos")
+
+
+def test_index_videos_first_folder_wins(tmp_path):
+  for folder in ("a", "b/sub"):
+    (tmp_path / folder).mkdir(parents=True)
+  (tmp_path / "a" / "x.mp4").write_bytes(b"1")
+  (tmp_path / "b" / "sub" / "x.MP4").write_bytes(b"2")
+  (tmp_path / "b" / "sub" / "y.webm").write_bytes(b"3")
+  (tmp_path / "b" / "z.txt").write_bytes(b"4")
+  index = bb.index_videos([tmp_path / "a", tmp_path / "b", tmp_path / "absent"], (".mp4", ".webm"))
+  assert index == {"x": str(tmp_path / "a" / "x.mp4"), "y": str(tmp_path / "b" / "sub" / "y.webm")}
+  assert bb.index_videos(tmp_path / "b", (".webm",), recursive=False) == {}

@@ -45,8 +45,12 @@ def finetune_config(preset: str, *, head: str, objectives: dict[str, float], bui
     c.data.update(global_batch_size=batch_size, tokenizer="bert-base-uncased",
                   shuffle_buffer=10_000)
     c.data.train.update(builder=builder, builder_config=builder_config, split="train",
-                        num_frames=num_frames, sampling="rand", resolution=256, crop=224,
-                        max_text_len=max_text_len, task=task)
+                        # spec §7: fine-tuning decodes straight to 224x224, no crop
+                        num_frames=num_frames, sampling="rand", resolution=224, crop=0,
+                        max_text_len=max_text_len, task=task,
+                        # spec §7: TemporalConsistentRandomAugment(2, 5) in QA fine-tuning;
+                        # retrieval builds it but never applies it
+                        augment="temporal_randaug" if task == "qa" else "")
     c.train.update(num_steps=math.ceil(epochs * train_examples / batch_size), log_every=100,
                    eval_every=0, ckpt_every=1000, keep=2, grad_accum=grad_accum)
   elif preset == "demo":

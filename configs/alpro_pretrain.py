@@ -76,7 +76,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   shuffle_buffer=10_000)
     c.data.train.update(builder="webvid", builder_config="", split="train", num_frames=4,
                         sampling="headtail", resolution=256, crop=224, max_text_len=30)
-    c.data.train.mixture = ("webvid", "cc3m")  # MetaLoader: one dataset per step, uniformly
+    # MetaLoader: one dataset per step, uniformly; CC3M rows are images (is_image -> PEM's image
+    # prompts), 1 frame repeated 4x. Augmentation (spec §7): WebVid TemporalConsistent
+    # RandomAugment(2, 5); CC3M RandomResizedCrop(224, 0.2-1) + h-flip + RandomAugment(2, 7).
+    c.data.train.update(mixture=("webvid", "cc3m"), augment="temporal_randaug",
+                        image_augment="image_randaug")
     c.train.update(num_steps=PAPER_NUM_STEPS, log_every=100, eval_every=0, ckpt_every=5000,
                    keep=3, grad_accum=1)
     c.evals = ml_collections.ConfigDict()

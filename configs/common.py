@@ -37,11 +37,16 @@ def base_config() -> ml_collections.ConfigDict:
       # norm: 'clip' | 'imagenet'; text_field: the caption feature ('captions',
       # 'segment_captions'); mc_template: option text ({question}, {choice}, {options});
       # class_prompt: text fed with a classification clip ('' = [CLS] [SEP]).
+      # mixture: ('builder[/config][:weight]', ...) one dataset per step drawn from (seed, step)
+      # (ALPRO's MetaLoader); () = just builder/builder_config. augment / image_augment: '' |
+      # 'temporal_randaug' | 'image_randaug' for the rows of video / image datasets
+      # (docs/input_pipeline.md "Dataset mixtures and augmentation").
       train=ml_collections.ConfigDict(dict(
           builder="moving_shapes", builder_config="", split="train", num_frames=4,
           sampling="rand", resolution=224, crop=0, resize="square", norm="clip",
           max_text_len=40, task="retrieval", text_field="captions",
-          mc_template="{question} {choice}", class_prompt="")),
+          mc_template="{question} {choice}", class_prompt="", mixture=(), augment="",
+          image_augment="")),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,

@@ -64,3 +64,11 @@ def test_typo_override_is_a_clear_error(repo_root, tmp_path):
   assert r.returncode == 2
   assert "num_step" in r.stderr and 'Did you mean "num_steps"' in r.stderr
   assert "Traceback" not in r.stderr
+
+
+def test_alpro_finetuning_input_follows_spec_section_7():
+  from configs import alpro_msrvtt_qa, alpro_msrvtt_ret
+  qa, ret = alpro_msrvtt_qa.get_config(""), alpro_msrvtt_ret.get_config("")
+  for c in (qa, ret):  # decoded straight to 224x224, no crop
+    assert (c.data.train.resolution, c.data.train.crop, c.data.train.sampling) == (224, 0, "rand")
+  assert (qa.data.train.augment, ret.data.train.augment) == ("temporal_randaug", "")

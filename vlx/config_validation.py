@@ -6,6 +6,7 @@ import math
 import ml_collections
 
 from vlx import evals, optim, registry
+from vlx.data import mixture
 
 DTYPES = ("float32", "bfloat16")
 
@@ -79,12 +80,28 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"config.data.train crop/resolution={size} != config.model.video.img_size="
            f"{video.img_size}")
 
+  _validate_train_data(config.data.train)
+
   for name, ev in config.evals.items():
     _check(ev.get("type") in evals.EVALUATORS,
            f"config.evals.{name}.type={ev.get('type')!r}: expected one of "
            f"{sorted(evals.EVALUATORS)}")
     _check(int(ev.get("batch_size", 1)) > 0, f"config.evals.{name}.batch_size must be > 0")
     _check(int(ev.get("every", 0)) >= 0, f"config.evals.{name}.every must be >= 0")
+
+
+def _validate_train_data(train: ml_collections.ConfigDict) -> None:
+  """config.data.train.mixture syntax and the augment names (vlx.data.mixture, no TensorFlow)."""
+  try:
+    entries = mixture.parse(train)
+    for field in ("augment", "image_augment"):
+      mixture.check_augment(train.get(field, "") or "", f"config.data.train.{field}")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  task = train.get("task", "retrieval") or "retrieval"
+  _check(len(entries) == 1 or task == "retrieval",
+         f"config.data.train.mixture={tuple(train.mixture)!r} needs task 'retrieval' (got "
+         f"{task!r}): a mixture's datasets must give batches of one structure")
 
 
 def _data_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> int:

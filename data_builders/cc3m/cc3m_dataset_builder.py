@@ -122,6 +122,7 @@ class Builder(bb.VideoDatasetBuilder):
   """CC3M images with captions as 1-frame videos (see MANUAL_DOWNLOAD_INSTRUCTIONS)."""
 
   code_path = epath.Path(__file__)
+  IS_IMAGE = True  # rows are images: the pipeline adds is_image and uses data.train.image_augment
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   HOMEPAGE = "https://ai.google.com/research/ConceptualCaptions/"
   CITATION = ("@inproceedings{sharma2018conceptual, title={Conceptual Captions: A Cleaned, "

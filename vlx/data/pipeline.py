@@ -4,7 +4,9 @@ Training order depends only on (config.seed, step): each host reads its even sha
 shuffles it with a seed fixed per epoch, and derives every random choice (frames, crop, caption,
 MLM mask) from stateless ops seeded by (seed, example counter or step). Resuming at step k starts
 at the right epoch and skips the encoded records before anything is decoded, so it yields exactly
-the batches k, k+1, ... of an uninterrupted run.
+the batches k, k+1, ... of an uninterrupted run. A dataset mixture (config.data.train.mixture,
+vlx.data.mixture) draws one dataset per step from (seed, step) and restarts each dataset's reader
+at the batches it served before k, which keeps the same guarantee.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vlx.data import qa, tasks, text_ops, video_ops
+from vlx.data import mixture, qa, tasks, text_ops, video_ops
 
 tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators from JAX
 
@@ -31,6 +33,8 @@ QA_TRAIN_KEYS = tasks.TRAIN_KEYS["qa"]
 PEM_KEYS = ("crop_video", "mpm_mask")  # added to TRAIN_KEYS when config.model.pem (ALPRO §5.4)
 TASKS = tasks.TASKS  # config.data.train.task: what one training example is
 _SEED_SALT = dict(example=1, mlm=2, shuffle=3, erase=4)
+_ENTRY_SEED_STRIDE = 100_003  # mixture entry i > 0 reads with seed + i * stride (own streams)
+_DRAW_CHUNK = 256             # mixture draws computed per chunk of steps
 log = logging.getLogger(__name__)
 
 
@@ -183,6 +187,11 @@ def _qa_train_rows(config, builder, split: str, extra_keys: tuple[str, ...]):
   return base.flat_map(rows).filter(lambda r: r["label"] >= 0), count
 
 
+def is_image_dataset(builder) -> bool:
+  """Rows of this builder are images (ALPRO's type='img'): its Builder sets IS_IMAGE = True."""
+  return bool(getattr(builder, "IS_IMAGE", False))
+
+
 def _train_dataset(config, *, process_index: int, process_count: int, start_step: int = 0,
                    extra_keys: tuple[str, ...] = ()) -> tf.data.Dataset:
   """This host's training batches from step `start_step` on: dicts of
@@ -190,9 +199,51 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
   per clip). With config.model.pem (retrieval task) also PEM_KEYS: `crop_video` float32
   [B, T, S, S, C] (the clip with the pixels outside one random patch-aligned box per clip at
   raw 0) and `mpm_mask` float32 [B, S/p, S/p] (1 = patch outside the box), S = crop or resolution.
+  When any training dataset is an image dataset (is_image_dataset), also `is_image` bool [B]
+  (True on the rows of image datasets; PEM then uses the image prompts).
 
+  config.data.train.mixture (vlx.data.mixture): each step draws one entry from (seed, step);
+  entry i reads its own batches (its rows augmented with `image_augment` if it is an image
+  dataset, else `augment`) and restarts at the number of batches it served before start_step.
   `extra_keys` (e.g. 'video_id') are passed through from the TFDS examples, for tests.
   """
+  d, t = config.data, config.data.train
+  task = tasks.train_task(t)
+  entries = mixture.parse(t)
+  for field in ("augment", "image_augment"):
+    mixture.check_augment(t.get(field, "") or "", f"config.data.train.{field}")
+  if len(entries) > 1 and task != "retrieval":
+    raise ValueError(f"config.data.train.mixture={tuple(t.mixture)!r} needs task 'retrieval' "
+                     f"(got {task!r}): a mixture's datasets must give batches of one structure")
+  builders = [get_builder(e.builder, e.builder_config, d.data_dir, d.get("manual_dir", ""))
+              for e in entries]
+  images = [is_image_dataset(b) for b in builders]
+  kw = dict(process_index=process_index, process_count=process_count,
+            extra_keys=tuple(extra_keys))
+  if len(entries) == 1:
+    return _entry_dataset(config, builders[0], seed=int(config.seed), start_step=start_step,
+                          is_image=images[0] if images[0] else None, **kw)
+  seed, weights = int(config.seed), [e.weight for e in entries]
+  served = mixture.served_before(seed, weights, start_step)
+  subs = [_entry_dataset(config, b, seed=seed + i * _ENTRY_SEED_STRIDE, start_step=int(n),
+                         is_image=img if any(images) else None, **kw)
+          for i, (b, n, img) in enumerate(zip(builders, served, images))]
+
+  def chunk(lo):
+    out = tf.numpy_function(lambda x: mixture.draws(seed, weights, int(x), int(x) + _DRAW_CHUNK),
+                            [lo], tf.int64, stateful=False)
+    return tf.ensure_shape(out, [_DRAW_CHUNK])
+
+  choice = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max, _DRAW_CHUNK).map(chunk)
+  ds = tf.data.Dataset.choose_from_datasets(subs, choice.unbatch())
+  return ds.prefetch(max(int(d.get("prefetch", 2)), 1))
+
+
+def _entry_dataset(config, builder, *, seed: int, process_index: int, process_count: int,
+                   start_step: int, extra_keys: tuple[str, ...],
+                   is_image: bool | None) -> tf.data.Dataset:
+  """One dataset's training batches (its own step count from `start_step`); `is_image` not None
+  adds the `is_image` key with that value on every row."""
   d, t = config.data, config.data.train
   task = tasks.train_task(t)
   if d.global_batch_size % process_count:
@@ -200,8 +251,7 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
                      f"the {process_count} processes")
   local_batch = d.global_batch_size // process_count
   vkw = _video_kwargs(t, "config.data.train", "rand")
-  builder = get_builder(t.builder, t.get("builder_config", ""), d.data_dir,
-                        d.get("manual_dir", ""))
+  vkw["augment"] = (t.get("image_augment", "") if is_image else t.get("augment", "")) or ""
   split = tfds.split_for_jax_process(t.split, process_index=process_index,
                                      process_count=process_count)
   field, k_choices = "", 0
@@ -215,16 +265,16 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
       k_choices = tasks.num_choices(builder, t.split, "config.data.train")
     if task == "classification":
       _check_num_labels(config, tasks.num_classes(builder, "config.data.train"),
-                        f"label ClassLabel of {t.builder}")
+                        f"label ClassLabel of {builder.name}")
     base = builder.as_dataset(split=split, shuffle_files=False,
                               decoders={"video": tfds.decode.SkipDecoding()})
     keep = ("video",) + feats + tuple(extra_keys)
     base = base.map(lambda ex: {k: ex[k] for k in keep})
   if n_host == 0:
     what = "QA pairs with in-vocabulary answers" if task == "qa" else "examples"
-    raise ValueError(f"split {t.split!r} of {t.builder} has no {what} for process "
+    raise ValueError(f"split {t.split!r} of {builder.name} has no {what} for process "
                      f"{process_index}/{process_count}")
-  seed, buffer = int(config.seed), max(int(d.shuffle_buffer), 1)
+  buffer = max(int(d.shuffle_buffer), 1)
   patch, size = _pem_patch_size(config, task), vkw["crop"] or vkw["resolution"]
 
   def epoch(e):  # the epoch's order depends on (seed, epoch) only
@@ -298,6 +348,8 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
                 mlm_labels=labels, **extra)
 
   ds = ds.map(text, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if is_image is not None:
+    ds = ds.map(lambda b: dict(b, is_image=tf.fill([local_batch], bool(is_image))))
   return ds.prefetch(max(int(d.get("prefetch", 2)), 1))
 
 

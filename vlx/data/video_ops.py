@@ -17,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from vlx.data import augment as aug
+from vlx.data.mixture import AUGMENTS
+
 SAMPLINGS = ("rand", "headtail", "uniform", "segment_rand", "segment_middle")
 RESIZES = ("square", "short_side")
 # CLIP pixel statistics (ALPRO's ImageNorm, spec §7), RGB.
@@ -147,21 +150,34 @@ def normalize(frames: tf.Tensor, norm: str = "clip") -> tf.Tensor:
 
 def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resolution: int,
                     crop: int = 0, seed: tf.Tensor | None = None, resize_mode: str = "square",
-                    norm: str = "clip", center: bool = False) -> tf.Tensor:
+                    norm: str = "clip", center: bool = False, augment: str = "") -> tf.Tensor:
   """Encoded frames [N] (any size, any N >= 1) -> normalised float32 [T, S, S, 3], S = crop or
   resolution. Crops are random (from `seed`) unless `center` (evaluation).
 
-  Frames are sampled before decoding, so only the T chosen frames are decoded.
+  Frames are sampled before decoding, so only the T chosen frames are decoded. `augment`
+  (training, vlx.data.augment): 'temporal_randaug' runs after the resize and crop,
+  'image_randaug' replaces them (RandomResizedCrop to S); both before the normalisation, from
+  their own seed stream (the frames and crop do not change with `augment`).
   """
   if crop and crop > resolution:
     raise ValueError(f"crop={crop} is larger than resolution={resolution}")
+  if augment not in AUGMENTS:
+    raise ValueError(f"unknown augment {augment!r}; expected one of {AUGMENTS} "
+                     "(config.data.train.augment / image_augment)")
+  if augment and seed is None:
+    raise ValueError(f"augment={augment!r} needs a seed")
   if seed is not None:
     frame_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    aug_seed = tf.random.experimental.stateless_fold_in(seed, 0x617567)  # 'aug'
   else:
-    frame_seed = crop_seed = None
+    frame_seed = crop_seed = aug_seed = None
   idx = sample_indices(tf.shape(encoded)[0], num_frames, sampling, frame_seed)
-  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode)
   size = crop or resolution
+  if augment == "image_randaug":
+    out = normalize(aug.image_randaug(decode_frames(tf.gather(encoded, idx)), size, aug_seed),
+                    norm)
+    return tf.ensure_shape(out, [num_frames, size, size, 3])
+  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode)
   if crop or resize_mode != "square":
     if center:
       frames = center_crop(frames, size)
@@ -169,6 +185,8 @@ def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resol
       if crop_seed is None:
         raise ValueError("a random crop needs a seed")
       frames = random_crop(frames, size, crop_seed)
+  if augment == "temporal_randaug":
+    frames = aug.temporal_randaug(frames, aug_seed)
   out = normalize(frames, norm)
   return tf.ensure_shape(out, [num_frames, size, size, 3])
 

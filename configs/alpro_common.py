@@ -22,7 +22,8 @@ MOVING_SHAPES_NUM_LABELS = 32
 def finetune_config(preset: str, *, head: str, objectives: dict[str, float], builder: str,
                     builder_config: str = "", num_frames: int, max_text_len: int, lr: float,
                     grad_clip: float, batch_size: int, grad_accum: int = 1, epochs: int,
-                    train_examples: int, num_labels: int = 0) -> ml_collections.ConfigDict:
+                    train_examples: int, num_labels: int = 0, train_split: str = "train",
+                    test_split: str = "test") -> ml_collections.ConfigDict:
   """A fine-tuning config: the paper's setting for preset '' (arguments), demo/tiny otherwise.
 
   Init: config.init.from_converted = a converted released checkpoint (`python -m vlx.convert`),
@@ -44,7 +45,7 @@ def finetune_config(preset: str, *, head: str, objectives: dict[str, float], bui
     c.model.video.drop_path_rate = 0.1
     c.data.update(global_batch_size=batch_size, tokenizer="bert-base-uncased",
                   shuffle_buffer=10_000)
-    c.data.train.update(builder=builder, builder_config=builder_config, split="train",
+    c.data.train.update(builder=builder, builder_config=builder_config, split=train_split,
                         # spec §7: fine-tuning decodes straight to 224x224, no crop
                         num_frames=num_frames, sampling="rand", resolution=224, crop=0,
                         max_text_len=max_text_len, task=task,
@@ -75,16 +76,18 @@ def finetune_config(preset: str, *, head: str, objectives: dict[str, float], bui
 
 def retrieval_config(preset: str, *, builder: str, builder_config: str = "", max_text_len: int,
                      lr: float, grad_clip: float, batch_size: int, epochs: int,
-                     train_examples: int) -> ml_collections.ConfigDict:
+                     train_examples: int, train_split: str = "train",
+                     test_split: str = "test") -> ml_collections.ConfigDict:
   """A retrieval fine-tuning experiment (VTC + VTM, 8 frames, from the converted pre-trained
   checkpoint in the paper's setting) with its evals: the task files only give the numbers."""
   c = finetune_config(
       preset, head="retrieval", objectives=dict(vtc=1.0, vtm=1.0), builder=builder,
       builder_config=builder_config, num_frames=8, max_text_len=max_text_len, lr=lr,
-      grad_clip=grad_clip, batch_size=batch_size, epochs=epochs, train_examples=train_examples)
+      grad_clip=grad_clip, batch_size=batch_size, epochs=epochs, train_examples=train_examples,
+      train_split=train_split)
   if preset == "":
     c.init.from_converted = "converted/alpro_pretrain"  # python -m vlx.convert (README)
-  c.evals = retrieval_evals(c, preset)
+  c.evals = retrieval_evals(c, preset, test_split=test_split)
   return c
 
 
@@ -95,14 +98,15 @@ def eval_fields(c: ml_collections.ConfigDict) -> dict:
               sampling="uniform", resolution=t.crop or t.resolution, max_text_len=t.max_text_len)
 
 
-def retrieval_evals(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+def retrieval_evals(c: ml_collections.ConfigDict, preset: str,
+                    test_split: str = "test") -> ml_collections.ConfigDict:
   """Paper: exact 'vtm' on the test split (every pair through the fusion encoder, spec §6.1).
   Demo: the three modes on the first 100 test clips (vtc / exact vtm / vtc top-16 re-ranked)."""
   base = eval_fields(c)
   chunks = dict(video_chunk=16, text_chunk=64, pair_chunk=64, k=16)
   if preset == "":
     return ml_collections.ConfigDict(dict(test=common.retrieval_eval(
-        split="test", batch_size=32, mode="vtm", **chunks, **base)))
+        split=test_split, batch_size=32, mode="vtm", all_captions=True, **chunks, **base)))
   if preset == "demo":
     return ml_collections.ConfigDict({f"test_{m}": common.retrieval_eval(
         split="test[:100]", batch_size=50, mode=m, **chunks, **base)

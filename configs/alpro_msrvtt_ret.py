@@ -17,5 +17,6 @@ TRAIN_EXAMPLES = 140_200
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return alpro_common.retrieval_config(
-      common.parse_preset(arg), builder="msrvtt", max_text_len=40, lr=2.5e-5, grad_clip=5.0,
+      common.parse_preset(arg), builder="msrvtt", builder_config="retrieval",
+      train_split="train_7k", test_split="test_1ka", max_text_len=40, lr=2.5e-5, grad_clip=5.0,
       batch_size=8 * 8, epochs=5, train_examples=TRAIN_EXAMPLES)

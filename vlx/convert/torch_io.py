@@ -4,6 +4,12 @@ A `.pt`/`.ckpt` file is a pickle: loading it with `weights_only=False` runs what
 put in it. vlx only ever calls `torch.load(..., weights_only=True)`, whose restricted unpickler
 accepts tensors and plain containers, plus the short, documented allow-list in `SAFE_GLOBALS`.
 Anything else is refused with `UnsafeCheckpointError` naming the file and the refused globals.
+
+Lightning `.ckpt` containers ({'state_dict': sd, 'epoch', 'optimizer_states', 'callbacks',
+'hyper_parameters', ...}) load the same way: only `state_dict` is returned (`load_state_dict`);
+the other entries are unpickled by the same restricted unpickler and discarded. The one non-plain
+item of a Lightning 1.x file, the callback class used as a key of `callbacks`, is bound to an inert
+stand-in (`LightningCallbackKey`); pytorch_lightning is never imported.
 """
 from __future__ import annotations
 
@@ -22,6 +28,31 @@ from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, Missin
 WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict")
 
 
+class LightningCallbackKey:
+  """Stand-in for a PyTorch-Lightning callback *class* used as a dict key.
+
+  Lightning 1.x saves `checkpoint['callbacks'] = {type(callback): callback_state}`: the class object
+  itself (e.g. `pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`) is pickled by name,
+  which `weights_only=True` refuses. We allow exactly those names and bind them to this empty class,
+  so the key loads as an inert object; nothing of Lightning is imported or run. Instantiating it
+  (what a pickle would do to build an object of that class) is refused.
+  """
+
+  def __new__(cls, *args, **kwargs):
+    import pickle  # pylint: disable=import-outside-toplevel
+    raise pickle.UnpicklingError(
+        "a Lightning callback class may appear only as a dict key (checkpoint['callbacks']), "
+        "not be instantiated")
+
+
+# Lightning callback classes whose *class object* Lightning 1.x uses as a key of
+# checkpoint['callbacks'] (the callbacks that save state). Newer Lightning keys by strings.
+LIGHTNING_CALLBACK_KEYS = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+)
+
+
 def _safe_globals() -> list[Callable | tuple[Callable, str]]:
   """Globals added to torch's weights-only allow-list, each harmless by construction.
 
@@ -30,6 +61,8 @@ def _safe_globals() -> list[Callable | tuple[Callable, str]]:
   * numpy `_reconstruct(ndarray, shape, dtype)` + `ndarray`: an empty array whose buffer is then set
     from raw bytes; object arrays hold only items that went through the same restricted unpickler.
   Both numpy 1.x (`numpy.core`) and 2.x (`numpy._core`) module names are registered.
+  * `LIGHTNING_CALLBACK_KEYS` bound to `LightningCallbackKey` (see there): the class-object keys of
+    a Lightning 1.x `checkpoint['callbacks']`.
   Deliberately NOT added: `argparse.Namespace`, Lightning's `AttributeDict` and other config
   objects: harmless in themselves but they open the door to arbitrary nested content and are not weights.
   """
@@ -44,6 +77,7 @@ def _safe_globals() -> list[Callable | tuple[Callable, str]]:
   for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
     out.append((multiarray.scalar, f"{mod}.scalar"))
     out.append((multiarray._reconstruct, f"{mod}._reconstruct"))
+  out += [(LightningCallbackKey, name) for name in LIGHTNING_CALLBACK_KEYS]
   return out
 
 

@@ -104,19 +104,31 @@ class BertEncoder(nnx.Module):
 
 
 class MlmHead(nnx.Module):
-  """dense -> GELU -> LN -> x @ word_embedding^T + bias (decoder tied to the word embeddings)."""
+  """dense -> GELU -> LN -> x @ decoder + bias.
 
-  def __init__(self, hidden: int, vocab_size: int, *, ln_eps: float, dtype=None,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  The decoder is the word embedding matrix passed at call time (tied, BERT/ALPRO) or, with
+  `tied=False`, an own bias-free `decoder` Linear(hidden, vocab) (e.g. All-in-one's MLM head).
+  """
+
+  def __init__(self, hidden: int, vocab_size: int, *, ln_eps: float, tied: bool = True,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.dense = common.linear(hidden, hidden, ("embed", "mlp"), **kw)
     self.norm = common.layer_norm(hidden, ln_eps, **kw)
+    if not tied:
+      self.decoder = common.linear(hidden, vocab_size, ("embed", "vocab"), use_bias=False, **kw)
     self.bias = nnx.Param(jnp.zeros((vocab_size,), common.as_dtype(param_dtype)))
     self.dtype = common.as_dtype(dtype)
 
-  def __call__(self, x: jax.Array, word_embedding: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, word_embedding: jax.Array | None = None) -> jax.Array:
     """Returns float32 logits [..., vocab] (losses run in float32)."""
+    if hasattr(self, "decoder") and word_embedding is not None:
+      raise ValueError("this MlmHead has its own (untied) decoder: pass no word_embedding")
+    if not hasattr(self, "decoder") and word_embedding is None:
+      raise ValueError("a tied MlmHead needs the word embedding matrix [vocab, hidden]")
     h = self.norm(common.gelu(self.dense(x)))
+    if hasattr(self, "decoder"):
+      return self.decoder(h).astype(jnp.float32) + self.bias[...].astype(jnp.float32)
     dt = self.dtype or h.dtype
     logits = jnp.einsum("...d,vd->...v", h.astype(dt), word_embedding.astype(dt),
                         preferred_element_type=jnp.float32)

@@ -27,3 +27,25 @@ class Mlp(nnx.Module):
     h = common.activation(self.activation)(self.fc1(x))
     h = common.dropout(h, self.dropout, deterministic=deterministic, rngs=rngs)
     return common.dropout(self.fc2(h), self.dropout, deterministic=deterministic, rngs=rngs)
+
+
+class NormMlp(nnx.Module):
+  """dropout -> fc1 -> LayerNorm -> activation -> fc2: the ViLT-style classifier head
+  (torch Sequential(Dropout, Linear, LayerNorm, GELU, Linear)); fc2's output is replicated."""
+
+  def __init__(self, in_features: int, hidden_features: int, out_features: int, *,
+               ln_eps: float = 1e-5, activation: str = "gelu", dropout: float = 0.0, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.fc1 = common.linear(in_features, hidden_features, ("embed", "mlp"), **kw)
+    self.norm = common.layer_norm(hidden_features, ln_eps, **kw)
+    self.fc2 = common.linear(hidden_features, out_features, ("mlp", None), **kw)
+    self.activation = activation
+    self.dropout = dropout
+    common.activation(activation)  # validate early
+
+  def __call__(self, x: jax.Array, *, deterministic: bool = True,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    x = common.dropout(x, self.dropout, deterministic=deterministic, rngs=rngs)
+    h = common.activation(self.activation)(self.norm(self.fc1(x)))
+    return self.fc2(h)

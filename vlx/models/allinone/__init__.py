@@ -1,0 +1,78 @@
+"""All-in-one family (README "family contract"): build, loss_fn, retrieval, QA, multiple choice
+and classification functions, config checks."""
+from __future__ import annotations
+
+import ml_collections
+from flax import nnx
+
+from vlx.models.allinone import model as _model
+from vlx.models.allinone.model import AllInOne, model_config
+from vlx.models.allinone.objectives import OBJECTIVES, fixture_outputs, loss_fn
+from vlx.models.allinone.tasks import (class_logits, encode_texts, encode_videos, mc_scores,
+                                       pair_scores, qa_logits, retrieval_scores)
+
+# objective -> the config.model field that must create its head
+_NEEDS = {"mlm": "heads.mlm", "itm": "heads.itm", "wpa": "heads.itm", "irtr": "heads.itm",
+          "multiple_choice": "heads.itm", "ind_itc": "heads.itc", "mc_vqa": "heads.mc_vqa",
+          "openend_vqa": "heads.num_qa_labels", "vcop": "heads.vcop"}
+
+
+def build(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> AllInOne:
+  """The model of vlx.models.allinone.model plus the task options the losses read
+  (`irtr_false_texts`: false captions per video for the irtr loss, default 15)."""
+  m = _model.build(model_config, rngs=rngs)
+  m.irtr_false_texts = int(model_config.get("irtr_false_texts", 15))
+  return m
+
+
+def _field(model: ml_collections.ConfigDict, dotted: str):
+  node = model
+  for part in dotted.split("."):
+    node = node.get(part) if node is not None else None
+  return node
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Family checks: every active objective has its head; data frames / size match the model;
+  the text length fits the position table."""
+  m = config.model
+  for name, w in config.objectives.items():
+    if float(w) and not _field(m, _NEEDS.get(name, "heads.itm")):
+      raise ValueError(f"config.objectives.{name}={w} needs config.model.{_NEEDS[name]} "
+                       "(its head is not built)")
+  t = config.data.train
+  if int(t.num_frames) != int(m.num_frames):
+    raise ValueError(f"config.data.train.num_frames={t.num_frames} != config.model.num_frames="
+                     f"{m.num_frames}")
+  size = int(t.get("crop", 0) or t.resolution)
+  if size % int(m.patch_size):
+    raise ValueError(f"config.data.train crop/resolution={size} is not a multiple of "
+                     f"config.model.patch_size={m.patch_size}")
+  if size != int(m.img_size):
+    raise ValueError(f"config.data.train crop/resolution={size} != config.model.img_size="
+                     f"{m.img_size} (the position table is not resized)")
+  lengths = [("config.data.train.max_text_len", int(t.max_text_len))]
+  lengths += [(f"config.evals.{k}.max_text_len", int(e.get("max_text_len", 0) or 0))
+              for k, e in config.evals.items()]
+  for where, n in lengths:
+    if n > int(m.max_text_len):
+      raise ValueError(f"{where}={n} > config.model.max_text_len={m.max_text_len} (text "
+                       "position table)")
+  for k, e in config.evals.items():
+    if e.get("type") == "classification" and not int(m.heads.num_qa_labels):
+      raise ValueError(f"config.evals.{k} (classification) needs config.model.heads."
+                       "num_qa_labels > 0")
+    if e.get("type") == "qa" and not int(m.heads.num_qa_labels):
+      raise ValueError(f"config.evals.{k} (qa) needs config.model.heads.num_qa_labels > 0")
+    if e.get("type") == "multiple_choice" and not (m.heads.itm or m.heads.mc_vqa):
+      raise ValueError(f"config.evals.{k} (multiple_choice) needs config.model.heads.itm or "
+                       "heads.mc_vqa")
+    if e.get("type") == "retrieval" and e.get("mode", "vtc") in ("vtc", "rerank") \
+        and not m.heads.itc:
+      raise ValueError(f"config.evals.{k}.mode={e.get('mode')!r} needs the ind_itc embeddings "
+                       "(config.model.heads.itc=True); use mode 'vtm' otherwise")
+
+
+__all__ = ["AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
+           "fixture_outputs", "loss_fn", "mc_scores", "model_config", "pair_scores", "qa_logits",
+           "retrieval_scores", "validate_config"]

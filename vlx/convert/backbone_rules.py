@@ -9,16 +9,25 @@ a `backbones.Layout`. Source key names (facts of the public formats):
     have the same keys without `bert.`; original Google-converted files name LayerNorm parameters
     gamma/beta instead of weight/bias.
   ViT (timm vit_base_patch16_224): cls_token, pos_embed, patch_embed.proj, blocks.N.{norm1,
-    attn.qkv (fused, rows q|k|v), attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head.
+    attn.qkv (fused, rows q|k|v), attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head; the distilled
+    DeiTs (deit_*_distilled_patch16_224) add dist_token (pos_embed then has 2 prefix rows) and
+    head_dist. One table serves ALPRO's TimeSformer and All-in-one's plain ViT: the layout says
+    where the patch embedding sits and whether a temporal attention/norm copy exists.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
 from vlx.convert import hooks as hk
 from vlx.convert.engine import Rule, Tied
 from vlx.convert.errors import WrongFamilyError
+from vlx.layers.vit import resize_bilinear_align_corners
 
 _W, _B = r"\.(?:weight|gamma)", r"\.(?:bias|beta)"
 
@@ -93,27 +102,51 @@ def bert_rules(source: Mapping[str, Any], layout, *, has_mlm: bool, where: str
   return rules, unused, tied, fmt
 
 
-def vit_rules(layout) -> tuple[list[Rule], dict[str, str]]:
-  """timm ViT -> TimeSformer: spatial weights also fill the temporal attention and its norm."""
+def resize_pos_embed(grid: int, prefix: int) -> hk.Hook:
+  """pos_embed [1, prefix + g*g, D] -> [1, prefix + grid*grid, D]: the CLS (and DIST) rows kept,
+  the patch grid resized bilinearly with align_corners=True (All-in-one's visual_embed resize)."""
+  def hook(x: Any) -> Any:
+    n = x.shape[1] - prefix
+    g = math.isqrt(max(n, 0))
+    if n <= 0 or g * g != n:
+      raise ValueError(f"pos_embed has {n} patch positions after {prefix} prefix row(s): "
+                       "not a square grid")
+    if g == grid:
+      return x
+    patches = resize_bilinear_align_corners(jnp.asarray(x[:, prefix:], jnp.float32)
+                                            .reshape(1, g, g, -1), grid, grid)
+    patches = np.asarray(patches).reshape(1, grid * grid, -1).astype(x.dtype)
+    return np.concatenate([np.asarray(x[:, :prefix]), patches], axis=1)
+  return hook
+
+
+def vit_rules(layout, pos_hook: hk.Hook | None = None) -> tuple[list[Rule], dict[str, str]]:
+  """timm ViT / DeiT -> the layout's ViT. With `layout.temporal_attn` (TimeSformer) the spatial
+  attention and norm1 also fill temporal_attn and temporal_norm."""
   v = layout.video
   b, db = r"blocks\.(\d+)\.", v + r"blocks/\1/"
   qkv = ("query", "key", "value")
-  both = tuple(db + f"{a}/{n}" for a in ("attn", "temporal_attn") for n in qkv)
+  attns = ("attn", "temporal_attn") if layout.temporal_attn else ("attn",)
+  norm1 = (db + "norm1", db + "temporal_norm") if layout.temporal_attn else (db + "norm1",)
+  both = tuple(db + f"{a}/{n}" for a in attns for n in qkv)
   rules = [
-      Rule("cls_token", v + "cls_token"), Rule("pos_embed", v + "pos_embed"),
-      Rule(r"patch_embed\.proj\.weight", v + "patch_embed/kernel", hk.conv2d),
-      Rule(r"patch_embed\.proj\.bias", v + "patch_embed/bias"),
+      Rule("cls_token", v + "cls_token"), Rule("dist_token", v + "dist_token"),
+      Rule("pos_embed", v + "pos_embed", pos_hook),
+      Rule(r"patch_embed\.proj\.weight", v + layout.patch_embed + "kernel", hk.conv2d),
+      Rule(r"patch_embed\.proj\.bias", v + layout.patch_embed + "bias"),
       Rule(b + r"attn\.qkv\.weight", tuple(x + "/kernel" for x in both),
-           _copies(hk.chain(hk.split_qkv(3), hk.linear), 2)),
-      Rule(b + r"attn\.qkv\.bias", tuple(x + "/bias" for x in both), _copies(hk.split_qkv(3), 2)),
-      *_linear(b + r"attn\.proj", (db + "attn/out", db + "temporal_attn/out")),
-      *_norm(b + "norm1", (db + "norm1", db + "temporal_norm")),
+           _copies(hk.chain(hk.split_qkv(3), hk.linear), len(attns))),
+      Rule(b + r"attn\.qkv\.bias", tuple(x + "/bias" for x in both),
+           _copies(hk.split_qkv(3), len(attns))),
+      *_linear(b + r"attn\.proj", tuple(db + f"{a}/out" for a in attns)),
+      *_norm(b + "norm1", norm1),
       *_norm(b + "norm2", db + "norm2"),
       *_linear(b + r"mlp\.(fc1|fc2)", db + r"mlp/\2"),
       *_norm("norm", v + "norm"),
   ]
   unused = {r"head\.(?:weight|bias)": "ImageNet classifier, dropped as the reference does",
+            r"head_dist\.(?:weight|bias)": "DeiT distillation classifier, dropped as the "
+                                           "reference does",
             r"pre_logits\.fc\.(?:weight|bias)": "representation layer of in21k ViTs; "
-                                                "TimeSformer has none"}
+                                                "the model has none"}
   return rules, unused
-

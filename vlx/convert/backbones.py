@@ -9,6 +9,10 @@ converter's rule engine, with explicit partial-load semantics:
 TimeSformer from a ViT: `attn.*` fills both `attn` and `temporal_attn`, `norm1.*` both `norm1` and
 `temporal_norm`, `time_embed` and every `temporal_fc` (block 0 included) become zeros, the
 ImageNet head is dropped. BERT layers 0..L-1 fill text and fusion layers alike (one BERT).
+All-in-one (`ALLINONE`, picked from the state's paths): a timm ViT/DeiT fills `transformer/*`
+(dist_token for the distilled S), pos_embed's patch grid is resized bilinearly (align_corners)
+when the image size differs, temporal_embed becomes zeros; the reference loads no BERT weights
+(its text embeddings start fresh), so init.bert_dir is refused for it.
 
   state["params"], report = init_from_backbones(state["params"], bert_dir=..., vit_file=...)
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import re
@@ -27,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlx.convert import torch_io
-from vlx.convert.backbone_rules import bert_rules, vit_rules
+from vlx.convert.backbone_rules import bert_rules, resize_pos_embed, vit_rules
 from vlx.convert.engine import map_keys
 from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, ShapeMismatchError,
                                 WrongFamilyError)
@@ -38,10 +43,17 @@ BERT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """Where the shared BERT / TimeSformer blocks sit in a family's module tree (ALPRO default)."""
+  """Where the shared BERT / ViT blocks sit in a family's module tree (ALPRO default)."""
   text: str = "text/"
   mlm_head: str = "mlm_head/"
   video: str = "video/"
+  marker: str = "video/cls_token"           # a path only this family's state has
+  patch_embed: str = "patch_embed/"         # under `video`
+  temporal_attn: bool = True                # TimeSformer: attn / norm1 also fill the temporal copy
+  zeros: str = r"(?:time_embed|blocks/\d+/temporal_fc/(?:kernel|bias))"  # under `video`
+  zeros_reason: str = "zeros (TimeSformer from ViT, spec §11)"
+  resize_pos: bool = False                  # resize pos_embed's patch grid to the model's
+  no_bert: str = ""                         # why init.bert_dir is refused ("" = accepted)
   # first path component -> why a model part keeps its fresh init (reported, never silent)
   reasons: tuple[tuple[str, str], ...] = (
       ("prompter", "the PEM prompter is a separately trained model (spec §9: pre-training loads "
@@ -53,6 +65,28 @@ class Layout:
       ("pem_head", "ALPRO head: fresh init (spec §11)"),
       ("classifier", "ALPRO head: fresh init (spec §11)"),
   )
+
+
+_AIO_FRESH = "fresh init as the reference (spec §6.2: only the ViT is pretrained)"
+ALLINONE = Layout(
+    text="text_embeddings/", mlm_head="mlm_score/", video="transformer/",
+    marker="transformer/cls_token", patch_embed="patch_embed/proj/", temporal_attn=False,
+    zeros="temporal_embed", zeros_reason="zeros (All-in-one's temporal_embed init, spec §6.2)",
+    resize_pos=True,
+    no_bert=("All-in-one's reference loads no BERT weights: its text embeddings start fresh "
+             "(spec §3.1, §6.2; bert-base-uncased is only the tokenizer); leave init.bert_dir "
+             "empty"),
+    reasons=tuple((top, _AIO_FRESH) for top in (
+        "text_embeddings", "token_type_embeddings", "pooler", "mlm_score", "itm_score",
+        "rank_head", "vqa_classifier", "mc_vqa_classifier", "txt_proj", "vid_proj",
+        "vcop_head")))
+LAYOUTS = (Layout(), ALLINONE)
+
+
+def layout_for(paths) -> Layout:
+  """The family layout whose marker path the state has (ALPRO's when none matches)."""
+  paths = set(paths)
+  return next((l for l in LAYOUTS if l.marker in paths), Layout())
 
 
 # -- reading the sources -------------------------------------------------------------------------
@@ -161,11 +195,28 @@ def _check_vit(source: Mapping[str, Any], targets: Mapping[str, Any], layout: La
     raise WrongFamilyError(f"{where}: not a timm ViT state dict (expected keys {list(need)}, got "
                            f"e.g. {sorted(keys)[:6]}); export timm's vit_base_patch16_224 "
                            "with torch.save(model.state_dict(), path)")
+  has_dist, wants = "dist_token" in source, layout.video + "dist_token" in targets
+  if has_dist != wants:
+    raise WrongFamilyError(f"{where}: the file {'is' if has_dist else 'is not'} a distilled DeiT "
+                           f"(dist_token) but the model {'has' if wants else 'has no'} "
+                           "dist_token (model.distilled); All-in-one-S expects "
+                           "deit_small_distilled_patch16_224, Ti deit_tiny_patch16_224, B "
+                           "vit_base_patch16_224")
   depth = _count(keys, r"blocks\.(\d+)\.")
   blocks = _count(targets, re.escape(layout.video) + r"blocks/(\d+)/")
   if depth != blocks:
     raise ShapeMismatchError(f"{where}: the ViT has {depth} blocks but the model has "
                              f"model.video.depth={blocks}")
+
+
+def _pos_hook(source: Mapping[str, Any], targets: Mapping[str, Any], layout: Layout):
+  """pos_embed resize to the model's patch grid (layouts with resize_pos), else None."""
+  target = targets.get(layout.video + "pos_embed")
+  if not layout.resize_pos or target is None:
+    return None
+  prefix = 2 if "dist_token" in source else 1
+  grid = math.isqrt(target.shape[1] - prefix)
+  return resize_pos_embed(grid, prefix)
 
 
 # -- the state ------------------------------------------------------------------------------------
@@ -180,9 +231,8 @@ def _place(value: np.ndarray, like: Any) -> Any:
 
 
 def _zero_targets(targets: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
-  """TimeSformer from a ViT: zero time embedding and every temporal_fc (spec §11)."""
-  rx = re.compile(re.escape(layout.video)
-                  + r"(?:time_embed|blocks/\d+/temporal_fc/(?:kernel|bias))")
+  """Video parts without an ImageNet counterpart that start at zero (layout.zeros)."""
+  rx = re.compile(re.escape(layout.video) + layout.zeros)
   return {k: np.zeros(v.shape, np.dtype(v.dtype)) for k, v in targets.items() if rx.fullmatch(k)}
 
 
@@ -194,7 +244,7 @@ def _group(path: str, layout: Layout) -> str:
 
 
 def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: str | None = None,
-                        layout: Layout = Layout(), model_config: Any | None = None
+                        layout: Layout | None = None, model_config: Any | None = None
                         ) -> tuple[Any, dict[str, Any]]:
   """Fills `state` (nnx.State / pytree of arrays or ShapeDtypeStructs) from the given backbones.
 
@@ -202,10 +252,14 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   Returns (state with the same structure, report); report keys: sources, initialised {target:
   source}, unused {source key: reason}, kept_init {group: {count, reason}}, kept_init_paths.
   `model_config` (optional, config.model) also checks what the weights cannot show (head count).
+  `layout` None: picked from the state's paths (`layout_for`: ALPRO or All-in-one).
   """
   flat, treedef = jax.tree_util.tree_flatten_with_path(state)
   names = [path_str(p) for p, _ in flat]
   targets = dict(zip(names, (leaf for _, leaf in flat)))
+  layout = layout_for(names) if layout is None else layout
+  if bert_dir and layout.no_bert:
+    raise ConversionError(f"init.bert_dir={os.fspath(bert_dir)!r}: {layout.no_bert}")
   filled: dict[str, Any] = {}
   origin: dict[str, str] = {}
   report: dict[str, Any] = {"sources": {}, "unused": {}}
@@ -240,13 +294,13 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   if vit_file:
     source = read_weights(vit_file)
     _check_vit(source, targets, layout, os.fspath(vit_file))
-    rules, unused = vit_rules(layout)
+    rules, unused = vit_rules(layout, _pos_hook(source, targets, layout))
     mapped = map_keys(source, rules, targets, unused=unused, what="vit")
     absorb(mapped, "vit", os.fspath(vit_file))
     origin.update({t: f"vit:{vit_file}" for t in mapped.filled})
     zeros = _zero_targets(targets, layout)
     filled.update(zeros)
-    origin.update({t: "zeros (TimeSformer from ViT, spec §11)" for t in zeros})
+    origin.update({t: layout.zeros_reason for t in zeros})
     report["sources"]["vit"] = {"path": os.fspath(vit_file), "keys": len(source),
                                 "mapped": mapped.mapped}
 

@@ -118,3 +118,26 @@ def fast_build():
     return nnx.merge(graphdef, state)
 
   return build
+
+
+@pytest.fixture(scope="session")
+def own_videos(tmp_path_factory):
+  """A `video_text/captions` dataset built from generated videos of 5 containers (as a user's
+  folder + video_text.csv), once per session: dict(manual, data_dir, rows (video, caption,
+  split), report = the val build report). Val: v5-v7 exist, clips/gone.mp4 is missing."""
+  import csv  # pylint: disable=import-outside-toplevel
+  from vlx.data import builder_base, pipeline, testing  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp("own_videos")
+  manual, data_dir = root / "MY", root / "D"
+  rows = []
+  for i, ext in enumerate([".mp4", ".webm", ".avi", ".mkv", ".gif", ".mp4", ".webm", ".avi"]):
+    path = f"clips/v{i}{ext}"
+    testing.write_video(manual / path, num_frames=12, height=36, width=48, fps=8, seed=i)
+    rows.append((path, f"a square moves left {i}", "train" if i < 5 else "val"))
+  rows.append(("clips/gone.mp4", "a square moves up", "val"))        # taken down: counted
+  with open(manual / "video_text.csv", "w", newline="") as f:
+    csv.writer(f).writerows([("video", "caption", "split"), *rows])
+  with testing.environ(**{builder_base.REPORT_ENV: str(root / "reports")}):
+    pipeline.build("video_text", "captions", str(data_dir), manual_dir=str(manual))
+  report = builder_base.last_report("video_text", "val")
+  return dict(manual=manual, data_dir=str(data_dir), rows=rows, report=report)

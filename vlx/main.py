@@ -10,12 +10,13 @@ JAX (DEADLINE_EXCEEDED) after --distributed_timeout seconds instead of hanging.
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from vlx import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file with get_config(arg), e.g. configs/alpro_pretrain.py:demo.",
@@ -40,9 +41,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str, code: int) -> None:
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(code)
+_fail = cli.fail
 
 
 def _quiet_orbax(record) -> bool:
@@ -54,7 +53,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]} (overrides look like --config.train.num_steps=10)", 2)
   logging.get_absl_handler().addFilter(_quiet_orbax)
-  from vlx import distributed  # no JAX call before jax.distributed.initialize
+  from vlx import cli, distributed  # no JAX call before jax.distributed.initialize
   try:
     plan = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                _LOCAL_DEVICE_IDS.value, _DISTRIBUTED.value)
@@ -91,16 +90,7 @@ def main(argv: list[str]) -> None:
     _fail(str(e), 1)
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, but a typo'd or ill-typed `--config.*` override ends with one clear line."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-    bad = [a for a in argv[1:] if a.startswith("--config.")]
-    detail = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
-    _fail(f"could not apply the command-line flags {bad or argv[1:]}: {detail} -- overrides must "
-          "name existing fields of the config (it is locked), e.g. --config.train.num_steps=10", 2)
-    raise  # unreachable
+parse_flags = cli.parse_flags
 
 
 if __name__ == "__main__":

@@ -163,14 +163,15 @@ def score_matrix(family: ModuleType, model: nnx.Module, texts: dict, videos: dic
   return out
 
 
-def run_retrieval_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
-                       config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                       make_eval_batches=None) -> dict[str, float]:
-  """Encodes the split, scores (text, video) pairs (`score_matrix`), returns the metrics plus
-  'seconds' (the whole eval) and 'score_seconds' (the scoring alone)."""
+def encode_split(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+                 config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                 make_eval_batches=None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+  """Encodes every clip and caption of the eval block's split (family.encode_videos / encode_texts,
+  jitted once per model structure): (texts, videos, video_index, gt) as host numpy features, one
+  `videos` row per distinct clip in video_index order (its position in the split), `texts` one row
+  per caption, gt[i] = the `videos` row of text i. Shared by the eval and `vlx.search`."""
   if make_eval_batches is None:
     from vlx.data.pipeline import make_eval_batches  # the real pipeline (lazy: TF import)
-  t0 = time.perf_counter()
   rules = tuple(config.mesh.rules)
   graphdef, state = nnx.split(model)
   mode = eval_cfg.get("mode", "vtc") or "vtc"
@@ -201,6 +202,17 @@ def run_retrieval_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_colle
   uniq, first = np.unique(index_all, return_index=True)
   videos = jax.tree.map(lambda x: x[first], videos)
   gt = np.searchsorted(uniq, index_all)
+  return texts, videos, uniq, gt
+
+
+def run_retrieval_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+                       config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                       make_eval_batches=None) -> dict[str, float]:
+  """Encodes the split (`encode_split`), scores (text, video) pairs (`score_matrix`), returns the
+  metrics plus 'seconds' (the whole eval) and 'score_seconds' (the scoring alone)."""
+  t0 = time.perf_counter()
+  rules = tuple(config.mesh.rules)
+  texts, videos, uniq, gt = encode_split(model, family, eval_cfg, config, mesh, make_eval_batches)
 
   t1 = time.perf_counter()
   with jax.set_mesh(mesh), shd.use_rules(rules):

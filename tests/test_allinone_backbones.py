@@ -16,6 +16,7 @@ from vlx.convert.backbones import ALLINONE, init_from_backbones, layout_for, sum
 from vlx.convert.engine import abstract_model
 from vlx.convert.errors import ConversionError, ShapeMismatchError, WrongFamilyError
 from vlx.models.allinone.model import build, model_config
+from timm_state import random_timm_vit
 
 pytestmark = pytest.mark.torch  # writes/reads .pth files
 
@@ -36,23 +37,7 @@ def _flat(state) -> dict[str, np.ndarray]:
 
 
 def _vit(rng, *, grid=4, depth=DEPTH, distilled=False) -> dict[str, np.ndarray]:
-  """A timm-layout (Dei)T state dict: the key names timm's VisionTransformer writes."""
-  r = lambda *s: rng.standard_normal(s).astype(np.float32)
-  prefix = 2 if distilled else 1
-  sd = {"cls_token": r(1, 1, D), "pos_embed": r(1, prefix + grid * grid, D),
-        "patch_embed.proj.weight": r(D, 3, PATCH, PATCH), "patch_embed.proj.bias": r(D),
-        "norm.weight": r(D), "norm.bias": r(D), "head.weight": r(1000, D), "head.bias": r(1000)}
-  if distilled:
-    sd.update({"dist_token": r(1, 1, D), "head_dist.weight": r(1000, D),
-               "head_dist.bias": r(1000)})
-  for k in range(depth):
-    b = f"blocks.{k}."
-    for name, (o, i) in {"attn.qkv": (3 * D, D), "attn.proj": (D, D), "mlp.fc1": (4 * D, D),
-                         "mlp.fc2": (D, 4 * D)}.items():
-      sd[b + name + ".weight"], sd[b + name + ".bias"] = r(o, i), r(o)
-    for name in ("norm1", "norm2"):
-      sd[b + name + ".weight"], sd[b + name + ".bias"] = r(D), r(D)
-  return sd
+  return random_timm_vit(rng, dim=D, depth=depth, patch=PATCH, grid=grid, distilled=distilled)
 
 
 def _save(tmp_path, sd, name="vit.pth") -> str:

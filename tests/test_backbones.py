@@ -19,6 +19,7 @@ from vlx.convert.backbones import init_from_backbones, summary
 from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, ShapeMismatchError,
                                 WrongFamilyError)
 from vlx.models.alpro import build
+from timm_state import random_timm_vit
 
 pytestmark = pytest.mark.torch  # writes/reads .pth files
 
@@ -87,19 +88,7 @@ def _bert_dir(tmp_path, sd, **config) -> str:
 
 
 def _vit(rng, depth=DEPTH) -> dict[str, np.ndarray]:
-  r = lambda *s: rng.standard_normal(s).astype(np.float32)
-  n = (IMG // PATCH) ** 2
-  sd = {"cls_token": r(1, 1, D), "pos_embed": r(1, n + 1, D),
-        "patch_embed.proj.weight": r(D, 3, PATCH, PATCH), "patch_embed.proj.bias": r(D),
-        "norm.weight": r(D), "norm.bias": r(D), "head.weight": r(1000, D), "head.bias": r(1000)}
-  for k in range(depth):
-    b = f"blocks.{k}."
-    for name, (o, i) in {"attn.qkv": (3 * D, D), "attn.proj": (D, D), "mlp.fc1": (4 * D, D),
-                         "mlp.fc2": (D, 4 * D)}.items():
-      sd[b + name + ".weight"], sd[b + name + ".bias"] = r(o, i), r(o)
-    for name in ("norm1", "norm2"):
-      sd[b + name + ".weight"], sd[b + name + ".bias"] = r(D), r(D)
-  return sd
+  return random_timm_vit(rng, dim=D, depth=depth, patch=PATCH, grid=IMG // PATCH)
 
 
 def _vit_file(tmp_path, sd, name="vit.pth") -> str:

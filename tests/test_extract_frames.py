@@ -33,6 +33,23 @@ def _examples(data_dir: pathlib.Path, manual: pathlib.Path) -> dict:
   return out
 
 
+def _shard_starting_with_a_good_clip(manual: pathlib.Path, cache: pathlib.Path) -> int:
+  """Shards hash the clip's absolute path, so tmp_path decides them: pick a shard whose first
+  clip decodes, so that killing it after one clip leaves exactly one cache entry."""
+  first: dict[int, str] = {}
+
+  def consume(_, split, cfg, records):
+    s = bb.decode_settings(cfg, str(cache))
+    for r in records:
+      entry = frame_cache.entry_path(s.cache, r.video_path, r.start, r.end)
+      first.setdefault(extract_frames.shard_of(entry, 2), pathlib.Path(r.video_path).name)
+
+  extract_frames.run_split_generators("video_text", "captions", str(manual), consume)
+  good = [k for k, name in sorted(first.items()) if name.startswith("v")]
+  assert good, f"no shard starts with a decodable clip: {first}"
+  return good[0]
+
+
 def test_shards_and_resume_match_direct_build(tmp_path, capsys):
   manual, cache = tmp_path / "manual", tmp_path / "cache"
   _make_corpus(manual)
@@ -42,24 +59,26 @@ def test_shards_and_resume_match_direct_build(tmp_path, capsys):
     direct = _examples(tmp_path / "direct", manual)
     assert len(direct) == 6 and bb.last_report("video_text", "train")["corrupt"] == 1
     kw = dict(cache=str(cache), config="captions", manual_dir=str(manual), num_shards=2, workers=1)
-    # Shard 0 killed after one clip (plus a stray temp file, as a kill mid-write leaves).
-    first = extract_frames.extract("video_text", shard_index=0, max_videos=1, **kw)
+    kill = _shard_starting_with_a_good_clip(manual, cache)
+    rest = 1 - kill
+    # Shard `kill` killed after one clip (plus a stray temp file, as a kill mid-write leaves).
+    first = extract_frames.extract("video_text", shard_index=kill, max_videos=1, **kw)
     assert first["decoded"] == 1 and first["already_cached"] == 0
     (cache / "stray.vlxf.tmp123").parent.mkdir(parents=True, exist_ok=True)
     (cache / "stray.vlxf.tmp123").write_bytes(b"half")
-    resumed = extract_frames.extract("video_text", shard_index=0, **kw)
+    resumed = extract_frames.extract("video_text", shard_index=kill, **kw)
     assert resumed["already_cached"] == 1 and resumed["clips"] == first["clips"]
-    other = extract_frames.extract("video_text", shard_index=1, **kw)
+    other = extract_frames.extract("video_text", shard_index=rest, **kw)
     assert resumed["clips"] + other["clips"] == 8  # 6 videos + corrupt + missing, shared v0 once
     assert resumed["missing"] + other["missing"] == 1
     assert resumed["corrupt"] + other["corrupt"] == 1
-    again = extract_frames.extract("video_text", shard_index=1, **kw)
+    again = extract_frames.extract("video_text", shard_index=rest, **kw)
     assert again["already_cached"] == other["clips"] - other["missing"] and again["decoded"] == 0
     capsys.readouterr()
     extract_frames.main(["--builder", "video_text", "--config", "captions", "--manual_dir",
                          str(manual), "--cache", str(cache), "--num_shards", "2",
-                         "--shard_index", "1", "--workers", "1"])
-    assert (f"video_text/captions shard 1/2: {other['clips']} clips, {again['already_cached']} "
+                         "--shard_index", str(rest), "--workers", "1"])
+    assert (f"video_text/captions shard {rest}/2: {other['clips']} clips, {again['already_cached']} "
             f"already cached, 0 decoded, {other['missing']} missing") in capsys.readouterr().out
     # The build now only reads the cache: it still works after the good videos are deleted.
     for p in manual.glob("v[0-9].*"):

@@ -84,7 +84,8 @@ def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
   """One `config.evals.<name>` block of type 'retrieval' (fields of README 'Config schema')."""
   e = ml_collections.ConfigDict(_eval_data(
       type="retrieval", mode="vtc", text_field="captions",
-      all_captions=False))  # all_captions: one text row per caption (else the first caption)
+      all_captions=False,  # all_captions: one text row per caption (else the first caption)
+      num_views=1))  # > 1: average the scores over that many random samplings of every clip
   e.update(overrides)
   return e
 

@@ -47,6 +47,8 @@ def _tiny():
     (lambda c: c.model.update(family="nope"), "config.model.family"),
     (lambda c: c.evals.moving_shapes_test.update(type="caption"),
      "config.evals.moving_shapes_test.type"),
+    (lambda c: c.evals.moving_shapes_test.update(num_views=3),
+     "config.evals.moving_shapes_test.num_views"),
     (lambda c: c.mesh.update(axes=(("data", -1), ("model", 3))), "config.mesh.axes"),
 ])
 def test_validate_names_the_field(edit, field):

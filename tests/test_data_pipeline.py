@@ -186,3 +186,20 @@ def test_unbuilt_dataset_gives_build_command(tmp_path, monkeypatch):
           f"--data_dir={tmp_path}") in str(err.value)
   with pytest.raises(ValueError, match="no dataset builder"):
     pipeline.get_builder("no_such_dataset", "", str(tmp_path))
+
+
+def test_eval_views_resample_random_frames(tiny_dir):
+  """evals.<name>.view v > 0 folds v into the frame seed: another random sampling of the same
+  clips; view 0 is the plain eval, and deterministic sampling ignores the view."""
+  c = _config(tiny_dir)
+
+  def videos(sampling, view):
+    ev = ml_collections.ConfigDict(dict(builder="moving_shapes", builder_config="tiny",
+                                        split="test[:6]", num_frames=3, sampling=sampling,
+                                        resolution=32, max_text_len=16, view=view))
+    return [b["video"] for b in pipeline.make_eval_batches(ev, c, batch_size=6)][0]
+
+  v0, v0_again, v1 = (videos("segment_rand", v) for v in (0, 0, 1))
+  np.testing.assert_array_equal(v0, v0_again)
+  assert np.abs(v0 - v1).max() > 0.1
+  np.testing.assert_array_equal(videos("segment_middle", 0), videos("segment_middle", 2))

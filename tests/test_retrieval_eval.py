@@ -68,3 +68,43 @@ def test_run_retrieval_eval_drops_padding_and_counts_videos():
   for k, v in want.items():
     assert m[k] == pytest.approx(v), k
   assert isinstance(ml_collections.ConfigDict(m), ml_collections.ConfigDict)
+
+
+def _noisy_view(video: np.ndarray, view: int, index: np.ndarray) -> np.ndarray:
+  """Another 'sampling' of each clip: noise fixed by (view, clip index)."""
+  noise = [np.random.RandomState(view * 1000 + int(i) % 1000).randn(*video.shape[1:])
+           for i in index]
+  return video + 0.3 * np.stack(noise).astype(np.float32)
+
+
+def test_num_views_average_the_similarity_of_random_views():
+  """num_views=3 (All-in-one's retrieval_views): one encode per view (field `view` = 0, 1, 2
+  reaches the batches), the score matrices averaged before ranking."""
+  c = fake_family.toy_config()
+  mesh = shd.make_mesh(c.mesh)
+  model = fake_family.build(c.model, rngs=nnx.Rngs(params=0))
+  ev = ml_collections.ConfigDict(c.evals.toy_test.to_dict())
+  ev.update(num_views=3, sampling="rand")
+  seen = []
+
+  def batches(eval_cfg, config, *, batch_size):
+    seen.append(eval_cfg.view)
+    for rows in fake_family.make_eval_batches(eval_cfg, config, batch_size=batch_size):
+      yield dict(rows, video=_noisy_view(rows["video"], eval_cfg.view, rows["video_index"]))
+
+  with jax.set_mesh(mesh):
+    m = retrieval.run_retrieval_eval(model, fake_family, ev, c, mesh, make_eval_batches=batches)
+  assert seen == [0, 1, 2]
+  full = fake_family.synthetic_batch(10 ** 6, 20, c, seed=7)
+  t = np.asarray(fake_family.encode_texts(model, full)["feat"])
+  sims = [t @ np.asarray(fake_family.encode_videos(
+      model, dict(full, video=_noisy_view(full["video"], v, np.arange(20))))["feat"]).T
+          for v in range(3)]
+  want = retrieval.retrieval_metrics(np.mean(sims, 0), np.arange(20))
+  single = retrieval.retrieval_metrics(sims[0], np.arange(20))
+  assert want != single   # the views matter for this toy, so the check below can fail
+  for k, v in want.items():
+    assert m[k] == pytest.approx(v), k
+  ev.sampling = "uniform"
+  with pytest.raises(ValueError, match="num_views=3 averages random samplings"):
+    retrieval.view_configs(ev)

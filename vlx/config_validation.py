@@ -88,6 +88,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"{sorted(evals.EVALUATORS)}")
     _check(int(ev.get("batch_size", 1)) > 0, f"config.evals.{name}.batch_size must be > 0")
     _check(int(ev.get("every", 0)) >= 0, f"config.evals.{name}.every must be >= 0")
+    views = int(ev.get("num_views", 1) or 1)
+    _check(views >= 1, f"config.evals.{name}.num_views={views} must be >= 1")
+    _check(ev.get("type") != "retrieval" or views == 1
+           or ev.get("sampling") in ("rand", "segment_rand"),
+           f"config.evals.{name}.num_views={views} averages random frame samplings, but "
+           f"sampling={ev.get('sampling')!r} gives the same frames every view: use 'rand' or "
+           "'segment_rand', or num_views=1")
 
 
 def _validate_train_data(train: ml_collections.ConfigDict) -> None:

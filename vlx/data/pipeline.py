@@ -460,8 +460,12 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   prep = functools.partial(video_ops.preprocess_clip, center=True, **vkw)
   has_question = "question" in builder.info.features
 
+  view = int(eval_cfg.get("view", 0) or 0)  # retrieval views: an independent random sampling
+
   def process(i, ex):  # random samplings (if asked for) are fixed per clip (and view)
     seed = tf.stack([tf.constant(int(config.seed), tf.int64), i])
+    if view:
+      seed = tf.random.experimental.stateless_fold_in(seed, 7919 + view)
     if views > 1:
       video = tf.stack([prep(video_ops.temporal_window(ex["video"], v, views),
                              seed=tf.random.experimental.stateless_fold_in(seed, v))

@@ -3,6 +3,8 @@
   python benchmarks/step_time.py --config configs/alpro_pretrain.py:demo --batch_size 32
   python benchmarks/step_time.py --config configs/alpro_pretrain.py --batch_size 2 --steps 2
   python benchmarks/step_time.py --config configs/alpro_pretrain.py --batch_size 16 --memory_only
+  python benchmarks/step_time.py --config configs/allinone_pretrain.py:B --batch_size 16 \
+      --memory_only --dtype bfloat16 --remat
 
 Memory comes from XLA's compiled memory analysis of the jitted step lowered on abstract inputs
 (nothing allocated), so it also works for sizes that would not fit; time needs real arrays.
@@ -108,12 +110,15 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--memory_only", action="store_true", help="compile + memory analysis only")
   p.add_argument("--dtype", default="", help="override config.model.dtype (e.g. bfloat16)")
+  p.add_argument("--remat", action="store_true", help="set config.model.remat (recompute blocks)")
   a = p.parse_args()
   for spec in a.config:
     config = load_config(spec)
     config.name = spec
     if a.dtype:
       config.model.dtype = a.dtype
+    if a.remat:
+      config.model.remat = True
     bs = a.batch_size or int(config.data.global_batch_size)
     print(json.dumps(bench(config, bs, a.steps, a.memory_only)), flush=True)
 

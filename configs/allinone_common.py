@@ -54,6 +54,9 @@ def allinone_model(preset: str, variant: str = "B") -> ml_collections.ConfigDict
   """The model block: a released size for the paper preset, a small one for demo / tiny."""
   m = model_config(variant if preset == "" else "tiny")
   m.irtr_false_texts = 15               # draw_false_text of the retrieval configs (spec §7)
+  # Evaluation patch order: 'random' = the reference (visual_embed permutes every frame's patches
+  # in eval too; here reproducibly per clip and view), 'raster' = identity order.
+  m.eval_patch_order = "random"
   if preset == "demo":
     m.update(variant="custom", img_size=DEMO_SIZE, patch_size=8, hidden_size=128, num_layers=4,
              num_heads=4, max_text_len=24, drop_rate=0.0, drop_path_rate=0.0, shared_embedding_dim=64,

@@ -180,14 +180,20 @@ def encode_split(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections
   encode = _jitted(family, graphdef, mode)[0]
 
   per_host = int(eval_cfg.batch_size)
+  view = int(eval_cfg.get("view", 0) or 0)
   vids: list[dict] = []
   txts: list[dict] = []
   index, valid = [], []
   with jax.set_mesh(mesh), shd.use_rules(rules):
     for batch in make_eval_batches(eval_cfg, config, batch_size=per_host):
-      index.append(_gather(np.asarray(batch.pop("video_index"))))
+      # video_index stays in the batch and view_index (eval_cfg.view, one per row) is added
+      # unless present: a family may key per-clip randomness on them (All-in-one's eval patch
+      # order, tasks.batch_patch_perm).
+      index.append(_gather(np.asarray(batch["video_index"])))
       valid.append(_gather(np.asarray(batch.pop("valid"), bool)))
       batch = {k: v for k, v in batch.items() if np.asarray(v).dtype != object}
+      if "view_index" not in batch:
+        batch["view_index"] = np.full(np.asarray(batch["video_index"]).shape, view, np.int32)
       v, t = encode(state, _place(batch, mesh, rules))
       vids.append(jax.tree.map(_to_host, v))
       txts.append(jax.tree.map(_to_host, t))

@@ -34,8 +34,9 @@ def _field(model: ml_collections.ConfigDict, dotted: str):
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Family checks: every active objective has its head; data frames / size match the model;
-  the text length fits the position table."""
+  the text length fits the position table; model.eval_patch_order is 'random' or 'raster'."""
   m = config.model
+  _model.check_eval_patch_order(m)
   for name, w in config.objectives.items():
     if float(w) and not _field(m, _NEEDS.get(name, "heads.itm")):
       raise ValueError(f"config.objectives.{name}={w} needs config.model.{_NEEDS[name]} "

@@ -25,6 +25,9 @@ from vlx.layers.vit import VisionTransformer, temporal_roll
 # Released sizes (spec §1): hidden, heads, distilled ViT (S), 'deit' in the ViT factory name.
 SIZES = {"Ti": (192, 3, False, True), "S": (384, 6, True, True), "B": (768, 12, False, False)}
 _EMBED_INIT = nnx.initializers.normal(stddev=0.02)
+# model.eval_patch_order: 'random' = the reference's random patch order per frame in evaluation
+# too (reproducible per clip, tasks.eval_patch_perm); 'raster' = identity order.
+EVAL_PATCH_ORDERS = ("random", "raster")
 
 
 def model_config(variant: str = "B") -> ml_collections.ConfigDict:
@@ -38,7 +41,7 @@ def model_config(variant: str = "B") -> ml_collections.ConfigDict:
       num_layers=12, num_heads=heads, mlp_ratio=4.0, distilled=distilled, temporal_embed=True,
       deit=deit, roll_div=8, vocab_size=30522, max_text_len=40, vit_ln_eps=1e-6,
       text_ln_eps=1e-12, head_ln_eps=1e-5, drop_rate=0.1, drop_path_rate=0.1,
-      shared_embedding_dim=512,
+      shared_embedding_dim=512, eval_patch_order="random",
       heads=ml_collections.ConfigDict(dict(mlm=True, itm=True, itc=False, num_qa_labels=0,
                                            mc_vqa=False, vcop=False, rank_untied=False))))
   if variant == "tiny":
@@ -79,6 +82,7 @@ class AllInOne(nnx.Module):
               rngs=rngs)
     self.num_frames, self.distilled, self.deit = c.num_frames, c.distilled, c.deit
     self.roll_div, self.remat = c.roll_div, c.remat
+    self.eval_patch_order = str(c.get("eval_patch_order", "random"))   # read by tasks.py
     self.text_embeddings = BertEmbeddings(c.vocab_size, d, c.max_text_len, 2,
                                           ln_eps=c.text_ln_eps, dropout=c.drop_rate, **kw)
     self.token_type_embeddings = nnx.Embed(
@@ -245,7 +249,16 @@ def check_variant(c: ml_collections.ConfigDict) -> None:
           f"model_config({c.variant!r}), or set model.variant='custom' for other sizes")
 
 
+def check_eval_patch_order(c: ml_collections.ConfigDict) -> None:
+  order = c.get("eval_patch_order", "random")
+  if order not in EVAL_PATCH_ORDERS:
+    raise ValueError(f"config.model.eval_patch_order={order!r}; expected one of "
+                     f"{EVAL_PATCH_ORDERS} ('random' = the reference's per-frame random patch "
+                     "order, 'raster' = identity order)")
+
+
 def build(model_config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> AllInOne:
   check_variant(model_config)
+  check_eval_patch_order(model_config)
   with common.kernel_init_scheme(model_config.get("kernel_init", "trunc_normal")):
     return AllInOne(model_config, rngs=rngs)

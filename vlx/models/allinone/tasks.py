@@ -1,8 +1,10 @@
 """All-in-one downstream scoring (spec §5): option scores, answer / class logits, retrieval.
 
-Every head reads `cls_feats` (pooled text [CLS] of the joint pass). Evaluation passes use the
-raster patch order (`patch_perm=None`); training draws a random order per frame as the
-reference does (objectives.py).
+Every head reads `cls_feats` (pooled text [CLS] of the joint pass). The reference permutes the
+patch tokens of every frame at random in evaluation too (spec §3.3.4), and the temporal roll then
+moves random patches; `config.model.eval_patch_order='random'` (default) does the same with a
+reproducible order per clip (`eval_patch_perm`), 'raster' keeps the identity order. Training draws
+a fresh random order per step (objectives.py).
 """
 from __future__ import annotations
 
@@ -15,10 +17,49 @@ import numpy as np
 from flax import nnx
 
 RETRIEVAL_MODES = ("vtm", "vtc", "itc")   # 'itc' = alias of 'vtc' (ind_itc embeddings)
+EVAL_PERM_SEED = 0                          # the fixed key of the eval patch orders
+# Batch keys naming a row's clip, in order of preference (vlx/data/tasks.py EVAL_KEYS).
+_ROW_KEYS = ("video_index", "example_index")
 
 
 def _rngs(rng: jax.Array | None, train: bool) -> nnx.Rngs | None:
   return nnx.Rngs(dropout=rng) if train and rng is not None else None
+
+
+def eval_patch_perm(model, video: jax.Array, row_index: jax.Array,
+                    view_index: jax.Array | int = 0) -> jax.Array | None:
+  """[B, T, P] evaluation patch order of every frame, or None (raster) when the model's
+  `eval_patch_order` is 'raster'.
+
+  Row b's order depends only on (row_index[b], view_index[b]), never on the batch it sits in:
+  `k = fold_in(fold_in(key(EVAL_PERM_SEED), row_index[b]), view_index[b])`, then
+  `argsort(uniform(k, (T, P)), axis=-1)` (an independent uniform permutation per frame, like
+  the reference's multinomial and objectives.random_patch_perm)."""
+  if getattr(model, "eval_patch_order", "random") == "raster":
+    return None
+  b, t, h, w = video.shape[:4]
+  p = int(model.transformer.patch_embed.proj.kernel.shape[0])
+  n = (h // p) * (w // p)
+  rows = jnp.broadcast_to(jnp.asarray(row_index, jnp.int32).reshape(-1), (b,))
+  views = jnp.broadcast_to(jnp.asarray(view_index, jnp.int32).reshape(-1), (b,))
+  base = jax.random.key(EVAL_PERM_SEED)
+
+  def one(row, view):
+    k = jax.random.fold_in(jax.random.fold_in(base, row), view)
+    return jnp.argsort(jax.random.uniform(k, (t, n)), axis=-1).astype(jnp.int32)
+
+  return jax.vmap(one)(rows, views)
+
+
+def batch_patch_perm(model, batch: dict) -> jax.Array | None:
+  """eval_patch_perm of an eval batch: rows keyed by `video_index` (else `example_index`; with
+  neither, the row's position in the batch, which then depends on the batch composition) and
+  `view_index` (retrieval / classification views; 0 when absent). Padding rows (index -1) get
+  some order; their outputs are dropped."""
+  video = batch["video"]
+  key = next((k for k in _ROW_KEYS if k in batch), None)
+  rows = batch[key] if key is not None else jnp.arange(video.shape[0], dtype=jnp.int32)
+  return eval_patch_perm(model, video, rows, batch.get("view_index", 0))
 
 
 def per_video(embeds: jax.Array, masks: jax.Array, batch: int,
@@ -68,7 +109,8 @@ def mc_scores(model, batch: dict) -> jax.Array:
   for key in ("video", "choice_ids", "choice_mask"):
     if key not in batch:
       raise ValueError(f"mc_scores: batch has no {key!r} (task 'multiple_choice')")
-  feats = option_cls_feats(model, batch["choice_ids"], batch["choice_mask"], batch["video"])
+  feats = option_cls_feats(model, batch["choice_ids"], batch["choice_mask"], batch["video"],
+                           patch_perm=batch_patch_perm(model, batch))
   return option_scores(model, feats, mc_head(model))
 
 
@@ -86,25 +128,29 @@ def answer_logits(model, batch: dict, *, rng: jax.Array | None = None,
 
 
 def qa_logits(model, batch: dict) -> jax.Array:
-  """[B, num_labels] answer logits (family contract)."""
-  return answer_logits(model, batch)
+  """[B, num_labels] answer logits (family contract), in the eval patch order."""
+  return answer_logits(model, batch, patch_perm=batch_patch_perm(model, batch))
 
 
 def class_logits(model, batch: dict) -> jax.Array:
-  """[B, C] class logits of one view per row (family contract; the eval averages views)."""
-  return answer_logits(model, batch)
+  """[B, C] class logits of one view per row (family contract; the eval averages views); each
+  view (`view_index`) of a clip has its own patch order."""
+  return answer_logits(model, batch, patch_perm=batch_patch_perm(model, batch))
 
 
 # -- retrieval (family contract) -----------------------------------------------------------
 def encode_videos(model, batch: dict) -> dict[str, jax.Array]:
   """Video embeddings for exact VTM ([B, T, l, D], embedded once per video as the reference's
-  compute_irtr_recall) and, with the itc head, the projected video CLS for VTC."""
+  compute_irtr_recall) and, with the itc head, the projected video CLS for VTC. Both use the
+  row's eval patch order (`batch_patch_perm`: video_index + view_index); VTM / re-rank pair these
+  embeddings with the texts, so a clip keeps one order across all its pairs in a view."""
   video = batch["video"]
-  emb, msk = model.embed_video(video)
+  perm = batch_patch_perm(model, batch)
+  emb, msk = model.embed_video(video, perm)
   emb, msk = per_video(emb, msk, video.shape[0], video.shape[1])
   out = dict(video_embeds=emb, video_masks=msk)
   if hasattr(model, "vid_proj"):
-    out["itc_video"] = model.infer_video_only(video)["image_feats"][:, 0]
+    out["itc_video"] = model.infer_video_only(video, patch_perm=perm)["image_feats"][:, 0]
   return out
 
 

@@ -85,7 +85,8 @@ def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
   e = ml_collections.ConfigDict(_eval_data(
       type="retrieval", mode="vtc", text_field="captions",
       all_captions=False,  # all_captions: one text row per caption (else the first caption)
-      num_views=1))  # > 1: average the scores over that many random samplings of every clip
+      num_views=1,  # > 1: average the scores over that many random samplings of every clip
+      protocol="alpro"))  # metric code: 'alpro' (4-decimal rounding) or 'allinone' (tie-aware)
   e.update(overrides)
   return e
 

@@ -49,6 +49,8 @@ def _tiny():
      "config.evals.moving_shapes_test.type"),
     (lambda c: c.evals.moving_shapes_test.update(num_views=3),
      "config.evals.moving_shapes_test.num_views"),
+    (lambda c: c.evals.moving_shapes_test.update(protocol="vilt"),
+     "config.evals.moving_shapes_test.protocol"),
     (lambda c: c.mesh.update(axes=(("data", -1), ("model", 3))), "config.mesh.axes"),
 ])
 def test_validate_names_the_field(edit, field):

@@ -108,3 +108,33 @@ def test_num_views_average_the_similarity_of_random_views():
   ev.sampling = "uniform"
   with pytest.raises(ValueError, match="num_views=3 averages random samplings"):
     retrieval.view_configs(ev)
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny/distilled"])
+def test_allinone_protocol_matches_reference_fixture(reference_dir, fixture):
+  """protocol 'allinone' = the reference's t2v_metrics / v2t_metrics on its own similarity."""
+  out = np.load(reference_dir / "allinone" / fixture / "outputs.npz")
+  m = retrieval.tie_aware_metrics(out["itc_sim_t2v"], np.arange(len(out["itc_sim_t2v"])))
+  keys = ("r1", "r5", "r10", "medr", "meanr")
+  np.testing.assert_allclose([m[k] for k in keys], out["itc_metrics_t2v"][[0, 1, 2, 4, 5]],
+                             rtol=1e-6)
+  np.testing.assert_allclose([m[f"v2t/{k}"] for k in keys],
+                             out["itc_metrics_v2t"][[0, 1, 2, 4, 5]], rtol=1e-6)
+
+
+def test_allinone_protocol_ties_and_captions_by_hand():
+  # 3 texts (texts 0, 1 of video 0; text 2 of video 1), 2 videos; ties everywhere.
+  sim = np.array([[0.5, 0.5],     # t2v: tie with the other video -> optimistic rank 0
+                  [0.2, 0.9],     # t2v rank 1
+                  [0.5, 0.5]])    # t2v rank 0
+  m = retrieval.tie_aware_metrics(sim, [0, 0, 1])
+  assert (m["r1"], m["meanr"]) == (pytest.approx(200 / 3), pytest.approx(4 / 3))
+  # v2t: video 0 column [0.5, 0.2, 0.5]: text 0 above 0, tied 2 -> 0.5; text 1 -> 2.0; best 0.5.
+  # video 1 column [0.5, 0.9, 0.5]: text 2 above 1 (0.9), tied 2 -> 1.5.
+  assert m["v2t/meanr"] == pytest.approx(((0.5 + 1) + (1.5 + 1)) / 2)
+  assert m["v2t/r1"] == pytest.approx(50.0) and m["v2t/medr"] == pytest.approx(2.0)
+  # The ALPRO protocol on the same matrix: stable order, ties rank by index.
+  a = retrieval.retrieval_metrics(sim, [0, 0, 1])
+  assert a["r1"] == pytest.approx(100 / 3)
+  with pytest.raises(ValueError, match="outside"):
+    retrieval.tie_aware_metrics(sim, [0, 0, 2])

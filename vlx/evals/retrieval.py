@@ -1,7 +1,9 @@
-"""Text<->video retrieval: metrics as the ALPRO reference computes them, and the eval driver.
+"""Text<->video retrieval: metrics as the references compute them, and the eval driver.
 
-Metrics (ALPRO spec §6.1): scores optionally rounded to 4 decimals, each query row sorted in
-descending order (stable: ties keep index order), rank = position of the ground truth;
+`evals.<name>.protocol` picks the metric code: 'alpro' (default, `retrieval_metrics`) or
+'allinone' (`tie_aware_metrics`). ALPRO's (spec §6.1): scores optionally rounded to 4 decimals,
+each query row sorted in descending order (stable: ties keep index order), rank = position of
+the ground truth;
 R@k = 100 * fraction of queries with rank < k, MedR = median(rank + 1), MeanR = mean(rank + 1).
 video->text uses the inverted caption->video map (a video's GT caption is its last caption).
 """
@@ -56,6 +58,33 @@ def retrieval_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int],
   v2t = _summary(_ranks(sim.T[videos], np.asarray([gt_text_for_video[v] for v in videos])))
   out.update({f"v2t/{k}": v for k, v in v2t.items()})
   return out
+
+
+def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict[str, float]:
+  """The All-in-one protocol (its spec §5, `t2v_metrics` / `v2t_metrics`), same keys as
+  `retrieval_metrics`: no rounding; text->video rank = number of videos scored strictly above
+  the ground truth (ties count in the query's favour); video->text rank of each caption = above +
+  (tied - 1) / 2 (the mean of the tied positions), the best over the video's captions."""
+  sim = np.asarray(sim, np.float64)
+  gt = np.asarray(gt_video_for_text, np.int64)
+  if sim.ndim != 2 or gt.shape != (sim.shape[0],):
+    raise ValueError(f"tie_aware_metrics: sim must be [Nt, Nv] and gt [Nt]; got {sim.shape}, "
+                     f"{gt.shape}")
+  if gt.min(initial=0) < 0 or gt.max(initial=0) >= sim.shape[1]:
+    raise ValueError("tie_aware_metrics: gt_video_for_text has indices outside [0, Nv)")
+  own = sim[np.arange(len(gt)), gt]                               # [Nt] each text's GT score
+  out = _summary(np.sum(sim > own[:, None], axis=1).astype(np.float64))
+  col = sim.T                                                     # [Nv, Nt]
+  per_text = (np.sum(col[gt] > own[:, None], axis=1)
+              + (np.sum(col[gt] == own[:, None], axis=1) - 1) / 2.0)
+  videos = np.unique(gt)
+  best = np.asarray([per_text[gt == v].min() for v in videos])
+  out.update({f"v2t/{k}": v for k, v in _summary(best).items()})
+  return out
+
+
+METRIC_PROTOCOLS = {"alpro": lambda sim, gt: retrieval_metrics(sim, gt, decimals=4),
+                    "allinone": tie_aware_metrics}
 
 
 def _gather(x: np.ndarray) -> np.ndarray:
@@ -253,7 +282,11 @@ def run_retrieval_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_colle
     score_seconds += time.perf_counter() - t1
   sim = sims[0] if len(sims) == 1 else np.mean(sims, axis=0)
   t2 = time.perf_counter()
-  metrics = retrieval_metrics(sim, gt, decimals=4)
+  protocol = eval_cfg.get("protocol", "alpro") or "alpro"
+  if protocol not in METRIC_PROTOCOLS:
+    raise ValueError(f"eval {eval_cfg.get('builder')!r}: protocol={protocol!r}, expected one of "
+                     f"{sorted(METRIC_PROTOCOLS)}")
+  metrics = METRIC_PROTOCOLS[protocol](sim, gt)
   metrics["num_videos"] = int(len(uniq))
   metrics["num_texts"] = int(len(gt))
   metrics["seconds"] = round(t2 - t0, 3)

@@ -149,7 +149,8 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, modes: tuple[str,
 
 
 def qa_evals(c: ml_collections.ConfigDict, preset: str, **overrides) -> ml_collections.ConfigDict:
-  """Open-ended QA accuracy (in-vocabulary answers score, others count as wrong)."""
+  """Open-ended QA accuracy as the reference measures it: over in-vocabulary answers only."""
+  overrides = dict(overrides, protocol="allinone")
   if preset:
     overrides = dict(overrides, qtypes=MOVING_SHAPES_QTYPES, qtype_source="feature")
   return ml_collections.ConfigDict(dict(test=common.qa_eval(**eval_fields(c, preset,

@@ -98,7 +98,8 @@ def qa_eval(**overrides) -> ml_collections.ConfigDict:
   MSRVTT-QA / MSVD-QA wh-word types) or 'feature' (the builder's qa/qtype strings)."""
   e = ml_collections.ConfigDict(_eval_data(
       type="qa", task="qa", num_frames=16,
-      qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word"))
+      qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word",
+      protocol="alpro"))  # 'allinone': out-of-vocabulary answers leave the denominator
   e.update(overrides)
   return e
 

@@ -32,6 +32,11 @@ def test_hand_computed_accuracy_types_and_ratios():
   assert qa_eval.qa_metrics(pred, labels, [0, 0, 0, 1, 2, 1]) == m
   # a prediction of class -1 never matches an out-of-vocabulary ground truth
   assert qa_eval.qa_metrics([-1], [-1], [0])["acc"] == 0.0
+  # All-in-one protocol: the out-of-vocabulary question (3, 'who') leaves the denominators.
+  a = qa_eval.qa_metrics(pred, labels, [0, 0, 0, 1, 2, 1], exclude_oov=True)
+  assert (a["acc"], a["what_acc"], a["who_acc"], a["how_acc"]) == (80.0, 66.67, 100.0, 100.0)
+  assert (a["who_ratio"], a["num_questions"]) == (m["who_ratio"], 6)
+  assert qa_eval.qa_metrics([-1], [-1], [0], exclude_oov=True)["acc"] == 0.0  # nothing scored
 
 
 def test_unlisted_types_count_overall_only_and_custom_type_names():

@@ -89,7 +89,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     _check(int(ev.get("batch_size", 1)) > 0, f"config.evals.{name}.batch_size must be > 0")
     _check(int(ev.get("every", 0)) >= 0, f"config.evals.{name}.every must be >= 0")
     protocols = tuple(sorted(evals.retrieval.METRIC_PROTOCOLS))
-    _check(ev.get("type") != "retrieval" or (ev.get("protocol", "alpro") or "alpro") in protocols,
+    _check(ev.get("type") not in ("retrieval", "qa")
+           or (ev.get("protocol", "alpro") or "alpro") in protocols,
            f"config.evals.{name}.protocol={ev.get('protocol')!r}: expected one of {protocols}")
     views = int(ev.get("num_views", 1) or 1)
     _check(views >= 1, f"config.evals.{name}.num_views={views} must be >= 1")

@@ -4,6 +4,9 @@ Metrics (ALPRO spec §6.2, `evaluate_qa` + the rank gathering of `validate`): ac
 (predicted answer == ground-truth answer) over every question, a ground truth outside the answer
 vocabulary always wrong; per question type `<t>_acc` over that type's questions (0 when it has
 none) and `<t>_ratio` = its share of all questions; all in percent rounded to 2 decimals.
+`evals.<name>.protocol='allinone'` measures as the All-in-one reference does (its spec §5,
+`Accuracy` ignores label -100): questions whose answer is outside the vocabulary are left out of
+every accuracy's denominator instead of counting as wrong.
 """
 from __future__ import annotations
 
@@ -22,17 +25,21 @@ from vlx.data.qa import MSRVTT_QTYPES
 from vlx.evals.retrieval import _gather, _place, _to_host
 
 
+PROTOCOLS = ("alpro", "allinone")
+
+
 def _percent(x: float) -> float:
   return round(float(x) * 100, 2)
 
 
 def qa_metrics(pred_answer_ids: Sequence[int], gt: Sequence, qtypes: Sequence,
                vocab: dict[str, int] | None = None,
-               type_names: Sequence[str] = MSRVTT_QTYPES) -> dict[str, float]:
+               type_names: Sequence[str] = MSRVTT_QTYPES,
+               exclude_oov: bool = False) -> dict[str, float]:
   """pred_answer_ids [N] (argmax class), gt [N] answer strings (needs `vocab`) or label ids
   (-1 = answer not in the vocabulary), qtypes [N] type names or indices into `type_names`
   (-1 / unknown names count in 'acc' only). Returns 'acc', '<t>_acc', '<t>_ratio' (percent),
-  'num_questions'."""
+  'num_questions'. exclude_oov: accuracies over in-vocabulary answers only (All-in-one)."""
   pred = np.asarray(pred_answer_ids, np.int64).reshape(-1)
   n = len(pred)
   if n == 0:
@@ -58,10 +65,11 @@ def qa_metrics(pred_answer_ids: Sequence[int], gt: Sequence, qtypes: Sequence,
     index = {t: i for i, t in enumerate(type_names)}
     type_ids = np.asarray([index.get(t.decode() if isinstance(t, bytes) else str(t), -1)
                            for t in qtypes], np.int64)
-  out = {"acc": _percent(correct.mean()), "num_questions": n}
+  scored = labels >= 0 if exclude_oov else np.ones(n, bool)
+  out = {"acc": _percent(correct[scored].mean()) if scored.any() else 0.0, "num_questions": n}
   for i, name in enumerate(type_names):
     sel = type_ids == i
-    out[f"{name}_acc"] = _percent(correct[sel].mean()) if sel.any() else 0.0
+    out[f"{name}_acc"] = _percent(correct[sel & scored].mean()) if (sel & scored).any() else 0.0
     out[f"{name}_ratio"] = _percent(sel.sum() / n)
   return out
 
@@ -102,8 +110,12 @@ def run_qa_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.
     raise ValueError(f"answer label {int(labels_all.max())} >= the model's {num_classes} classes "
                      "(config.model.num_labels is smaller than the answer vocabulary)")
   names = tuple(eval_cfg.get("qtypes", MSRVTT_QTYPES))
+  protocol = eval_cfg.get("protocol", "alpro") or "alpro"
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"eval {eval_cfg.get('builder')!r}: protocol={protocol!r}, expected one of "
+                     f"{PROTOCOLS}")
   metrics = qa_metrics(np.concatenate(preds)[keep], labels_all, np.concatenate(qtypes)[keep],
-                       type_names=names)
+                       type_names=names, exclude_oov=protocol == "allinone")
   ids = np.concatenate(index)
   if ids.size:
     ids = ids[keep]

@@ -90,6 +90,8 @@ def experiment(preset: str, *, objectives: dict[str, float], task: str, builder:
   # embedding (frames != 3: fresh zeros; the reference keeps the first 3 rows and zero-pads,
   # which `python -m vlx.convert ... --set num_frames=T` reproduces, e.g. for K400).
   c.init.keep_init = ("^text_embeddings/position/", "^transformer/temporal_embed$")
+  if {"multiple_choice", "mc_vqa"} & set(objectives):  # the reference re-creates its ITM head
+    c.init.reinit = ("^itm_score/",)                   # for these fine-tunings (spec §5)
   c.data.train.update(task=task, **train_fields)
   if preset == "":
     c.model.num_frames = num_frames

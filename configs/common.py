@@ -65,8 +65,9 @@ def base_config() -> ml_collections.ConfigDict:
              ("heads", "model"), ("vocab", "model"), ("proj", None))))
   # bert_dir / vit_file: public backbones for training from scratch (a Hugging Face BERT folder,
   # a timm ViT state dict); see vlx/convert/backbones.py.
+  # reinit: key regexes that keep their fresh init when training starts from those weights.
   c.init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint="", bert_dir="",
-                                          vit_file=""))
+                                          vit_file="", reinit=()))
   c.evals = ml_collections.ConfigDict()
   return c
 

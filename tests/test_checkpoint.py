@@ -97,3 +97,17 @@ def test_init_from_converted_uses_the_converter(monkeypatch, tmp_path):
   assert calls == [str(tmp_path)]
   np.testing.assert_array_equal(out["params"]["word"]["embedding"][...], other.word.embedding[...])
   np.testing.assert_array_equal(out["other"]["buffer"][...], np.full(4, 3.0))
+  # init.reinit: a training run keeps the fresh init of the matching arrays (and only those);
+  # --mode eval (training=False) loads them like the rest.
+  init = ml_collections.ConfigDict(dict(from_checkpoint="", from_converted=str(tmp_path),
+                                        reinit=("^text_out/",)))
+  fresh = ckpt.init_from(state, init)
+  for name in ("kernel", "bias"):
+    np.testing.assert_array_equal(fresh["params"]["text_out"][name][...],
+                                  state["params"]["text_out"][name][...])
+  assert not np.array_equal(state["params"]["text_out"]["kernel"][...], other.text_out.kernel[...])
+  np.testing.assert_array_equal(fresh["params"]["video_out"]["kernel"][...],
+                                other.video_out.kernel[...])
+  loaded = ckpt.init_from(state, init, training=False)
+  np.testing.assert_array_equal(loaded["params"]["text_out"]["kernel"][...],
+                                other.text_out.kernel[...])

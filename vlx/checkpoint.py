@@ -154,18 +154,22 @@ def _adapt(key: str, src: Any, shape: tuple[int, ...], keep_init: tuple[str, ...
 
 
 def _load_into(target: Any, source: dict[str, Any], what: str,
-               keep_init: tuple[str, ...] = ()) -> tuple[Any, list[str]]:
+               keep_init: tuple[str, ...] = (),
+               reinit: tuple[str, ...] = ()) -> tuple[Any, list[str]]:
   """Copies source leaves into target (an nnx.State of arrays) by path.
 
   Same shape: copied; `RESIZABLE` keys: resized; other shape changes: an error unless a regex of
-  `keep_init` matches the key. Model keys absent in the source (e.g. a new QA classifier) keep
-  their fresh init and are logged by name."""
+  `keep_init` matches the key. Model keys absent in the source (e.g. a new QA classifier) or
+  matched by a regex of `reinit` keep their fresh init and are logged by name."""
   loaded = []
   flat_paths = jax.tree_util.tree_flatten_with_path(target)[0]
   leaves = []
   for p, leaf in flat_paths:
     key = path_str(p)
     src = source.get(key)
+    if src is not None and any(re.search(rx, key) for rx in reinit):
+      logging.info("%s: %s re-initialised (config.init.reinit)", what, key)
+      src = None
     value = None if src is None else _adapt(key, src, tuple(leaf.shape), keep_init, what)
     if value is None:
       leaves.append(leaf)
@@ -197,13 +201,17 @@ def _load_converted_fn():
                     "not available in this installation")
 
 
-def init_from(state: dict[str, Any], init_cfg) -> dict[str, Any]:
+def init_from(state: dict[str, Any], init_cfg, *, training: bool = True) -> dict[str, Any]:
   """Applies config.init: public backbones (bert_dir / vit_file), then params (and model
   variables) from another vlx run (from_checkpoint) or a converted dir (from_converted).
 
   Shape changes: see `_load_into` (time_embed resized; others an error unless declared in
-  init_cfg.keep_init, a tuple of key regexes)."""
+  init_cfg.keep_init, a tuple of key regexes). init_cfg.reinit (key regexes): arrays that keep
+  their fresh init when a training run starts from those weights (All-in-one re-creates its ITM
+  head before multiple-choice fine-tuning); `training=False` (`--mode eval`, e.g. zero-shot
+  evaluation) loads them like every other array."""
   keep_init = tuple(init_cfg.get("keep_init", ()) or ())
+  reinit = tuple(init_cfg.get("reinit", ()) or ()) if training else ()
   if init_cfg.get("bert_dir") or init_cfg.get("vit_file"):
     from vlx.convert.backbones import init_from_backbones, summary  # lazy: reads torch files
     state = dict(state)
@@ -214,7 +222,7 @@ def init_from(state: dict[str, Any], init_cfg) -> dict[str, Any]:
     path = _resolve_checkpoint(init_cfg.from_checkpoint)
     state = dict(state)
     state["params"], loaded = _load_into(state["params"], _flat(_restore_params_numpy(path)),
-                                         f"init from {path}", keep_init)
+                                         f"init from {path}", keep_init, reinit)
     if not loaded:
       raise ValueError(f"config.init.from_checkpoint={path}: no parameter matched the model")
   if init_cfg.get("from_converted"):
@@ -222,9 +230,9 @@ def init_from(state: dict[str, Any], init_cfg) -> dict[str, Any]:
     source = _flat(nnx.to_pure_dict(converted) if isinstance(converted, nnx.State) else converted)
     state = dict(state)
     what = f"init from converted {init_cfg.from_converted}"
-    state["params"], loaded = _load_into(state["params"], source, what, keep_init)
+    state["params"], loaded = _load_into(state["params"], source, what, keep_init, reinit)
     state["other"], _ = _load_into(state["other"], source, what + " (non-Param variables)",
-                                   keep_init)
+                                   keep_init, reinit)
     if not loaded:
       raise ValueError(f"config.init.from_converted={init_cfg.from_converted}: no parameter "
                        "matched the model (wrong family or head?)")

@@ -127,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
         logging.info("restored checkpoint at step %d from %s", start, ckpt.checkpoint_dir(workdir))
       else:
         state = prog.init()
-        state = ckpt.init_from(state, config.init)
+        state = ckpt.init_from(state, config.init, training=mode != "eval")
         state = prepare_fresh_state(family, config, prog, state)
       log_parameter_table(state["params"], workdir)
       eval_names = list(config.evals.keys()) if mode != "train" else []

@@ -37,8 +37,10 @@ def parse(arg: str | None, tasks: tuple[str, ...] = ()) -> tuple[str, str, str]:
       preset = common.parse_preset(part)
   return task, variant, preset
 # Paper video input (spec §2): one frame per segment (random in training, middle in eval),
-# short side 268 (= 224 x 1.2), crop 224, ImageNet statistics.
-PAPER_VIDEO = dict(resolution=268, crop=224, resize="short_side", norm="imagenet")
+# frames squashed to 268 x 268 (the reference decodes at 512 x 512, aspect ignored, then resizes
+# the short side to 268 = 224 x 1.2), crop 224, ImageNet statistics. (Interpolation: bilinear
+# with antialiasing here, nearest in the reference.)
+PAPER_VIDEO = dict(resolution=268, crop=224, resize="square", norm="imagenet")
 DEMO_SIZE = 32                      # moving_shapes clips (64 px) resized to 32 px, patch 8
 MOVING_SHAPES_QTYPES = ("colour", "shape", "direction", "count")
 MOVING_SHAPES_NUM_LABELS = 32       # 25 answers in moving_shapes QA (+ spare classes)

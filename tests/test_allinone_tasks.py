@@ -60,11 +60,17 @@ def test_paper_presets_follow_the_spec():
   assert dict(r.objectives) == dict(ind_itc=1.0, irtr=1.0) and r.model.heads.itc
   assert (r.optim.lr, r.data.global_batch_size, r.model.irtr_false_texts) == (3e-4, 1024, 15)
   assert r.evals.test.mode == "vtc" and r.evals.test.split == "test_1ka"
+  # Eval protocol (spec §5): VTC similarity averaged over 3 random samplings, reference tie rules.
+  assert (r.evals.test.num_views, r.evals.test.sampling, r.evals.test.protocol) == (
+      3, "segment_rand", "allinone")
+  assert (p.data.train.resize, p.data.train.resolution) == ("square", 268)  # 512x512 decode
   q = allinone_msrvtt_qa.get_config("")
   assert q.model.heads.num_qa_labels == 1501 and dict(q.optim.lr_mult) == {
       "^vqa_classifier/": 10.0}
+  assert q.evals.test.protocol == "allinone" and q.init.reinit == ()   # OOV answers not scored
   t = allinone_tgif_qa.get_config("action")
   assert t.model.heads.mc_vqa and t.train.num_steps == -(-100 * 20_475 // 512)
+  assert t.init.reinit == ("^itm_score/",)   # the reference re-creates its ITM head
   assert "Options: {options} Answer: {choice}" in t.data.train.mc_template
   k = allinone_k400.get_config("")
   assert (k.model.num_frames, k.model.heads.num_qa_labels, k.optim.lr) == (8, 401, 3e-4)

@@ -2,6 +2,7 @@
 reference's per-frame random patch order in eval (spec §3.3.4) with an order fixed by (clip,
 view), so scores do not depend on the batch a row sits in; 'raster' is the identity order."""
 import importlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from flax import nnx
 
 from conftest import _fast_jit
 from vlx import sharding as shd
-from vlx.evals import retrieval
+from vlx.evals import classification, multiple_choice, qa, retrieval
 from vlx.models import allinone
 from vlx.models.allinone import tasks
 
@@ -184,3 +185,40 @@ def test_config_field_default_and_validation():
     allinone.build(c.model, rngs=nnx.Rngs(params=0))
   c.model.eval_patch_order = "raster"
   allinone.validate_config(c)
+
+
+def test_eval_drivers_pass_row_indices_to_the_family():
+  """The QA / MC / classification evals give the family video_index / example_index /
+  view_index (what batch_patch_perm keys on): a spy family whose outputs are one-hots of them
+  scores 100 % only if it sees them (padding rows: -1, dropped)."""
+  config = importlib.import_module("configs.allinone_msrvtt_ret").get_config("tiny")
+  mesh = shd.make_mesh(config.mesh)
+  ev = ml_collections.ConfigDict(dict(builder="toy", split="test", batch_size=B))
+  vid, ex, view = np.array([3, 8, 5, -1]), np.array([0, 1, 2, -1]), np.array([2, 0, 1, -1])
+  label = ((vid + ex + view) % 3).astype(np.int32)
+  rows = dict(video=np.zeros((B, T, 32, 32, 3), np.float32), text_ids=np.ones((B, 16), np.int32),
+              text_mask=np.ones((B, 16), np.int32), choice_ids=np.ones((B, 3, 16), np.int32),
+              choice_mask=np.ones((B, 3, 16), np.int32), video_index=vid.astype(np.int32),
+              example_index=ex.astype(np.int32), view_index=view.astype(np.int32), label=label,
+              qtype=np.zeros(B, np.int32), valid=vid >= 0)
+  keys = {"qa": ("video", "text_ids", "text_mask", "video_index", "valid", "label", "qtype",
+                 "example_index"),
+          "mc": ("video", "choice_ids", "choice_mask", "label", "video_index", "example_index",
+                 "valid"),
+          "cls": ("video", "text_ids", "text_mask", "label", "video_index", "example_index",
+                  "view_index", "valid")}
+  spy = lambda m, b: jax.nn.one_hot((b["video_index"] + b["example_index"]
+                                     + b.get("view_index", 0)) % 3, 3) + 0 * m.w[...]
+  family = types.SimpleNamespace(qa_logits=spy, mc_scores=spy, class_logits=spy, __name__="spy")
+  model = types.new_class("M", (nnx.Module,))()
+  model.w = nnx.Param(jnp.zeros(()))
+  for task, run in (("qa", qa.run_qa_eval), ("mc", multiple_choice.run_mc_eval),
+                    ("cls", classification.run_classification_eval)):
+    if task != "cls":
+      rows["label"] = ((vid + ex) % 3).astype(np.int32)
+    else:
+      rows["label"] = label
+    batch = {k: rows[k] for k in keys[task]}
+    with jax.set_mesh(mesh):
+      m = run(model, family, ev, config, mesh, lambda *a, batch=batch, **k: iter([batch]))
+    assert m.get("acc", m.get("top1")) == 100.0, (task, m)

@@ -19,8 +19,11 @@ from flax import nnx
 from vlx import sharding as shd
 from vlx.evals.retrieval import _gather, _place, _to_host
 
-# Batch keys that stay on the host (labels, indices), never passed to the model.
+# Batch keys collected on the host (labels, indices); labels / qtype / valid are never passed to
+# the model, the row indices are (a family may key per-row randomness on them, e.g.
+# All-in-one's eval patch order; -1 on padding rows).
 HOST_KEYS = ("label", "qtype", "valid", "video_index", "example_index", "view_index")
+MODEL_INDEX_KEYS = ("video_index", "example_index", "view_index")
 
 
 def _percent(x: float) -> float:
@@ -65,7 +68,8 @@ def collect_outputs(model: nnx.Module, fn: Callable, eval_cfg: ml_collections.Co
     for batch in make_eval_batches(eval_cfg, config, batch_size=int(eval_cfg.batch_size)):
       for k in HOST_KEYS:
         if k in batch:
-          host.setdefault(k, []).append(_gather(np.asarray(batch.pop(k))))
+          value = batch[k] if k in MODEL_INDEX_KEYS else batch.pop(k)
+          host.setdefault(k, []).append(_gather(np.asarray(value)))
       batch = {k: v for k, v in batch.items() if np.asarray(v).dtype != object}
       outs.append(_to_host(run(state, _place(batch, mesh, rules))))
   if not outs:

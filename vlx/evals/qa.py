@@ -96,8 +96,9 @@ def run_qa_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.
       labels.append(_gather(np.asarray(batch.pop("label"), np.int32)))
       qtypes.append(_gather(np.asarray(batch.pop("qtype"), np.int32)))
       valid.append(_gather(np.asarray(batch.pop("valid"), bool)))
-      index.append(_gather(np.asarray(batch.pop("example_index", np.zeros(0, np.int32)))))
-      batch.pop("video_index", None)
+      # example_index / video_index stay in the batch: a family may key per-row randomness on
+      # them (All-in-one's eval patch order).
+      index.append(_gather(np.asarray(batch.get("example_index", np.zeros(0, np.int32)))))
       batch = {k: v for k, v in batch.items() if np.asarray(v).dtype != object}
       pred, num_classes = predict(state, _place(batch, mesh, rules))
       preds.append(_to_host(pred))

@@ -1,0 +1,49 @@
+"""`tfds build` for the vlx builders, without apache_beam.
+
+  vlx-tfds build data_builders/msrvtt --config=retrieval --manual_dir=~/msrvtt [--data_dir=D]
+  python -m vlx.data.tfds_cli build data_builders/moving_shapes --config=tiny
+
+tensorflow-datasets 4.9.10's own `tfds` command imports apache_beam at start-up (its
+`convert_format` subcommand needs it), and apache_beam cannot be installed next to our pins. This
+is the same command line: TFDS's own `build` subcommand (every flag of `tfds build --help`:
+--config, --data_dir, --manual_dir, --overwrite, --max_examples_per_split, ...) under a parser
+that registers only it. Paths like `data_builders/NAME` resolve against the current directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import simple_parsing
+from absl import app
+from tensorflow_datasets.scripts.cli import build, cli_utils
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Args(cli_utils.Args):
+  """TFDS dataset builds (the `build` subcommand of the tfds CLI)."""
+
+  command: build.Args = simple_parsing.subparsers({"build": build.Args})
+
+  def execute(self) -> None:
+    self.command.execute()
+
+
+_parse_flags = cli_utils.make_flags_parser(Args, description=__doc__.split("\n\n")[0])
+
+
+def main(args: Args) -> None:
+  args.execute()
+
+
+def launch() -> None:
+  """Console script `vlx-tfds`: builder folders given as paths import from the current
+  directory, as with `python -m` (the data_builders package may not be installed)."""
+  if os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  launch()

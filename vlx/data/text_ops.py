@@ -1,10 +1,10 @@
-"""Tokenizers and ALPRO's MLM corruption (spec §5.3).
+"""Tokenizers, ALPRO's MLM corruption (spec §5.3) and All-in-one's whole-word masking.
 
 `load_tokenizer('moving_shapes')` gives the WordPiece vocab shipped with vlx (every word of the
 synthetic captions and of ALPRO's entity-prompt templates, vlx/data/prompts.py; < 128 ids, so the
 demo's text.vocab_size=128 fits); a directory gives a local
-BERT tokenizer (e.g. a copy of bert-base-uncased). `mask_tokens` is written with stateless TF ops
-so it runs inside tf.data and depends on its seed only.
+BERT tokenizer (e.g. a copy of bert-base-uncased). `mask_tokens` and `whole_word_mask` are written
+with stateless TF ops so they run inside tf.data and depend on their seed only.
 """
 from __future__ import annotations
 
@@ -89,3 +89,103 @@ def write_vocab(words, path: str | os.PathLike) -> list[str]:
   tokens = list(SPECIAL_TOKENS) + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
   pathlib.Path(path).write_text("\n".join(tokens) + "\n")
   return tokens
+
+
+# --- All-in-one's whole-word MLM masking (spec §2, the collator bullet) -------------------------
+
+def subword_table(tokenizer) -> np.ndarray:
+  """bool [vocab_size]: True for ids whose token starts with "##" (continuation wordpieces).
+
+  Whole-word masking needs to know, per id, whether it continues the previous word; a lookup
+  table keeps that a single `tf.gather` inside tf.data instead of a string op per token.
+  """
+  vocab = tokenizer.get_vocab()
+  table = np.zeros(max(vocab.values()) + 1, bool)
+  for token, index in vocab.items():
+    table[index] = token.startswith("##")
+  if not table.any():
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    raise ValueError(
+        f"tokenizer {name!r} has no '##' continuation pieces among its {len(vocab)} tokens: "
+        "whole-word masking (config.data.mlm_masking='whole_word') needs a WordPiece vocabulary "
+        "such as bert-base-uncased")
+  return table
+
+
+def _mask_count(length: int, probability: float) -> int:
+  """Positions to predict per row: max(1, round(probability * L)), L counting padding."""
+  return max(1, int(round(length * probability)))
+
+
+def _words(ids: tf.Tensor, subword: np.ndarray, boundary_ids) -> tuple[tf.Tensor, tf.Tensor]:
+  """Word index of every position (-1 on [CLS]/[SEP]) and word lengths, both int32 [B, L].
+
+  Candidates are all positions but the boundary ids; a "##" piece joins the word before it (even
+  across a skipped boundary id), except the first candidate, which always starts a word.
+  """
+  ids = tf.cast(ids, tf.int32)
+  length = ids.shape[-1]
+  cand = tf.logical_not(tf.reduce_any(
+      tf.equal(ids[..., None], tf.constant(boundary_ids, tf.int32)), axis=-1))
+  cand_i = tf.cast(cand, tf.int32)
+  first = cand & tf.equal(tf.cumsum(cand_i, axis=-1), 1)
+  sub = tf.gather(tf.constant(subword, tf.bool), ids)
+  start = cand & (tf.logical_not(sub) | first)
+  word = tf.where(cand, tf.cumsum(tf.cast(start, tf.int32), axis=-1) - 1, -1)
+  lengths = tf.reduce_sum(tf.one_hot(word, length, dtype=tf.int32), axis=-2)  # -1 -> zero row
+  return word, lengths
+
+
+def _word_order(lengths: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """int32 [B, L]: a uniformly random visiting order of each row's words, empty slots last."""
+  keys = tf.random.stateless_uniform(tf.shape(lengths), tf.cast(seed, tf.int64))
+  keys = tf.where(lengths > 0, keys, 2.0)
+  return tf.argsort(keys, axis=-1, stable=True, direction="ASCENDING")
+
+
+def _take_words(lengths: tf.Tensor, order: tf.Tensor, n: int) -> tf.Tensor:
+  """bool [B, L] per word slot: greedy pass in `order`, a word taken whole if it still fits."""
+  visit = tf.gather(lengths, order, batch_dims=1)
+
+  def step(carry, size):  # carry = (per-row count taken so far, previous slot's take)
+    take = (size > 0) & (carry[0] + size <= n)
+    return carry[0] + tf.where(take, size, 0), take
+
+  rows = tf.shape(visit)[:1]
+  _, taken = tf.scan(step, tf.transpose(visit),
+                     initializer=(tf.zeros(rows, tf.int32), tf.zeros(rows, tf.bool)))
+  taken = tf.transpose(taken)  # [B, L] in visiting order
+  return tf.gather(taken, tf.argsort(order, axis=-1), batch_dims=1)
+
+
+def whole_word_mask(ids: tf.Tensor, *, seed: tf.Tensor, subword: np.ndarray, special_ids,
+                    boundary_ids, vocab_size: int, mask_id: int,
+                    probability: float = 0.15) -> tuple[tf.Tensor, tf.Tensor]:
+  """All-in-one's whole-word MLM corruption of int ids [B, L]; returns (corrupted ids, labels).
+
+  n = max(1, round(probability * L)) positions are chosen per row by visiting its words (all
+  positions but `boundary_ids` = ([CLS], [SEP]); "##" pieces, per `subword`, join the word
+  before) in a uniformly random order and taking each whole if it still fits in n; positions on
+  `special_ids` (PAD included) are then dropped. Chosen tokens become `mask_id` (p 0.8), a uniform
+  id in [0, vocab_size) (p 0.1) or stay (p 0.1); labels hold the original id there, -100
+  elsewhere. Stateless in `seed` (int64 [2]) and graph-safe, so it runs inside tf.data.
+  """
+  ids = tf.convert_to_tensor(ids)
+  if ids.shape.rank != 2 or ids.shape[-1] is None:
+    raise ValueError(f"whole_word_mask expects ids [B, L] with a static L, got {ids.shape}")
+  dtype = ids.dtype
+  n = _mask_count(int(ids.shape[-1]), probability)
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+  word, lengths = _words(ids, subword, boundary_ids)
+  taken = _take_words(lengths, _word_order(lengths, seeds[0]), n)
+  selected = (word >= 0) & tf.gather(taken, tf.maximum(word, 0), batch_dims=1)
+  selected &= tf.logical_not(tf.reduce_any(
+      tf.equal(ids[..., None], tf.constant(special_ids, dtype)), axis=-1))
+  shape = tf.shape(ids)
+  replace = selected & (tf.random.stateless_uniform(shape, seeds[1]) < 0.8)
+  randomize = selected & ~replace & (tf.random.stateless_uniform(shape, seeds[2]) < 0.5)
+  random_ids = tf.random.stateless_uniform(shape, seeds[3], 0, vocab_size, dtype=tf.int32)
+  out = tf.where(replace, tf.cast(mask_id, dtype), ids)
+  out = tf.where(randomize, tf.cast(random_ids, dtype), out)
+  labels = tf.where(selected, ids, tf.constant(-100, dtype))
+  return out, labels

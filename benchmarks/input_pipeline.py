@@ -1,7 +1,8 @@
 """Input throughput: dataset build speed (videos/s) and training-read speed (clips/s).
 
-  python benchmarks/input_pipeline.py [--parts build,moving_shapes,video_text] [--videos 16]
-      [--workers 1] [--steps 20] [--batch 8] [--frames 8] [--resolution 224] [--data_dir DIR]
+  python benchmarks/input_pipeline.py [--parts build,moving_shapes,video_text,allinone_demo]
+      [--videos 16] [--workers 1] [--steps 20] [--batch 8] [--frames 8] [--resolution 224]
+      [--false_videos 0,1] [--data_dir DIR]
 
 * build: `vlx.data.builder_base.generate_examples` over `--videos` generated 320x240, 10-s mp4s
   (25 fps, vlx.data.testing.write_video), each decoded `--rounds` times, with the builders'
@@ -11,6 +12,9 @@
   at --frames x --resolution^2 (and the demo setting 4 x 32^2).
 * video_text: builds the `video_text/captions` builder (2 fps, short side 256) over the generated
   videos, then times training batches the same way.
+* allinone_demo (not in the default parts): the training input of `allinone_pretrain:demo`
+  (moving_shapes `--ms_config`, 3 x 64^2, batch 32, MLM) once per value of `--false_videos`
+  (config.data.train.false_videos: the ITM negatives drawn from the dataset), e.g. 0,1.
 Training batches are timed after the first (start-up) batch, on one CPU device.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from configs import common  # noqa: E402
+from configs import allinone_pretrain, common  # noqa: E402
 from vlx.data import builder_base, pipeline, testing  # noqa: E402
 
 CAPTIONS = ("a red circle moves left", "two blue squares move up quickly",
@@ -67,6 +71,12 @@ def bench_read(data_dir: str, builder: str, builder_config: str, *, frames: int,
   c.data.update(data_dir=data_dir, global_batch_size=batch, tokenizer="moving_shapes")
   c.data.train.update(builder=builder, builder_config=builder_config, num_frames=frames,
                       resolution=resolution, sampling="rand", max_text_len=40)
+  time_train_input(c, f"{builder}/{builder_config} ({frames}x{resolution}^2, batch {batch})",
+                   steps)
+
+
+def time_train_input(c, label: str, steps: int) -> float:
+  """clips/s of make_train_iterator(c) on one CPU device, after the first batch."""
   mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:1])
   it = pipeline.make_train_iterator(c, mesh)
@@ -75,8 +85,23 @@ def bench_read(data_dir: str, builder: str, builder_config: str, *, frames: int,
   for _ in range(steps):
     jax.block_until_ready(next(it))
   dt = time.perf_counter() - t0
-  print(f"train read {builder}/{builder_config} ({frames}x{resolution}^2, batch {batch}): "
-        f"{steps * batch / dt:.1f} clips/s ({dt / steps * 1e3:.0f} ms/batch)")
+  batch = c.data.global_batch_size
+  print(f"train read {label}: {steps * batch / dt:.1f} clips/s ({dt / steps * 1e3:.0f} "
+        f"ms/batch)")
+  return steps * batch / dt
+
+
+def bench_allinone_demo(data_dir: str, ms_config: str, false_videos: list[int],
+                        steps: int) -> None:
+  """allinone_pretrain:demo's training input with each false_videos value."""
+  for fv in false_videos:
+    c = allinone_pretrain.get_config("demo")
+    c.data.data_dir = data_dir
+    c.data.train.update(builder_config="" if ms_config == "default" else ms_config,
+                        false_videos=fv)
+    t = c.data.train
+    time_train_input(c, f"allinone_pretrain:demo ({t.num_frames}x{t.resolution}^2, batch "
+                     f"{c.data.global_batch_size}, false_videos={fv})", steps)
 
 
 def main() -> None:
@@ -91,6 +116,7 @@ def main() -> None:
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--resolution", type=int, default=224)
   p.add_argument("--frames", type=int, default=8)
+  p.add_argument("--false_videos", default="0,1", help="allinone_demo: values to time")
   args = p.parse_args()
   parts = set(args.parts.split(","))
   root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="vlx_input_bench_"))
@@ -112,6 +138,11 @@ def main() -> None:
     bench_read(ms_dir, "moving_shapes", args.ms_config, **read)
     bench_read(ms_dir, "moving_shapes", args.ms_config, frames=4, resolution=32, batch=32,
                steps=args.steps)
+  if "allinone_demo" in parts:
+    ms_dir = str(root / "moving_shapes")
+    pipeline.get_builder("moving_shapes", args.ms_config, ms_dir)
+    bench_allinone_demo(ms_dir, args.ms_config, [int(x) for x in args.false_videos.split(",")],
+                        args.steps)
   if "video_text" in parts:
     manual = root / "manual"
     with open(manual / "video_text.csv", "w") as f:

@@ -55,6 +55,8 @@ LINEAR_EVAL_LR_MULT = {"^(?!(mlm_score|itm_score|txt_proj|vid_proj|pooler|vqa_cl
 def allinone_model(preset: str, variant: str = "B") -> ml_collections.ConfigDict:
   """The model block: a released size for the paper preset, a small one for demo / tiny."""
   m = model_config(variant if preset == "" else "tiny")
+  # irtr's false texts when the batch has no `false_text_ids` (config.data.train.false_texts = 0):
+  # that many other rows of the batch; with false_texts > 0 the data's random captions are used.
   m.irtr_false_texts = 15               # draw_false_text of the retrieval configs (spec §7)
   # Evaluation patch order: 'random' = the reference (visual_embed permutes every frame's patches
   # in eval too; here reproducibly per clip and view), 'raster' = identity order.
@@ -67,6 +69,11 @@ def allinone_model(preset: str, variant: str = "B") -> ml_collections.ConfigDict
   elif preset == "tiny":
     m.irtr_false_texts = 3
   return m
+
+
+# config.data.train.false_texts of the retrieval fine-tunings (the reference's draw_false_text,
+# spec §7: 15); demo / tiny keep the irtr passes cheap.
+RETRIEVAL_FALSE_TEXTS = {"": 15, "demo": 3, "tiny": 2}
 
 
 def experiment(preset: str, *, objectives: dict[str, float], task: str, builder: str,

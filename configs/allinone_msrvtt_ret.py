@@ -1,7 +1,8 @@
 """All-in-one MSRVTT text-video retrieval (spec §7 `task_finetune_ind_itc_irtr_msrvtt_randaug`):
 VTC (ind_itc: txt_proj / vid_proj, temperature 0.05) + VTM (irtr: rank_output over the positive
-and 15 false captions), 3 frames, text 40, lr 3e-4, batch 1024, 200 epochs of the 9k training
-videos, warm-up 10 %; eval: VTC cosine on the 1k-A test split (EVAL.md "VTC+VTM" R@1 37.1).
+and 15 false captions of random training clips, data.train.false_texts), 3 frames, text 40,
+lr 3e-4, batch 1024, 200 epochs of the 9k training videos, warm-up 10 %; eval: VTC cosine on
+the 1k-A test split (EVAL.md "VTC+VTM" R@1 37.1).
 `--config.objectives.irtr=0` is the VTC-only config (R@1 36.1). The reference averages the
 similarity over 3 randomly sampled views of the test split; here one pass (middle frames).
 
@@ -27,6 +28,9 @@ def retrieval_config(preset: str, *, builder: str, builder_config: str, split: s
       builder_config=builder_config, split=split, lr=3e-4, batch_size=1024, epochs=epochs,
       train_examples=train_examples, max_text_len=max_text_len, heads=dict(itc=True),
       text_field=text_field, variant=variant)
+  # irtr's false captions: random captions of random training clips (draw_false_text); with
+  # --config.objectives.irtr=0 also set --config.data.train.false_texts=0 (nothing to draw)
+  c.data.train.false_texts = allinone_common.RETRIEVAL_FALSE_TEXTS[preset]
   if preset == "":
     # The reference averages the VTC similarity over 3 random frame samplings (spec §5).
     c.evals = allinone_common.retrieval_evals(c, preset, ("vtc",), split=test_split,

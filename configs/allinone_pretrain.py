@@ -3,6 +3,7 @@
 Paper: WebVid2M + HowTo100M, 3 frames, text 40, AdamW (0.9, 0.98) lr 1e-4, wd 0.01, 2,500 warm-up
 steps then linear decay over 25,000 steps (200,000 for B in TRAIN.md: --config.train.num_steps),
 batch 4096 (set --config.train.grad_accum so a device holds 16-32 clips), ViT-B/16 from ImageNet.
+ITM negatives are random clips of the dataset (data.train.false_videos=1, draw_false_image=1).
 Paper preset: `init.vit_file` names the timm ImageNet weights the reference loads with
 `pretrained=True` (spec §6.2; timm 0.4.5 names: B `vit_base_patch16_224` = today's
 `vit_base_patch16_224.orig_in21k_ft_in1k`, S `deit_small_distilled_patch16_224`, Ti
@@ -40,4 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.optim.lr = 5e-4
       c.train.update(num_steps=500, ckpt_every=250)
     c.evals = allinone_common.retrieval_evals(c, preset, ("vtm",))
+  # ITM negatives: a random other clip of the dataset per row (the reference's draw_false_image=1)
+  c.data.train.false_videos = 1
   return c

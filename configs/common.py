@@ -41,12 +41,16 @@ def base_config() -> ml_collections.ConfigDict:
       # (ALPRO's MetaLoader); () = just builder/builder_config. augment / image_augment: '' |
       # 'temporal_randaug' | 'image_randaug' for the rows of video / image datasets
       # (docs/input_pipeline.md "Dataset mixtures and augmentation").
+      # false_videos / false_texts (task 'retrieval'; All-in-one's draw_false_image /
+      # draw_false_text): per row, random other clips of the split as batch key `false_video`
+      # [B, F, T, H, W, C] and random captions of random clips as `false_text_ids` /
+      # `false_text_mask` [B, F, L]; 0 = none (losses then take negatives from the batch).
       train=ml_collections.ConfigDict(dict(
           builder="moving_shapes", builder_config="", split="train", num_frames=4,
           sampling="rand", resolution=224, crop=0, resize="square", norm="clip",
           max_text_len=40, task="retrieval", text_field="captions",
           mc_template="{question} {choice}", class_prompt="", mixture=(), augment="",
-          image_augment="")),
+          image_augment="", false_videos=0, false_texts=0)),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,

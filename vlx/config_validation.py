@@ -113,6 +113,12 @@ def _validate_train_data(train: ml_collections.ConfigDict) -> None:
   _check(len(entries) == 1 or task == "retrieval",
          f"config.data.train.mixture={tuple(train.mixture)!r} needs task 'retrieval' (got "
          f"{task!r}): a mixture's datasets must give batches of one structure")
+  for field in ("false_videos", "false_texts"):  # All-in-one's draw_false_image / _text
+    n = int(train.get(field, 0) or 0)
+    _check(n >= 0, f"config.data.train.{field}={n} must be >= 0")
+    _check(n == 0 or task == "retrieval",
+           f"config.data.train.{field}={n} needs task 'retrieval' (got {task!r}): false "
+           "videos / texts are the negatives of ITM and irtr; set it to 0")
 
 
 def _data_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> int:

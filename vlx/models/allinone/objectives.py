@@ -4,8 +4,10 @@ Objectives (`config.objectives` names, reference loss_names): mlm, itm, wpa (the
 patch alignment that always accompanies ITM; weight 1 = the reference), ind_itc, irtr,
 multiple_choice, mc_vqa, openend_vqa (open-ended QA and action classification), vcop.
 Training draws what the reference draws at random: the patch order of every frame, the ITM
-label shuffle, the VCOP frame orders; ITM negatives / irtr false texts come from other rows of
-the batch (the reference draws random clips / captions of the dataset).
+label shuffle, the VCOP frame orders. ITM negatives and irtr false texts are the reference's
+random clips / captions of the dataset when the batch carries `false_video` / `false_text_ids`
+(config.data.train.false_videos / false_texts); without those keys they come from other rows of
+the batch (`other_rows`, model.irtr_false_texts of them for irtr).
 `fixture_outputs` (end of this file) recomputes the reference fixture with the same pieces.
 """
 from __future__ import annotations
@@ -152,10 +154,15 @@ def loss_fn(model, batch: dict, *, weights: dict[str, float], rng: jax.Array,
     losses["mlm"], metrics["mlm_acc"] = o["mlm_loss"], o["mlm_acc"]
   if active & {"itm", "wpa"}:
     labels = itm_labels(k_itm, b)
-    neg = other_rows(k_neg, b, 1)[:, 0]
+    if "false_video" in batch:  # the reference: a random clip of the dataset, embedded apart
+      neg_video = batch["false_video"][:, 0]
+      neg_perm = random_patch_perm(jax.random.fold_in(k_neg, 1), model, neg_video)
+    else:                       # fallback: another row of the batch
+      neg = other_rows(k_neg, b, 1)[:, 0]
+      neg_video, neg_perm = video[neg], perm[neg]
     match = labels == 1
-    itm_video = jnp.where(match[:, None, None, None, None], video, video[neg])
-    itm_perm = jnp.where(match[:, None, None], perm, perm[neg])
+    itm_video = jnp.where(match[:, None, None, None, None], video, neg_video)
+    itm_perm = jnp.where(match[:, None, None], perm, neg_perm)
     o = itm_forward(model, ids, mask, itm_video, itm_perm, labels, det=det, rngs=rngs)
     losses["itm"], losses["wpa"] = o["itm_loss"], o["itm_wpa_loss"]
     metrics["itm_acc"] = o["itm_acc"]
@@ -163,10 +170,14 @@ def loss_fn(model, batch: dict, *, weights: dict[str, float], rng: jax.Array,
     o = itc_forward(model, ids, mask, video, perm, det=det, rngs=rngs)
     losses["ind_itc"] = o["ind_itc_loss"]
   if "irtr" in active:
-    f = min(int(getattr(model, "irtr_false_texts", IRTR_FALSE_TEXTS)), b - 1)
-    idx = other_rows(k_irtr, b, f)
-    opt_ids = jnp.concatenate([ids[:, None], ids[idx]], axis=1)
-    opt_mask = jnp.concatenate([mask[:, None], mask[idx]], axis=1)
+    if "false_text_ids" in batch:  # the reference: F_t random captions of the dataset
+      false_ids, false_mask = batch["false_text_ids"], batch["false_text_mask"]
+    else:                          # fallback: the captions of other rows of the batch
+      f = min(int(getattr(model, "irtr_false_texts", IRTR_FALSE_TEXTS)), b - 1)
+      idx = other_rows(k_irtr, b, f)
+      false_ids, false_mask = ids[idx], mask[idx]
+    opt_ids = jnp.concatenate([ids[:, None], false_ids], axis=1)
+    opt_mask = jnp.concatenate([mask[:, None], false_mask], axis=1)
     o = options_forward(model, opt_ids, opt_mask, video, perm, jnp.zeros(b, jnp.int32), "rank",
                         det=det, rngs=rngs)
     losses["irtr"], metrics["irtr_acc"] = o["loss"], o["acc"]

@@ -1,0 +1,157 @@
+"""Per-host evaluation batches over a whole split, in a fixed order (make_eval_batches)."""
+from __future__ import annotations
+
+import functools
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vlx.data import qa, tasks, text_ops, video_ops
+from vlx.data.pipeline import _tokenizer_name, _video_kwargs, get_builder
+
+
+def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
+                num_views: int) -> list[int]:
+  """Evaluation rows in each host's share of the split (reads only text features if needed)."""
+  if rows in ("clip", "multiple_choice", "classification"):
+    return [builder.info.splits[s].num_examples * num_views for s in splits]
+  if rows == "qa":
+    return [sum(len(c["question"]) for c in qa.read_split_texts(builder, s, "qa"))
+            for s in splits]
+  return [sum(int(np.size(ex[ctx.field])) for ex in tasks.read_features(builder, s, (ctx.field,)))
+          for s in splits]
+
+
+def _eval_context(eval_cfg, config, builder, task: str) -> tasks.EvalText:
+  """The tokenizer, labels and per-task text settings of one eval block."""
+  where = "evals.<name>"
+  ctx = tasks.EvalText(task=task, tokenizer=text_ops.load_tokenizer(_tokenizer_name(config)),
+                       max_len=int(eval_cfg.max_text_len))
+  if task == "retrieval":
+    ctx.field = tasks.text_field(eval_cfg, builder, where)
+  elif task == "qa":
+    tasks.require_features(builder, ("qa",), f"{where}.task='qa'")
+    ctx.vocab = qa.resolve_answer_vocab(config)
+    ctx.qtypes = tuple(eval_cfg.get("qtypes", qa.MSRVTT_QTYPES))
+    ctx.qtype_source = eval_cfg.get("qtype_source", "first_word")
+    if ctx.qtype_source not in qa.QTYPE_SOURCES:
+      raise ValueError(f"{where}.qtype_source={ctx.qtype_source!r}: expected one of "
+                       f"{qa.QTYPE_SOURCES}")
+  elif task == "multiple_choice":
+    ctx.num_choices = tasks.num_choices(builder, eval_cfg.split, where)
+    ctx.template = tasks.check_template(
+        eval_cfg.get("mc_template", tasks.MC_TEMPLATE) or tasks.MC_TEMPLATE, where)
+  else:
+    tasks.num_classes(builder, where)
+    ctx.prompt = eval_cfg.get("class_prompt", "") or ""
+  return ctx
+
+
+def make_eval_batches(eval_cfg, config, *, batch_size: int,
+                      process_index: int | None = None,
+                      process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This host's numpy batches over a whole split, in a fixed order; keys tasks.EVAL_KEYS[task].
+
+  Retrieval (default): one row per clip with its first, canonical caption (of
+  eval_cfg.text_field, default 'captions'); with eval_cfg.all_captions one row per caption
+  (video_index maps each text to its clip; the clip's video is repeated). QA (task or type 'qa'):
+  one row per QA pair, text = the question, plus label (answer index in the vocabulary, -1 if not
+  in it), qtype (index in eval_cfg.qtypes, -1 otherwise) and example_index (position of the QA
+  pair in the split). Multiple choice: one row per example, choice_ids/choice_mask [B, K, L]
+  (eval_cfg.mc_template), label = mc_answer. Classification: eval_cfg.num_views rows per clip
+  (view_index v = the v-th of evenly spread temporal windows; example_index = the clip), text =
+  eval_cfg.class_prompt, label = the ClassLabel index: average the logits over the rows of an
+  example_index (tasks.average_over_views).
+  Every host yields the same number of batches (`batch_size` rows each); rows past the end
+  repeat the batch's first row with valid=False and video_index = example_index = view_index = -1.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  task = tasks.eval_task(eval_cfg)
+  vkw = _video_kwargs(eval_cfg, "evals.<name>", "uniform")
+  builder = get_builder(eval_cfg.builder, eval_cfg.get("builder_config", ""), config.data.data_dir,
+                        config.data.get("manual_dir", ""))
+  ctx = _eval_context(eval_cfg, config, builder, task)
+  rows = task if task != "retrieval" else (
+      "captions" if eval_cfg.get("all_captions", False) else "clip")
+  views = int(eval_cfg.get("num_views", 1) or 1) if task == "classification" else 1
+  if views < 1:
+    raise ValueError(f"evals.<name>.num_views={views} must be >= 1")
+  splits = [tfds.split_for_jax_process(eval_cfg.split, process_index=i, process_count=process_count)
+            for i in range(process_count)]
+  clip_sizes = [builder.info.splits[s].num_examples for s in splits]
+  if process_count > 1 or rows in ("clip", "multiple_choice", "classification"):
+    sizes = _row_counts(builder, splits, ctx, rows, views)
+    num_batches = -(-max(sizes) // batch_size)
+    row_offset = sum(sizes[:process_index])
+  else:
+    num_batches, row_offset = None, 0  # one host: as many batches as its rows need
+  clip_offset = sum(clip_sizes[:process_index])
+  ds = builder.as_dataset(split=splits[process_index], shuffle_files=False,
+                          decoders={"video": tfds.decode.SkipDecoding()})
+  prep = functools.partial(video_ops.preprocess_clip, center=True, **vkw)
+  has_question = "question" in builder.info.features
+
+  view = int(eval_cfg.get("view", 0) or 0)  # retrieval views: an independent random sampling
+
+  def process(i, ex):  # random samplings (if asked for) are fixed per clip (and view)
+    seed = tf.stack([tf.constant(int(config.seed), tf.int64), i])
+    if view:
+      seed = tf.random.experimental.stateless_fold_in(seed, 7919 + view)
+    if views > 1:
+      video = tf.stack([prep(video_ops.temporal_window(ex["video"], v, views),
+                             seed=tf.random.experimental.stateless_fold_in(seed, v))
+                        for v in range(views)])
+    else:
+      video = prep(ex["video"], seed=seed)
+    out = dict(video=video, video_index=tf.cast(i, tf.int32))
+    if task == "retrieval":
+      out["text"] = ex[ctx.field]
+    elif task == "qa":
+      out["text"] = ex["qa"]
+    elif task == "multiple_choice":
+      out.update(choices=ex["mc_choices"], label=tf.cast(ex["mc_answer"], tf.int32))
+      if has_question:
+        out["question"] = ex["question"]
+    else:
+      out["label"] = tf.cast(ex["label"], tf.int32)
+    return out
+
+  ds = ds.enumerate(start=clip_offset).map(process, num_parallel_calls=tf.data.AUTOTUNE,
+                                           deterministic=True).prefetch(2 * batch_size)
+  empty = ctx.empty(vkw["num_frames"], vkw["crop"] or vkw["resolution"])
+  emitted, start, buf = 0, row_offset, []
+  for ex in ds.as_numpy_iterator():
+    for row in ctx.rows(rows, ex):
+      buf.append(row)
+      if len(buf) == batch_size:
+        yield _pad_rows(ctx.finish(buf, start), batch_size)
+        emitted, start, buf = emitted + 1, start + batch_size, []
+  if buf:
+    yield _pad_rows(ctx.finish(buf, start), batch_size)
+    emitted += 1
+  while num_batches is not None and emitted < num_batches:  # this host's share ended first
+    yield _pad_rows(empty, batch_size)
+    emitted += 1
+
+
+def _pad_rows(batch: dict, size: int) -> dict:
+  """Fills a short batch to `size` rows by repeating its first row, marked invalid."""
+  n = len(batch["valid"])
+  if n == size:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    if k == "valid":
+      pad = np.zeros(size - n, bool)
+    elif k in tasks.INDEX_KEYS:
+      pad = np.full(size - n, -1, np.int32)
+    elif n:
+      pad = np.repeat(v[:1], size - n, axis=0)
+    else:
+      pad = np.zeros((size,) + v.shape[1:], v.dtype)
+    out[k] = np.concatenate([v, pad])
+  return out

@@ -102,6 +102,7 @@ def experiment(preset: str, *, objectives: dict[str, float], task: str, builder:
   if {"multiple_choice", "mc_vqa"} & set(objectives):  # the reference re-creates its ITM head
     c.init.reinit = ("^itm_score/",)                   # for these fine-tunings (spec §5)
   c.data.train.update(task=task, **train_fields)
+  c.data.mlm_masking = "whole_word"   # whole_word_masking=True in every reference command (§2)
   if preset == "":
     c.model.num_frames = num_frames
     c.model.max_text_len = max(max_text_len, 40)

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         train_examples=TRAIN_EXAMPLES)
     c.model.irtr_false_texts = 4     # the in-batch fallback (false_texts=0) takes as many
     c.data.train.false_texts = 4     # the reference's draw_false_text for MSRVTT-MC training
+    c.init.reinit = ("^itm_score/",)  # its multiple_choice loss re-creates the ITM head (§5)
     c.evals = allinone_common.mc_evals(c, preset, builder="msrvtt", builder_config="mc")
     return c
   c = allinone_common.experiment(preset, objectives=dict(multiple_choice=1.0),

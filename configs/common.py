@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.objectives = ml_collections.ConfigDict()
   c.data = ml_collections.ConfigDict(dict(
       global_batch_size=32, data_dir="", shuffle_buffer=1024, tokenizer="", mlm_probability=0.15,
+      # MLM corruption: 'token' (each token with mlm_probability; ALPRO) or 'whole_word'
+      # (round(mlm_probability * L) positions, whole words; All-in-one: text_ops.whole_word_mask)
+      mlm_masking="token",
       prefetch=2, manual_dir="",  # manual_dir: raw copies of real datasets (tfds build)
       # QA: train_ans2label.json path; '' = build from the train split's answers (the
       # answer_top_k most frequent, 0 = all) and write it to <workdir>/train_ans2label.json.

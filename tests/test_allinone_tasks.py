@@ -64,6 +64,7 @@ def test_paper_presets_follow_the_spec():
   assert (r.evals.test.num_views, r.evals.test.sampling, r.evals.test.protocol) == (
       3, "segment_rand", "allinone")
   assert (p.data.train.resize, p.data.train.resolution) == ("square", 268)  # 512x512 decode
+  assert (p.data.mlm_masking, p.data.train.false_videos) == ("whole_word", 1)
   q = allinone_msrvtt_qa.get_config("")
   assert q.model.heads.num_qa_labels == 1501 and dict(q.optim.lr_mult) == {
       "^vqa_classifier/": 10.0}

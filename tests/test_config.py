@@ -51,6 +51,7 @@ def _tiny():
      "config.evals.moving_shapes_test.num_views"),
     (lambda c: c.evals.moving_shapes_test.update(protocol="vilt"),
      "config.evals.moving_shapes_test.protocol"),
+    (lambda c: c.data.update(mlm_masking="span"), "config.data.mlm_masking"),
     (lambda c: c.mesh.update(axes=(("data", -1), ("model", 3))), "config.mesh.axes"),
 ])
 def test_validate_names_the_field(edit, field):

@@ -203,3 +203,24 @@ def test_eval_views_resample_random_frames(tiny_dir):
   np.testing.assert_array_equal(v0, v0_again)
   assert np.abs(v0 - v1).max() > 0.1
   np.testing.assert_array_equal(videos("segment_middle", 0), videos("segment_middle", 2))
+
+
+def test_whole_word_mlm_masking_in_the_training_stream(tiny_dir):
+  """data.mlm_masking='whole_word' (All-in-one): round(0.15 * L) positions are chosen per row
+  before [CLS]/[SEP]/[PAD] positions drop out, so no row has more; 'token' (ALPRO) gives other
+  corruptions of the same captions; bad values are named."""
+  c = _config(tiny_dir)
+  token = _take(pipeline._train_dataset(c, process_index=0, process_count=1), 3)
+  c.data.mlm_masking = "whole_word"
+  whole = _take(pipeline._train_dataset(c, process_index=0, process_count=1), 3)
+  n = round(0.15 * 16)
+  for t, w in zip(token, whole):
+    np.testing.assert_array_equal(t["text_ids"], w["text_ids"])     # same captions
+    picked = w["mlm_labels"] != -100
+    assert picked.sum(axis=1).max() <= n and picked.any()
+    assert not (picked & (w["text_mask"] == 0)).any()                # never padding
+    np.testing.assert_array_equal(w["mlm_labels"][picked], w["text_ids"][picked])
+  assert any((t["mlm_labels"] != w["mlm_labels"]).any() for t, w in zip(token, whole))
+  c.data.mlm_masking = "span"
+  with pytest.raises(ValueError, match="config.data.mlm_masking='span'"):
+    _take(pipeline._train_dataset(c, process_index=0, process_count=1), 1)

@@ -81,6 +81,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"{video.img_size}")
 
   _validate_train_data(config.data.train)
+  masking = config.data.get("mlm_masking", "token") or "token"
+  _check(masking in MLM_MASKINGS,
+         f"config.data.mlm_masking={masking!r}: expected one of {MLM_MASKINGS}")
 
   for name, ev in config.evals.items():
     _check(ev.get("type") in evals.EVALUATORS,
@@ -119,6 +122,9 @@ def _validate_train_data(train: ml_collections.ConfigDict) -> None:
     _check(n == 0 or task == "retrieval",
            f"config.data.train.{field}={n} needs task 'retrieval' (got {task!r}): false "
            "videos / texts are the negatives of ITM and irtr; set it to 0")
+
+
+MLM_MASKINGS = ("token", "whole_word")
 
 
 def _data_parallel(config: ml_collections.ConfigDict, num_devices: int | None) -> int:

@@ -198,6 +198,27 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
   return ds.prefetch(max(int(d.get("prefetch", 2)), 1))
 
 
+
+def _mlm_corruption(config, tokenizer, specials: tuple[int, ...]):
+  """(ids, mask, seed) -> (mlm ids, labels) by config.data.mlm_masking: 'token' (ALPRO,
+  text_ops.mask_tokens) or 'whole_word' (All-in-one, text_ops.whole_word_mask)."""
+  d = config.data
+  kw = dict(special_ids=specials, vocab_size=len(tokenizer), mask_id=tokenizer.mask_token_id,
+            probability=d.mlm_probability)
+  masking = d.get("mlm_masking", "token") or "token"
+  if masking == "token":
+    return lambda ids, mask, seed: text_ops.mask_tokens(ids, seed=seed, mask=mask, **kw)
+  if masking != "whole_word":
+    raise ValueError(f"config.data.mlm_masking={masking!r}: expected 'token' or 'whole_word'")
+  name = _tokenizer_name(config)
+  if name in text_ops.SHIPPED:  # demo vocabularies hold whole words only: each token is a word
+    subword = np.zeros(len(tokenizer), bool)
+  else:
+    subword = text_ops.subword_table(tokenizer)
+  bounds = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+  return lambda ids, mask, seed: text_ops.whole_word_mask(ids, seed=seed, subword=subword,
+                                                          boundary_ids=bounds, **kw)
+
 def _entry_dataset(config, builder, *, seed: int, process_index: int, process_count: int,
                    start_step: int, extra_keys: tuple[str, ...],
                    is_image: bool | None) -> tf.data.Dataset:
@@ -267,6 +288,7 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
   ds = ds.batch(local_batch, drop_remainder=True)
   tokenizer = text_ops.load_tokenizer(_tokenizer_name(config))
   specials = text_ops.special_ids(tokenizer)
+  corrupt = _mlm_corruption(config, tokenizer, specials)
   length = int(t.max_text_len)
   template = tasks.MC_TEMPLATE
   if task == "multiple_choice":
@@ -304,9 +326,7 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
                   **extra)
     mlm_seed = tf.stack([tf.constant(seed, tf.int64) * 16 + _SEED_SALT["mlm"],
                          batch["step"][0] * process_count + process_index])
-    mlm_ids, labels = text_ops.mask_tokens(
-        ids, seed=mlm_seed, mask=mask, special_ids=specials, vocab_size=len(tokenizer),
-        mask_id=tokenizer.mask_token_id, probability=d.mlm_probability)
+    mlm_ids, labels = corrupt(ids, mask, mlm_seed)
     if counts[0]:
       extra["false_video"] = batch["false_video"]
     if counts[1]:

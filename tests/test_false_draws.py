@@ -14,6 +14,7 @@ from etils import epath
 from flax import nnx
 
 from configs import common
+from test_allinone_objectives import _tiny_model
 from vlx import config_validation
 from vlx.data import pipeline, tasks, text_ops, train_stream, video_ops
 from vlx.models import allinone
@@ -181,9 +182,7 @@ def test_fields_are_checked(tiny_data_dir, field):
 # -- All-in-one losses --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model():
-  c = allinone.model_config("tiny")
-  c.irtr_false_texts = 2
-  return allinone.build(c, rngs=nnx.Rngs(params=0))
+  return _tiny_model()
 
 
 def _batch(b=4, t=3, f_t=5, length=16):

@@ -67,17 +67,27 @@ def mask_tokens(ids: tf.Tensor, *, seed: tf.Tensor, special_ids: tuple[int, ...]
   selected positions and -100 elsewhere. `seed` is a stateless seed (int32/int64 [2]).
   """
   ids = tf.convert_to_tensor(ids)
-  dtype = ids.dtype
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
   shape = tf.shape(ids)
-  eligible = tf.logical_not(tf.reduce_any(
-      tf.equal(ids[..., None], tf.constant(special_ids, dtype)), axis=-1))
+  eligible = tf.logical_not(_is_special(ids, special_ids))
   if mask is not None:
     eligible &= tf.cast(mask, tf.bool)
   selected = eligible & (tf.random.stateless_uniform(shape, seeds[0]) < probability)
-  replace = selected & (tf.random.stateless_uniform(shape, seeds[1]) < 0.8)
-  randomize = selected & ~replace & (tf.random.stateless_uniform(shape, seeds[2]) < 0.5)
-  random_ids = tf.random.stateless_uniform(shape, seeds[3], 0, vocab_size, dtype=tf.int32)
+  return _corrupt(ids, selected, seeds[1:], vocab_size, mask_id)
+
+
+def _is_special(ids: tf.Tensor, special_ids: tuple[int, ...]) -> tf.Tensor:
+  return tf.reduce_any(tf.equal(ids[..., None], tf.constant(special_ids, ids.dtype)), axis=-1)
+
+
+def _corrupt(ids: tf.Tensor, selected: tf.Tensor, seeds: tf.Tensor, vocab_size: int,
+             mask_id: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """BERT's 80/10/10 on the selected positions (3 stateless seeds): [MASK] / uniform random id
+  / unchanged; labels = the original id there, -100 elsewhere."""
+  dtype, shape = ids.dtype, tf.shape(ids)
+  replace = selected & (tf.random.stateless_uniform(shape, seeds[0]) < 0.8)
+  randomize = selected & ~replace & (tf.random.stateless_uniform(shape, seeds[1]) < 0.5)
+  random_ids = tf.random.stateless_uniform(shape, seeds[2], 0, vocab_size, dtype=tf.int32)
   out = tf.where(replace, tf.cast(mask_id, dtype), ids)
   out = tf.where(randomize, tf.cast(random_ids, dtype), out)
   labels = tf.where(selected, ids, tf.constant(-100, dtype))
@@ -173,19 +183,10 @@ def whole_word_mask(ids: tf.Tensor, *, seed: tf.Tensor, subword: np.ndarray, spe
   ids = tf.convert_to_tensor(ids)
   if ids.shape.rank != 2 or ids.shape[-1] is None:
     raise ValueError(f"whole_word_mask expects ids [B, L] with a static L, got {ids.shape}")
-  dtype = ids.dtype
   n = _mask_count(int(ids.shape[-1]), probability)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
   word, lengths = _words(ids, subword, boundary_ids)
   taken = _take_words(lengths, _word_order(lengths, seeds[0]), n)
   selected = (word >= 0) & tf.gather(taken, tf.maximum(word, 0), batch_dims=1)
-  selected &= tf.logical_not(tf.reduce_any(
-      tf.equal(ids[..., None], tf.constant(special_ids, dtype)), axis=-1))
-  shape = tf.shape(ids)
-  replace = selected & (tf.random.stateless_uniform(shape, seeds[1]) < 0.8)
-  randomize = selected & ~replace & (tf.random.stateless_uniform(shape, seeds[2]) < 0.5)
-  random_ids = tf.random.stateless_uniform(shape, seeds[3], 0, vocab_size, dtype=tf.int32)
-  out = tf.where(replace, tf.cast(mask_id, dtype), ids)
-  out = tf.where(randomize, tf.cast(random_ids, dtype), out)
-  labels = tf.where(selected, ids, tf.constant(-100, dtype))
-  return out, labels
+  selected &= tf.logical_not(_is_special(ids, special_ids))
+  return _corrupt(ids, selected, seeds[1:], vocab_size, mask_id)

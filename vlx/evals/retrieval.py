@@ -36,18 +36,23 @@ def _summary(ranks: np.ndarray) -> dict[str, float]:
           "meanr": float(np.mean(ranks + 1))}
 
 
+def _checked(sim, gt_video_for_text, who: str) -> tuple[np.ndarray, np.ndarray]:
+  """(sim float64 [Nt, Nv], gt int64 [Nt]) or a ValueError naming `who` and the shapes."""
+  sim = np.asarray(sim, np.float64)
+  gt = np.asarray(gt_video_for_text, np.int64)
+  if sim.ndim != 2 or gt.shape != (sim.shape[0],):
+    raise ValueError(f"{who}: sim must be [Nt, Nv] and gt [Nt]; got {sim.shape}, {gt.shape}")
+  if gt.min(initial=0) < 0 or gt.max(initial=0) >= sim.shape[1]:
+    raise ValueError(f"{who}: gt_video_for_text has indices outside [0, Nv)")
+  return sim, gt
+
+
 def retrieval_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int],
                       decimals: int | None = 4) -> dict[str, float]:
   """sim [Nt, Nv] (higher = better), gt_video_for_text [Nt] column indices.
 
   Returns text->video 'r1','r5','r10','medr','meanr' and the same under 'v2t/' for video->text."""
-  sim = np.asarray(sim, np.float64)
-  gt = np.asarray(gt_video_for_text, np.int64)
-  if sim.ndim != 2 or gt.shape != (sim.shape[0],):
-    raise ValueError(f"retrieval_metrics: sim must be [Nt, Nv] and gt [Nt]; got {sim.shape}, "
-                     f"{gt.shape}")
-  if gt.min(initial=0) < 0 or gt.max(initial=0) >= sim.shape[1]:
-    raise ValueError("retrieval_metrics: gt_video_for_text has indices outside [0, Nv)")
+  sim, gt = _checked(sim, gt_video_for_text, "retrieval_metrics")
   if decimals is not None:
     sim = np.round(np.asarray(sim, np.float32).astype(np.float64), decimals)
   out = _summary(_ranks(sim, gt))
@@ -65,13 +70,7 @@ def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict
   `retrieval_metrics`: no rounding; text->video rank = number of videos scored strictly above
   the ground truth (ties count in the query's favour); video->text rank of each caption = above +
   (tied - 1) / 2 (the mean of the tied positions), the best over the video's captions."""
-  sim = np.asarray(sim, np.float64)
-  gt = np.asarray(gt_video_for_text, np.int64)
-  if sim.ndim != 2 or gt.shape != (sim.shape[0],):
-    raise ValueError(f"tie_aware_metrics: sim must be [Nt, Nv] and gt [Nt]; got {sim.shape}, "
-                     f"{gt.shape}")
-  if gt.min(initial=0) < 0 or gt.max(initial=0) >= sim.shape[1]:
-    raise ValueError("tie_aware_metrics: gt_video_for_text has indices outside [0, Nv)")
+  sim, gt = _checked(sim, gt_video_for_text, "tie_aware_metrics")
   own = sim[np.arange(len(gt)), gt]                               # [Nt] each text's GT score
   out = _summary(np.sum(sim > own[:, None], axis=1).astype(np.float64))
   col = sim.T                                                     # [Nv, Nt]

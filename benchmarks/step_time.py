@@ -53,6 +53,12 @@ def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndar
     patch = int(config.model.video.patch_size)
     b["crop_video"] = b["video"].copy()
     b["mpm_mask"] = (rs.rand(batch_size, size // patch, size // patch) > 0.3).astype(np.float32)
+  f_v, f_t = int(t.get("false_videos", 0) or 0), int(t.get("false_texts", 0) or 0)
+  if f_v:  # All-in-one's dataset negatives (config.data.train.false_videos / false_texts)
+    b["false_video"] = rs.randn(batch_size, f_v, *b["video"].shape[1:]).astype(np.float32)
+  if f_t:
+    b["false_text_ids"] = np.repeat(ids[:, None], f_t, axis=1)[:, :, ::-1].copy()
+    b["false_text_mask"] = (b["false_text_ids"] > 0).astype(np.int32)
   return b
 
 

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vlx.evals.multiple_choice import _percent, collect_outputs
+from vlx.evals.multiple_choice import _percent, labelled_outputs
 
 
 def average_views(logits: np.ndarray, labels: np.ndarray,
@@ -65,13 +65,9 @@ def run_classification_eval(model: nnx.Module, family: ModuleType,
                             config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                             make_eval_batches=None) -> dict[str, float]:
   """Classifies every view with `family.class_logits`; returns classification_metrics."""
-  if not hasattr(family, "class_logits"):
-    raise ValueError(f"eval type 'classification' needs {family.__name__}.class_logits")
   t0 = time.perf_counter()
-  logits, cols = collect_outputs(model, family.class_logits, eval_cfg, config, mesh,
-                                 make_eval_batches)
-  if "label" not in cols:
-    raise ValueError("classification eval batches have no 'label'")
+  logits, cols = labelled_outputs(model, family, "class_logits", "classification", eval_cfg,
+                                  config, mesh, make_eval_batches)
   metrics = classification_metrics(logits, cols["label"], cols.get("example_index"))
   metrics["seconds"] = round(time.perf_counter() - t0, 3)
   return metrics

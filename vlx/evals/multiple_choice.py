@@ -80,17 +80,28 @@ def collect_outputs(model: nnx.Module, fn: Callable, eval_cfg: ml_collections.Co
   return np.concatenate(outs)[keep], {k: v[keep] for k, v in cols.items()}
 
 
+def labelled_outputs(model: nnx.Module, family: ModuleType, fn_name: str, eval_type: str,
+                     eval_cfg: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                     mesh: jax.sharding.Mesh, make_eval_batches=None
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """`collect_outputs` of `family.<fn_name>` for an eval type whose batches must carry 'label'
+  (multiple choice, classification); clear errors when the family or the labels are missing."""
+  if not hasattr(family, fn_name):
+    raise ValueError(f"eval type {eval_type!r} needs {family.__name__}.{fn_name}")
+  out, cols = collect_outputs(model, getattr(family, fn_name), eval_cfg, config, mesh,
+                              make_eval_batches)
+  if "label" not in cols:
+    raise ValueError(f"{eval_type} eval batches have no 'label'")
+  return out, cols
+
+
 def run_mc_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
                 config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 make_eval_batches=None) -> dict[str, float]:
   """Scores every example's options with `family.mc_scores`; returns mc_metrics + 'seconds'."""
-  if not hasattr(family, "mc_scores"):
-    raise ValueError(f"eval type 'multiple_choice' needs {family.__name__}.mc_scores")
   t0 = time.perf_counter()
-  scores, cols = collect_outputs(model, family.mc_scores, eval_cfg, config, mesh,
-                                 make_eval_batches)
-  if "label" not in cols:
-    raise ValueError("multiple-choice eval batches have no 'label' (the correct option)")
+  scores, cols = labelled_outputs(model, family, "mc_scores", "multiple_choice", eval_cfg, config,
+                                  mesh, make_eval_batches)
   labels = cols["label"]
   if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
     raise ValueError(f"multiple-choice label outside 0..{scores.shape[1] - 1}")

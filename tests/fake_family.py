@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx import registry
 from vlx import sharding as shd
 
 
@@ -64,8 +65,8 @@ def retrieval_scores(model: ToyModel, texts: dict, videos: dict, *, mode: str) -
   return texts["feat"] @ videos["feat"].T
 
 
-def loss_fn(model: ToyModel, batch: dict, *, weights: dict[str, float], rng: jax.Array,
-            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+def objectives(model: ToyModel, batch: dict, *, active: frozenset[str], rng: jax.Array,
+               train: bool) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
   v = encode_videos(model, batch)["feat"]
   if train:
     keep = jax.random.bernoulli(rng, 0.9, v.shape)
@@ -77,9 +78,14 @@ def loss_fn(model: ToyModel, batch: dict, *, weights: dict[str, float], rng: jax
   lv = -jnp.take_along_axis(jax.nn.log_softmax(sim.T, 1), labels[:, None], 1).mean()
   vtc = (lt + lv) / 2
   reg = 1e-3 * sum(jnp.sum(p ** 2) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
-  losses = {"vtc": vtc, "reg": reg}
-  total = sum(weights.get(k, 0.0) * l for k, l in losses.items())
-  return total, {"vtc_loss": vtc, "reg_loss": reg, "temp": model.temp[...]}
+  losses = {k: v for k, v in {"vtc": vtc, "reg": reg}.items() if k in active}
+  return losses, {"temp": model.temp[...]}
+
+
+FAMILY = registry.Family(
+    name="fake", build=build, objectives=objectives, objective_names=OBJECTIVES,
+    encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
+    retrieval_modes=("vtc",))
 
 
 def toy_config() -> ml_collections.ConfigDict:

@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from conftest import FAST_COMPILE
+from vlx import steps
 from vlx.models import allinone
 from vlx.models.allinone import objectives as obj
 from vlx.models.allinone import tasks
@@ -152,7 +153,7 @@ def test_loss_fn_weights_metrics_and_checks():
   batch = {k: jnp.asarray(v) for k, v in _batch().items()}
   batch["label"] = jnp.maximum(batch["label"], 0)
   graphdef, state = nnx.split(model)
-  fn = jax.jit(lambda s, b, w: obj.loss_fn(nnx.merge(graphdef, s), b, weights=dict(w),
+  fn = jax.jit(lambda s, b, w: steps.weighted_loss(allinone.FAMILY, nnx.merge(graphdef, s), b, weights=dict(w),
                                            rng=jax.random.key(0), train=True),
                static_argnums=(2,), compiler_options=FAST_COMPILE)
   run = lambda w: fn(state, batch, tuple(sorted(w.items())))
@@ -167,12 +168,12 @@ def test_loss_fn_weights_metrics_and_checks():
   np.testing.assert_allclose(float(total2), 0.5 * losses["mlm"] + 2 * float(m2["ind_itc_loss"]),
                              rtol=1e-5)
   with pytest.raises(ValueError, match="unknown names"):
-    obj.loss_fn(model, batch, weights=dict(vtc=1.0), rng=jax.random.key(0), train=False)
+    steps.weighted_loss(allinone.FAMILY, model, batch, weights=dict(vtc=1.0), rng=jax.random.key(0), train=False)
   with pytest.raises(ValueError, match="heads.itc"):
-    obj.loss_fn(_tiny_model(), batch, weights=dict(ind_itc=1.0), rng=jax.random.key(0),
+    steps.weighted_loss(allinone.FAMILY, _tiny_model(), batch, weights=dict(ind_itc=1.0), rng=jax.random.key(0),
                 train=False)
   with pytest.raises(ValueError, match="batch key 'choice_ids'"):
-    obj.loss_fn(_tiny_model(), {k: v for k, v in batch.items() if k != "choice_ids"},
+    steps.weighted_loss(allinone.FAMILY, _tiny_model(), {k: v for k, v in batch.items() if k != "choice_ids"},
                 weights=dict(multiple_choice=1.0), rng=jax.random.key(0), train=False)
 
 

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from conftest import FAST_COMPILE
-from vlx import config_validation, train
+from vlx import config_validation, steps, train
 from vlx.logging_utils import read_metrics
 from vlx.models import allinone
 from vlx.models.allinone import objectives as obj
@@ -115,7 +115,7 @@ def test_a_few_steps_lower_the_pretraining_loss():
   weights = dict(mlm=1.0, itm=1.0, wpa=1.0)
 
   def loss(p):
-    return obj.loss_fn(nnx.merge(graphdef, p, rest), batch, weights=weights,
+    return steps.weighted_loss(allinone.FAMILY, nnx.merge(graphdef, p, rest), batch, weights=weights,
                        rng=jax.random.key(0), train=False)[0]
 
   @jax.jit

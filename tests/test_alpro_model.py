@@ -12,7 +12,7 @@ from flax import nnx
 
 import vlx  # noqa: F401
 from configs.alpro_pretrain import alpro_model
-from vlx import registry
+from vlx import registry, steps
 from vlx.models import alpro
 from vlx.models.alpro.model import PromptFeatures
 
@@ -74,7 +74,7 @@ def _eval_everything(m, batch, prompt_ids):
            sim_image=p.entity_similarity(crop, "image"),
            sim_mixed=p.entity_similarity(crop, is_image=batch["is_image"]),
            sim_all_image=p.entity_similarity(crop, is_image=jnp.bool_(True)))
-  f = lambda mm: alpro.loss_fn(mm, batch, weights=WEIGHTS, rng=rng, train=False)
+  f = lambda mm: steps.weighted_loss(alpro.FAMILY, mm, batch, weights=WEIGHTS, rng=rng, train=False)
   o["loss_and_metrics"], o["grads"] = nnx.value_and_grad(f, has_aux=True)(m)
   # retrieval
   videos = alpro.encode_videos(m, dict(video=batch["video"][:2]))
@@ -113,7 +113,7 @@ def eval_out(model, batch, fast_jit):
 
 def test_registry_exports_contract():
   mod = registry.get("alpro")
-  for name in ("build", "loss_fn", "encode_videos", "encode_texts", "retrieval_scores",
+  for name in ("build", "encode_videos", "encode_texts", "retrieval_scores",
                "qa_logits"):
     assert callable(getattr(mod, name))
 
@@ -186,7 +186,7 @@ def test_jitted_loss_finite_and_metrics(model, batch, eval_out):
     assert k in metrics, k
   np.testing.assert_allclose(loss, sum(metrics[f"{k}_loss"] for k in WEIGHTS), rtol=1e-5)
   with pytest.raises(ValueError, match="unknown names"):
-    alpro.loss_fn(model, batch, weights=dict(itc=1.0), rng=jax.random.key(0), train=False)
+    steps.weighted_loss(alpro.FAMILY, model, batch, weights=dict(itc=1.0), rng=jax.random.key(0), train=False)
 
 
 def test_gradient_reaches_temp_not_prompter(eval_out):
@@ -220,7 +220,7 @@ def _qa_everything(m, batch):
   video = m.encode_video(batch["video"])
   fused = m.fuse(m.encode_text(batch["text_ids"], batch["text_mask"]), batch["text_mask"], video)
   by_hand = m.classifier(fused[:, 0])
-  loss, metrics = alpro.loss_fn(m, batch, weights=dict(qa=1.0), rng=jax.random.key(0),
+  loss, metrics = steps.weighted_loss(alpro.FAMILY, m, batch, weights=dict(qa=1.0), rng=jax.random.key(0),
                                 train=False)
   return logits, by_hand, loss, metrics
 
@@ -243,7 +243,7 @@ def test_qa_logits_contract(model, batch, fast_jit):
 
 # -- train mode: a vtm-only loss (video + text encoders + fusion layers, all with dropout) --------
 def _train_loss(m, batch, rng):
-  return alpro.loss_fn(m, batch, weights=dict(vtm=1.0), rng=rng, train=True)[0]
+  return steps.weighted_loss(alpro.FAMILY, m, batch, weights=dict(vtm=1.0), rng=rng, train=True)[0]
 
 
 @pytest.fixture(scope="module")

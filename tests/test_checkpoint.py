@@ -17,14 +17,14 @@ def _setup(mesh_axes=(("data", -1), ("fsdp", 1), ("model", 1)), devices=None, wi
   c.model.width = width
   mesh = shd.make_mesh(c.mesh, devices=devices)
   tx, _ = optim.make_optimizer(c)
-  graphdef, abstract = steps.abstract_state(fake_family, c, tx)
+  graphdef, abstract = steps.abstract_state(fake_family.FAMILY, c, tx)
   sh = steps.state_shardings(abstract, tx, mesh, c.mesh.rules)
   return c, mesh, tx, abstract, sh
 
 
 def test_save_keep_and_restore_on_another_mesh(tmp_path):
   c, mesh, tx, abstract, sh = _setup((("data", 2), ("fsdp", 4), ("model", 1)))
-  state = steps.create_state(fake_family, c, tx, sh)
+  state = steps.create_state(fake_family.FAMILY, c, tx, sh)
   mngr = ckpt.make_manager(tmp_path, ckpt_every=2, keep=2)
   for step in (2, 4, 6):
     state = dict(state, step=state["step"] + 2)
@@ -45,7 +45,7 @@ def test_save_keep_and_restore_on_another_mesh(tmp_path):
 
 def test_interval_policy_skips_off_steps(tmp_path):
   c, mesh, tx, abstract, sh = _setup()
-  state = steps.create_state(fake_family, c, tx, sh)
+  state = steps.create_state(fake_family.FAMILY, c, tx, sh)
   mngr = ckpt.make_manager(tmp_path, ckpt_every=3, keep=5)
   saved = [s for s in range(1, 7) if ckpt.save(mngr, s, state)]
   mngr.wait_until_finished()
@@ -55,7 +55,7 @@ def test_interval_policy_skips_off_steps(tmp_path):
 
 def test_init_from_checkpoint_loads_params_with_matching_shapes(tmp_path):
   c, mesh, tx, abstract, sh = _setup()
-  src = steps.create_state(fake_family, c, tx, sh)
+  src = steps.create_state(fake_family.FAMILY, c, tx, sh)
   src["params"]["temp"][...] = src["params"]["temp"][...] + 1.0
   mngr = ckpt.make_manager(tmp_path / "src", ckpt_every=1, keep=1)
   ckpt.save(mngr, 5, src, force=True)
@@ -64,7 +64,7 @@ def test_init_from_checkpoint_loads_params_with_matching_shapes(tmp_path):
   # A wider model: layers whose shapes changed keep their init, the rest (temp, norm...) load.
   c2, _, tx2, _, sh2 = _setup(width=16)
   c2.seed = 7
-  dst = steps.create_state(fake_family, c2, tx2, sh2)
+  dst = steps.create_state(fake_family.FAMILY, c2, tx2, sh2)
   init = ml_collections.ConfigDict(dict(from_checkpoint=str(tmp_path / "src"),
                                         from_converted="", keep_init=()))
   with pytest.raises(ValueError, match=r"has shape \(\d+, \d+\) in the source but \(16, \d+\)"):
@@ -82,7 +82,7 @@ def test_init_from_checkpoint_loads_params_with_matching_shapes(tmp_path):
 
 def test_init_from_converted_uses_the_converter(monkeypatch, tmp_path):
   c, mesh, tx, abstract, sh = _setup()
-  state = steps.create_state(fake_family, c, tx, sh)
+  state = steps.create_state(fake_family.FAMILY, c, tx, sh)
   other = fake_family.build(c.model, rngs=nnx.Rngs(params=123))
   other.buffer[...] = other.buffer[...] * 3
   calls = []

@@ -15,7 +15,7 @@ from flax import nnx
 
 from configs import common
 from test_allinone_objectives import _tiny_model
-from vlx import config_validation
+from vlx import config_validation, steps
 from vlx.data import pipeline, tasks, text_ops, train_stream, video_ops
 from vlx.models import allinone
 from vlx.models.allinone import objectives as obj
@@ -209,7 +209,7 @@ _LOSS_FNS = {}
 def _loss(model, batch, weights):
   key = (id(model), tuple(sorted(weights.items())))
   if key not in _LOSS_FNS:  # one jit per weights; retraced only for a new batch structure
-    _LOSS_FNS[key] = _jit(model, lambda m, b: obj.loss_fn(m, b, weights=weights,
+    _LOSS_FNS[key] = _jit(model, lambda m, b: steps.weighted_loss(allinone.FAMILY, m, b, weights=weights,
                                                           rng=jax.random.key(3), train=False)[1])
   return _LOSS_FNS[key]({k: jnp.asarray(v) for k, v in batch.items()})
 

@@ -57,7 +57,7 @@ def test_run_retrieval_eval_drops_padding_and_counts_videos():
   model = fake_family.build(c.model, rngs=nnx.Rngs(params=0))
   ev = c.evals.toy_test
   with jax.set_mesh(mesh):
-    m = retrieval.run_retrieval_eval(model, fake_family, ev, c, mesh,
+    m = retrieval.run_retrieval_eval(model, fake_family.FAMILY, ev, c, mesh,
                                      make_eval_batches=fake_family.make_eval_batches)
   assert m["num_videos"] == 20 and m["num_texts"] == 20      # 3 batches of 8, last one padded
   # Recompute directly from the features of the 20 real rows.
@@ -93,7 +93,7 @@ def test_num_views_average_the_similarity_of_random_views():
       yield dict(rows, video=_noisy_view(rows["video"], eval_cfg.view, rows["video_index"]))
 
   with jax.set_mesh(mesh):
-    m = retrieval.run_retrieval_eval(model, fake_family, ev, c, mesh, make_eval_batches=batches)
+    m = retrieval.run_retrieval_eval(model, fake_family.FAMILY, ev, c, mesh, make_eval_batches=batches)
   assert seen == [0, 1, 2]
   full = fake_family.synthetic_batch(10 ** 6, 20, c, seed=7)
   t = np.asarray(fake_family.encode_texts(model, full)["feat"])

@@ -51,7 +51,7 @@ def _toy(mesh_axes, devices):
   c.train.grad_accum = 2
   mesh = shd.make_mesh(c.mesh, devices=devices)
   tx, sched = optim.make_optimizer(c)
-  graphdef, abstract = steps.abstract_state(fake_family, c, tx)
+  graphdef, abstract = steps.abstract_state(fake_family.FAMILY, c, tx)
   shardings = steps.state_shardings(abstract, tx, mesh, c.mesh.rules)
   return c, mesh, tx, sched, graphdef, shardings
 
@@ -59,8 +59,8 @@ def _toy(mesh_axes, devices):
 def _run_two_steps(mesh_axes, devices):
   c, mesh, tx, sched, graphdef, shardings = _toy(mesh_axes, devices)
   with jax.set_mesh(mesh), shd.use_rules(c.mesh.rules):
-    state = steps.create_state(fake_family, c, tx, shardings)
-    fn = steps.jit_train_step(steps.make_train_step(fake_family, c, graphdef, tx, sched),
+    state = steps.create_state(fake_family.FAMILY, c, tx, shardings)
+    fn = steps.jit_train_step(steps.make_train_step(fake_family.FAMILY, c, graphdef, tx, sched),
                               shardings, mesh)
     bs = shd.batch_sharding(mesh, c.mesh.rules)
     losses = []

@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted_run_and_metrics(eight_device_run):
 
 def _fake_registry(monkeypatch):
   orig = registry.get
-  monkeypatch.setattr(registry, "get", lambda f: fake_family if f == "fake" else orig(f))
+  monkeypatch.setattr(registry, "get", lambda f: fake_family.FAMILY if f == "fake" else orig(f))
 
 
 def test_nan_loss_stops_with_step_and_metric(monkeypatch, tmp_path):

@@ -49,13 +49,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   _check(0.0 <= ratio < 1.0, f"config.optim.schedule.warmup_ratio={ratio} must be in [0, 1)")
 
   _check(len(config.objectives) > 0, "config.objectives is empty: name at least one loss")
-  known = tuple(module.OBJECTIVES) if hasattr(module, "OBJECTIVES") else None
+  known = tuple(module.objective_names)
   for name, w in config.objectives.items():
-    _check(known is None or name in known,
+    _check(name in known,
            f"config.objectives.{name}: unknown objective for family {family!r}; known: {known}")
     _check(float(w) >= 0, f"config.objectives.{name}={w} must be >= 0")
 
-  if hasattr(module, "validate_config"):  # optional family hook: family-specific fields
+  if module.validate_config is not None:  # optional family hook: family-specific fields
     try:
       module.validate_config(config)
     except ValueError as e:

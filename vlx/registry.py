@@ -1,13 +1,92 @@
-"""Model-family lookup by module path: `vlx.models.<family>` (no central import table)."""
+"""The family contract (`Family`) and family lookup by module path (`vlx.models.<family>`).
+
+Generic code (loop, steps, data, evals, checkpoint, convert engine) reaches a model family only
+through the `Family` record its package exports as `FAMILY`; it never names a family. A field left
+at its default (None / empty) means "not supported" (an eval scorer) or "nothing to do" (a hook).
+`tests/test_family_contract.py` checks every registered family against this contract.
+"""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from types import ModuleType
+from typing import Any, Callable, Mapping
 
 import vlx.models
 
-_REQUIRED = ("build", "loss_fn")
+# objectives(model, batch, *, active, rng, train) -> ({objective: scalar loss}, {metric: scalar}).
+# `active`: frozenset of the config.objectives names with a non-zero weight. The step (vlx.steps)
+# weights and sums the losses in the returned order and names them `<objective>_loss`.
+Objectives = Callable[..., tuple[dict[str, Any], dict[str, Any]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """Everything the generic code may ask of a model family.
+
+  Model and training:
+    build(model_config, *, rngs) -> nnx.Module.
+    objectives / objective_names: see `Objectives`; names config.objectives may use.
+    frozen_params: regexes (re.search on 'a/b/c' parameter paths) of parameters that never train:
+      they get no gradient, no update and no optimizer state (e.g. a frozen teacher).
+    validate_config(config): family checks, raising ValueError naming the field.
+    prepare_fresh_state(model, config): fills model state after a fresh init (not on restore).
+  Evaluation (None = this eval type is not supported):
+    encode_videos(model, batch) -> features; encode_texts(model, batch) -> features;
+    retrieval_scores(model, texts, videos, *, mode) -> [Nt, Nv]; retrieval_modes: the modes it
+    scores; pair_scores(model, texts, videos) -> [N] match probability of aligned rows (rerank);
+    qa_logits(model, batch) -> [B, A]; mc_scores(model, batch) -> [B, K];
+    class_logits(model, batch) -> [B, C].
+  Weights:
+    converter: import path of the module with the converter rules (vlx.convert.engine reads it;
+      imported on use), None = no converter.
+    fixture_outputs(fixture_dir) -> {name: array}: the parity runner of the reference fixtures.
+    resizable_params: {regex: axis} of parameters nearest-resized along `axis` when a loaded
+      checkpoint's shape differs there (e.g. a temporal position table).
+    backbone_layout: where public backbones (BERT, ViT) sit in the module tree (vlx.convert).
+  Data:
+    data_hooks(config) -> sequence of extra per-row / per-batch producers (vlx.data) that add the
+      batch keys only this family needs; None = none.
+  """
+  name: str
+  build: Callable[..., Any]
+  objectives: Objectives
+  objective_names: tuple[str, ...]
+  frozen_params: tuple[str, ...] = ()
+  validate_config: Callable[[Any], None] | None = None
+  prepare_fresh_state: Callable[[Any, Any], None] | None = None
+  encode_videos: Callable[..., Any] | None = None
+  encode_texts: Callable[..., Any] | None = None
+  retrieval_scores: Callable[..., Any] | None = None
+  retrieval_modes: tuple[str, ...] = ()
+  pair_scores: Callable[..., Any] | None = None
+  qa_logits: Callable[..., Any] | None = None
+  mc_scores: Callable[..., Any] | None = None
+  class_logits: Callable[..., Any] | None = None
+  converter: str | None = None
+  fixture_outputs: Callable[[Any], Mapping[str, Any]] | None = None
+  resizable_params: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  backbone_layout: Any = None
+  data_hooks: Callable[[Any], Any] | None = None
+
+  def converter_module(self) -> ModuleType:
+    """The converter module (imported now: it is not needed to train)."""
+    if self.converter is None:
+      raise ValueError(f"family {self.name!r} has no converter")
+    return importlib.import_module(self.converter)
+
+  def supports(self, fn_name: str) -> bool:
+    """Whether the optional contract function `fn_name` is provided."""
+    return getattr(self, fn_name, None) is not None
+
+  def require(self, fn_name: str, what: str) -> Callable[..., Any]:
+    """The contract function `fn_name`, or a ValueError saying `what` needs it."""
+    fn = getattr(self, fn_name, None)
+    if fn is None:
+      raise ValueError(f"{what} needs the model family to provide {fn_name}; family "
+                       f"{self.name!r} does not")
+    return fn
 
 
 def available() -> list[str]:
@@ -15,13 +94,18 @@ def available() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(vlx.models.__path__) if m.ispkg)
 
 
-def get(family: str) -> ModuleType:
-  """Imports `vlx.models.<family>` and checks it exports the family contract."""
+def family_of(module: ModuleType) -> Family:
+  """The `FAMILY` record a family package exports (checked)."""
+  fam = getattr(module, "FAMILY", None)
+  if not isinstance(fam, Family):
+    raise TypeError(f"{module.__name__} does not export FAMILY = vlx.registry.Family(...) "
+                    "(see README 'Design')")
+  return fam
+
+
+def get(family: str) -> Family:
+  """Imports `vlx.models.<family>` and returns its checked `Family` record."""
   if family not in available():
     raise ValueError(f"config.model.family={family!r} is not a vlx model family; "
                      f"available: {available()}")
-  module = importlib.import_module(f"vlx.models.{family}")
-  missing = [name for name in _REQUIRED if not hasattr(module, name)]
-  if missing:
-    raise TypeError(f"vlx.models.{family} does not export {missing} (see README 'Design')")
-  return module
+  return family_of(importlib.import_module(f"vlx.models.{family}"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from types import ModuleType
 from typing import Any, Callable
 
 import jax
@@ -20,15 +19,36 @@ from flax import nnx
 
 from vlx import optim
 from vlx import sharding as shd
+from vlx.registry import Family
 
 TrainState = dict[str, Any]
 
 
-def build_model(family: ModuleType, config: ml_collections.ConfigDict) -> nnx.Module:
+def build_model(family: Family, config: ml_collections.ConfigDict) -> nnx.Module:
   return family.build(config.model, rngs=nnx.Rngs(params=int(config.seed)))
 
 
-def abstract_state(family: ModuleType, config: ml_collections.ConfigDict,
+def weighted_loss(family: Family, model: nnx.Module, batch: dict, *, weights: dict[str, float],
+                  rng: jax.Array, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(total loss, metrics): the family's objectives weighted by config.objectives and summed in
+  the order the family returns them; each loss also logged as `<objective>_loss`, the total as
+  `loss`. The one place objective weights and metric names are applied."""
+  unknown = sorted(set(weights) - set(family.objective_names))
+  if unknown:
+    raise ValueError(f"config.objectives has unknown names {unknown}; family {family.name!r} "
+                     f"knows {list(family.objective_names)}")
+  active = frozenset(k for k, w in weights.items() if w)
+  losses, metrics = family.objectives(model, batch, active=active, rng=rng, train=train)
+  metrics = dict(metrics)
+  total = jnp.zeros((), jnp.float32)
+  for name, value in losses.items():
+    total = total + weights[name] * value
+    metrics[f"{name}_loss"] = value
+  metrics["loss"] = total
+  return total, metrics
+
+
+def abstract_state(family: Family, config: ml_collections.ConfigDict,
                    tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
   """(graphdef, TrainState of ShapeDtypeStructs) without allocating anything."""
   model = nnx.eval_shape(lambda: build_model(family, config))
@@ -57,7 +77,7 @@ def with_shardings(abstract: TrainState, shardings: TrainState) -> TrainState:
                       abstract, shardings)
 
 
-def make_init(family: ModuleType, config: ml_collections.ConfigDict,
+def make_init(family: Family, config: ml_collections.ConfigDict,
               tx: optax.GradientTransformation, shardings: TrainState,
               compiler_options: dict | None = None) -> Callable[[], TrainState]:
   """Jitted state constructor with `out_shardings`, so parameters are born sharded."""
@@ -70,7 +90,7 @@ def make_init(family: ModuleType, config: ml_collections.ConfigDict,
   return jax.jit(init, out_shardings=shardings, compiler_options=compiler_options)
 
 
-def create_state(family: ModuleType, config: ml_collections.ConfigDict,
+def create_state(family: Family, config: ml_collections.ConfigDict,
                  tx: optax.GradientTransformation, shardings: TrainState) -> TrainState:
   return make_init(family, config, tx, shardings)()
 
@@ -85,7 +105,7 @@ def _split_micro(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array
   return jax.tree.map(one, batch)
 
 
-def make_train_step(family: ModuleType, config: ml_collections.ConfigDict,
+def make_train_step(family: Family, config: ml_collections.ConfigDict,
                     graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     schedule: optax.Schedule
                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
@@ -96,8 +116,7 @@ def make_train_step(family: ModuleType, config: ml_collections.ConfigDict,
 
   def loss_on(params, other, batch, rng):
     model = nnx.merge(graphdef, params, other)
-    loss, metrics = family.loss_fn(model, batch, weights=weights, rng=rng, train=True)
-    return loss, metrics
+    return weighted_loss(family, model, batch, weights=weights, rng=rng, train=True)
 
   grad_fn = jax.value_and_grad(loss_on, has_aux=True)
 
@@ -159,10 +178,10 @@ _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 4
 
 
-def program(family: ModuleType, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+def program(family: Family, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
             compiler_options: dict | None = None) -> Program:
   """Optimizer, abstract state, shardings and the jitted init/step for this config and mesh."""
-  key = (family.__name__, config.to_json_best_effort(sort_keys=True), mesh,
+  key = (family.name, config.to_json_best_effort(sort_keys=True), mesh,
          tuple(sorted((compiler_options or {}).items())))
   if key in _PROGRAMS:
     _PROGRAMS.move_to_end(key)

@@ -64,7 +64,7 @@ def prepare_fresh_state(family, config: ml_collections.ConfigDict, prog: steps.P
                         state: steps.TrainState) -> steps.TrainState:
   """The family's optional `prepare_fresh_state(model, config)` hook (e.g. ALPRO's prompt
   features), after a fresh init only: what it sets is model state, saved in checkpoints."""
-  hook = getattr(family, "prepare_fresh_state", None)
+  hook = family.prepare_fresh_state
   if hook is None:
     return state
   model = nnx.merge(prog.graphdef, state["params"], state["other"])

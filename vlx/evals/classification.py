@@ -7,7 +7,6 @@ before the top-k test. Top-1 / top-5 in percent (2 decimals), per video.
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import Sequence
 
 import jax
@@ -15,6 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx.registry import Family
 from vlx.evals.multiple_choice import _percent, labelled_outputs
 
 
@@ -60,7 +60,7 @@ def classification_metrics(logits: np.ndarray, labels: Sequence[int],
   return out
 
 
-def run_classification_eval(model: nnx.Module, family: ModuleType,
+def run_classification_eval(model: nnx.Module, family: Family,
                             eval_cfg: ml_collections.ConfigDict,
                             config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                             make_eval_batches=None) -> dict[str, float]:

@@ -8,7 +8,6 @@ is the split loop shared with the classification eval.
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import Callable, Sequence
 
 import jax
@@ -16,6 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx.registry import Family
 from vlx import sharding as shd
 from vlx.evals.retrieval import _gather, _place, _to_host
 
@@ -80,14 +80,14 @@ def collect_outputs(model: nnx.Module, fn: Callable, eval_cfg: ml_collections.Co
   return np.concatenate(outs)[keep], {k: v[keep] for k, v in cols.items()}
 
 
-def labelled_outputs(model: nnx.Module, family: ModuleType, fn_name: str, eval_type: str,
+def labelled_outputs(model: nnx.Module, family: Family, fn_name: str, eval_type: str,
                      eval_cfg: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
                      mesh: jax.sharding.Mesh, make_eval_batches=None
                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """`collect_outputs` of `family.<fn_name>` for an eval type whose batches must carry 'label'
   (multiple choice, classification); clear errors when the family or the labels are missing."""
-  if not hasattr(family, fn_name):
-    raise ValueError(f"eval type {eval_type!r} needs {family.__name__}.{fn_name}")
+  if not family.supports(fn_name):
+    raise ValueError(f"eval type {eval_type!r} needs the family to provide {fn_name}; {family.name!r} does not")
   out, cols = collect_outputs(model, getattr(family, fn_name), eval_cfg, config, mesh,
                               make_eval_batches)
   if "label" not in cols:
@@ -95,7 +95,7 @@ def labelled_outputs(model: nnx.Module, family: ModuleType, fn_name: str, eval_t
   return out, cols
 
 
-def run_mc_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+def run_mc_eval(model: nnx.Module, family: Family, eval_cfg: ml_collections.ConfigDict,
                 config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 make_eval_batches=None) -> dict[str, float]:
   """Scores every example's options with `family.mc_scores`; returns mc_metrics + 'seconds'."""

@@ -11,7 +11,6 @@ every accuracy's denominator instead of counting as wrong.
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import Sequence
 
 import jax
@@ -20,6 +19,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx.registry import Family
 from vlx import sharding as shd
 from vlx.data.qa import MSRVTT_QTYPES
 from vlx.evals.retrieval import _gather, _place, _to_host
@@ -74,7 +74,7 @@ def qa_metrics(pred_answer_ids: Sequence[int], gt: Sequence, qtypes: Sequence,
   return out
 
 
-def run_qa_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+def run_qa_eval(model: nnx.Module, family: Family, eval_cfg: ml_collections.ConfigDict,
                 config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 make_eval_batches=None) -> dict[str, float]:
   """Classifies every (clip, question) of the split with `family.qa_logits`; returns qa_metrics."""

@@ -10,7 +10,6 @@ video->text uses the inverted caption->video map (a video's GT caption is its la
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import Sequence
 
 import jax
@@ -20,6 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from vlx.registry import Family
 from vlx import sharding as shd
 
 
@@ -108,11 +108,11 @@ MODES = ("vtc", "vtm", "rerank")
 _JITTED: dict = {}
 
 
-def _jitted(family: ModuleType, graphdef: nnx.GraphDef, mode: str):
+def _jitted(family: Family, graphdef: nnx.GraphDef, mode: str):
   """(encode, score, pairs) jitted once per model structure, so periodic evals do not recompile.
 
   score: family.retrieval_scores ('vtc' for rerank's first stage); pairs: family.pair_scores."""
-  key = (family.__name__, graphdef, mode)
+  key = (family.name, graphdef, mode)
   if key not in _JITTED:
 
     @jax.jit
@@ -147,7 +147,7 @@ def _chunks(n: int, size: int):
     yield idx, np.concatenate([idx, np.full(size - len(idx), idx[0])])
 
 
-def score_matrix(family: ModuleType, model: nnx.Module, texts: dict, videos: dict,
+def score_matrix(family: Family, model: nnx.Module, texts: dict, videos: dict,
                  eval_cfg: ml_collections.ConfigDict) -> np.ndarray:
   """[Nt, Nv] ranking scores of host-side text / video features (call under the eval mesh).
 
@@ -159,8 +159,8 @@ def score_matrix(family: ModuleType, model: nnx.Module, texts: dict, videos: dic
   mode = eval_cfg.get("mode", "vtc") or "vtc"
   if mode not in MODES:
     raise ValueError(f"eval mode {mode!r}: expected one of {MODES}")
-  if mode == "rerank" and not hasattr(family, "pair_scores"):
-    raise ValueError(f"eval mode 'rerank' needs {family.__name__}.pair_scores")
+  if mode == "rerank" and not family.supports("pair_scores"):
+    raise ValueError(f"eval mode 'rerank' needs pair_scores, which family {family.name!r} does not provide")
   graphdef, state = nnx.split(model)
   _, score, pairs = _jitted(family, graphdef, mode)
   nt = len(next(iter(texts.values())))
@@ -191,7 +191,7 @@ def score_matrix(family: ModuleType, model: nnx.Module, texts: dict, videos: dic
   return out
 
 
-def encode_split(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+def encode_split(model: nnx.Module, family: Family, eval_cfg: ml_collections.ConfigDict,
                  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                  make_eval_batches=None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
   """Encodes every clip and caption of the eval block's split (family.encode_videos / encode_texts,
@@ -263,7 +263,7 @@ def view_configs(eval_cfg: ml_collections.ConfigDict) -> list[ml_collections.Con
   return out
 
 
-def run_retrieval_eval(model: nnx.Module, family: ModuleType, eval_cfg: ml_collections.ConfigDict,
+def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collections.ConfigDict,
                        config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                        make_eval_batches=None) -> dict[str, float]:
   """Encodes the split (`encode_split`), scores (text, video) pairs (`score_matrix`), averaged

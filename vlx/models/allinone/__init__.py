@@ -1,13 +1,15 @@
-"""All-in-one family (README "family contract"): build, loss_fn, retrieval, QA, multiple choice
-and classification functions, config checks."""
+"""All-in-one family (README "Design": the family contract): model, objectives, retrieval, QA,
+multiple choice and classification scorers, converter, parity runner, config checks."""
 from __future__ import annotations
 
 import ml_collections
 from flax import nnx
 
+from vlx import registry
 from vlx.models.allinone import model as _model
 from vlx.models.allinone.model import AllInOne, model_config
-from vlx.models.allinone.objectives import OBJECTIVES, fixture_outputs, loss_fn
+from vlx.models.allinone import objectives as _objectives
+from vlx.models.allinone.objectives import OBJECTIVES, fixture_outputs
 from vlx.models.allinone.tasks import (class_logits, encode_texts, encode_videos, mc_scores,
                                        pair_scores, qa_logits, retrieval_scores)
 
@@ -74,6 +76,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                        "(config.model.heads.itc=True); use mode 'vtm' otherwise")
 
 
-__all__ = ["AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
-           "fixture_outputs", "loss_fn", "mc_scores", "model_config", "pair_scores", "qa_logits",
+def compute_fixture_outputs(fixture_dir):
+  """The reference fixture's outputs computed by vlx (imported on use)."""
+  from vlx.models.allinone.load_fixture import compute_fixture_outputs as run
+  return run(fixture_dir)
+
+
+FAMILY = registry.Family(
+    name="allinone", build=build, objectives=_objectives.objectives, objective_names=OBJECTIVES,
+    validate_config=validate_config,
+    encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
+    retrieval_modes=("vtm", "vtc", "itc", "rerank"), pair_scores=pair_scores,
+    qa_logits=qa_logits, mc_scores=mc_scores, class_logits=class_logits,
+    converter="vlx.models.allinone.convert", fixture_outputs=compute_fixture_outputs)
+
+__all__ = ["FAMILY", "AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
+           "fixture_outputs", "mc_scores", "model_config", "pair_scores", "qa_logits",
            "retrieval_scores", "validate_config"]

@@ -38,12 +38,15 @@ IRTR_FALSE_TEXTS = 15   # the reference's draw_false_text for retrieval fine-tun
 WPA_SCALE = 0.1
 
 
-def active_objectives(model, weights: dict[str, float], batch: dict | None = None) -> set[str]:
-  """The objectives with a non-zero weight, checked against the model's heads and the batch."""
-  unknown = sorted(set(weights) - set(OBJECTIVES))
+def active_objectives(model, active, batch: dict | None = None) -> set[str]:
+  """The active objectives (names, or {name: weight} keeping the non-zero ones), checked against
+  the model's heads and the batch."""
+  if isinstance(active, dict):
+    active = {k for k, w in active.items() if w}
+  unknown = sorted(set(active) - set(OBJECTIVES))
   if unknown:
     raise ValueError(f"config.objectives has unknown names {unknown}; allinone knows {OBJECTIVES}")
-  active = {k for k, w in weights.items() if w}
+  active = set(active)
   for name in sorted(active):
     attr, field = _HEADS[name]
     if not hasattr(model, attr):
@@ -136,10 +139,11 @@ def vcop_forward(model, frames, orders) -> tuple[jax.Array, jax.Array]:
 
 
 # -- family contract ----------------------------------------------------------------------
-def loss_fn(model, batch: dict, *, weights: dict[str, float], rng: jax.Array,
-            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Weighted sum of the active objectives and scalar metrics (family contract)."""
-  active = active_objectives(model, weights, batch)
+def objectives(model, batch: dict, *, active: frozenset[str], rng: jax.Array,
+               train: bool) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """({objective: loss}, {metric: value}) of the active objectives (family contract; the step
+  weights and sums the losses)."""
+  active = active_objectives(model, active, batch)
   det = not train
   k_drop, k_perm, k_itm, k_neg, k_irtr, k_vcop = jax.random.split(rng, 6)
   rngs = nnx.Rngs(dropout=k_drop) if train else None
@@ -198,12 +202,7 @@ def loss_fn(model, batch: dict, *, weights: dict[str, float], rng: jax.Array,
       logits = model.vcop_head(frames, deterministic=det, rngs=rngs).astype(jnp.float32)
       m = matching.matching_loss(logits, labels)
       losses["vcop"], metrics["vcop_acc"] = m["loss"], m["acc"]
-  total = jnp.zeros((), jnp.float32)
-  for name, value in losses.items():
-    total = total + weights[name] * value
-    metrics[f"{name}_loss"] = value
-  metrics["loss"] = total
-  return total, metrics
+  return losses, metrics
 
 
 # -- reference fixture (tiny/README.md outputs) ---------------------------------------------

@@ -1,9 +1,28 @@
-"""ALPRO family: build, loss_fn, retrieval and QA functions (README "family contract")."""
+"""ALPRO family (README "Design": the family contract): model, objectives, retrieval and QA
+scorers, converter, parity runner and the PEM hooks."""
+from vlx import registry
 from vlx.models.alpro.model import AlproModel, PromptFeatures, build
-from vlx.models.alpro.objectives import (OBJECTIVES, encode_texts, encode_videos, loss_fn,
-                                         pair_scores, qa_logits, retrieval_scores)
+from vlx.models.alpro import objectives as _objectives
+from vlx.models.alpro.objectives import (OBJECTIVES, encode_texts, encode_videos, pair_scores,
+                                         qa_logits, retrieval_scores)
 from vlx.models.alpro.pem_setup import prepare_fresh_state, validate_config
 
-__all__ = ["AlproModel", "PromptFeatures", "build", "loss_fn", "encode_videos", "encode_texts",
-           "retrieval_scores", "pair_scores", "qa_logits", "OBJECTIVES",
+
+def fixture_outputs(fixture_dir):
+  """The reference fixture's outputs computed by vlx (imported on use)."""
+  from vlx.models.alpro.load_fixture import compute_fixture_outputs
+  return compute_fixture_outputs(fixture_dir)
+
+
+FAMILY = registry.Family(
+    name="alpro", build=build, objectives=_objectives.objectives, objective_names=OBJECTIVES,
+    frozen_params=(r"^prompter/",),
+    validate_config=validate_config, prepare_fresh_state=prepare_fresh_state,
+    encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
+    retrieval_modes=("vtc", "vtm", "rerank"), pair_scores=pair_scores, qa_logits=qa_logits,
+    converter="vlx.models.alpro.convert", fixture_outputs=fixture_outputs,
+    resizable_params={r"(^|/)video/time_embed$": 1})
+
+__all__ = ["FAMILY", "AlproModel", "PromptFeatures", "build", "encode_videos",
+           "encode_texts", "retrieval_scores", "pair_scores", "qa_logits", "OBJECTIVES",
            "prepare_fresh_state", "validate_config"]

@@ -250,6 +250,8 @@ def _qa_outputs(cfg: dict, x: dict, sd: dict, fixture_dir) -> dict:
 @nnx.jit
 def _qa_jit(model: AlproModel, batch: dict) -> dict:
   f = obj.qa_forward(model, batch, rng=jax.random.key(0), train=False)
-  loss, _ = obj.loss_fn(model, batch, weights={"qa": 1.0}, rng=jax.random.key(0), train=False)
+  losses, _ = obj.objectives(model, batch, active=frozenset({"qa"}), rng=jax.random.key(0),
+                             train=False)
+  loss = losses["qa"]
   return dict(qa_video_embeds=f["video_embeds"], qa_text_embeds=f["text_embeds"],
               qa_multimodal=f["multimodal"], qa_logits=f["logits"], qa_loss=loss)

@@ -1,7 +1,7 @@
 """ALPRO losses (spec §5: VTC + VTM + MLM + PEM; §6: QA CE) and retrieval functions (§6.1).
 
 `forward_pretrain` returns every intermediate the reference fixture records, so the parity code and
-`loss_fn` share one path.
+`objectives` share one path.
 """
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ def _rngs(rng: jax.Array, train: bool) -> nnx.Rngs | None:
   return nnx.Rngs(dropout=rng) if train else None
 
 
-def _check_weights(model, weights: dict[str, float]) -> set[str]:
-  unknown = sorted(set(weights) - set(OBJECTIVES))
-  if unknown:
-    raise ValueError(f"config.objectives has unknown names {unknown}; alpro knows {OBJECTIVES}")
-  active = {k for k, w in weights.items() if w}
+def _check_active(model, active: frozenset[str]) -> set[str]:
+  """The active objectives, checked against the heads this model was built with."""
+  active = set(active)
   if "pem" in active and not hasattr(model, "pem_head"):
     raise ValueError("objective 'pem' needs model.pem=True and model.head='pretrain'")
   if ("qa" in active) != (model.head == "qa") or (model.head == "qa" and active != {"qa"}):
@@ -89,28 +87,21 @@ def forward_pretrain(model, batch: dict, *, active: set[str], rng: jax.Array, tr
   return out
 
 
-def loss_fn(model, batch: dict, *, weights: dict[str, float], rng: jax.Array,
-            train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Weighted sum of the active objectives and scalar metrics (family contract)."""
-  active = _check_weights(model, weights)
+def objectives(model, batch: dict, *, active: frozenset[str], rng: jax.Array,
+               train: bool) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """({objective: loss}, {metric: value}) of the active objectives (family contract; the step
+  weights and sums the losses)."""
+  active = _check_active(model, active)
   if model.head == "qa":
     logits = qa_logits(model, batch, rng=rng, train=train)
     loss = jnp.mean(contrastive.cross_entropy(logits, batch["label"]))
     acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-    total = weights["qa"] * loss
-    return total, dict(qa_loss=loss, qa_acc=acc, loss=total)
+    return {"qa": loss}, {"qa_acc": acc}
   out = forward_pretrain(model, batch, active=active, rng=rng, train=train)
-  total = jnp.zeros((), jnp.float32)
+  losses = {name: out[f"{name}_loss"] for name in ("vtc", "vtm", "mlm", "pem") if name in active}
   metrics = {"temp": out["temp"]}
-  for name in ("vtc", "vtm", "mlm", "pem"):
-    if name in active:
-      total = total + weights[name] * out[f"{name}_loss"]
-      metrics[f"{name}_loss"] = out[f"{name}_loss"]
-  for name in ("vtm_acc", "mlm_acc"):
-    if name in out:
-      metrics[name] = out[name]
-  metrics["loss"] = total
-  return total, metrics
+  metrics.update({name: out[name] for name in ("vtm_acc", "mlm_acc") if name in out})
+  return losses, metrics
 
 
 def qa_forward(model, batch: dict, *, rng: jax.Array, train: bool) -> dict[str, jax.Array]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common, allinone_msrvtt_ret
+from configs import allinone_common, allinone_msrvtt_ret, common
 
 TRAIN_EXAMPLES = 8_394     # DiDeMo training videos (paragraph = the concatenated segment captions)
 
@@ -18,3 +18,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return allinone_msrvtt_ret.retrieval_config(
       preset, variant=variant, builder="didemo", builder_config="", split="train",
       test_split="test", max_text_len=80, epochs=200, train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

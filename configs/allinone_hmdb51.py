@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 3_570     # split 1: 70 training clips x 51 classes
 
@@ -18,3 +18,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       preset, variant=variant, builder="hmdb51", builder_config="split1", num_classes=51,
       prompt="A person is doing [MASK]", lr=1e-4, num_frames=3, train_examples=TRAIN_EXAMPLES,
       eval_split="test")
+
+
+get_config = common.with_modifiers(get_config)

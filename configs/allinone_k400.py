@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 240_436    # Kinetics-400 training clips (the count depends on your copy)
 
@@ -22,3 +22,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # converted with 8 frames (the first 3 temporal rows kept, the rest zero, as the reference
       # loads it): python -m vlx.convert ... --set num_frames=8 --out <this dir>
       init=allinone_common.converted_pretrain(variant) + "_8f")
+
+
+get_config = common.with_modifiers(get_config)

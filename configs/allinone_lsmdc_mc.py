@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 101_079    # LSMDC16 multiple-choice training questions (one per clip)
 
@@ -23,3 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(num_steps=200, ckpt_every=200)
   c.evals = allinone_common.mc_evals(c, preset)
   return c
+
+
+get_config = common.with_modifiers(get_config)

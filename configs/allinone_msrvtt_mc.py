@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 9_000
 
@@ -31,3 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                  batch_size=256)
   c.evals = allinone_common.mc_evals(c, preset)
   return c
+
+
+get_config = common.with_modifiers(get_config)

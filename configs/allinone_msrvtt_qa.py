@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 158_581    # MSRVTT-QA training question-answer pairs
 
@@ -33,3 +33,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   _, variant, preset = allinone_common.parse(arg)
   return qa_config(preset, variant=variant, builder="msrvtt", builder_config="qa",
                    num_labels=1501, train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

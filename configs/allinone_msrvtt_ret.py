@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 TRAIN_EXAMPLES = 9_000      # train_9k videos (one random caption of 20 per step)
 
@@ -47,3 +47,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return retrieval_config(preset, variant=variant, builder="msrvtt", builder_config="retrieval",
                           split="train_9k", test_split="test_1ka", max_text_len=40, epochs=200,
                           train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

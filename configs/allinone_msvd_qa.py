@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common, allinone_msrvtt_qa
+from configs import allinone_common, allinone_msrvtt_qa, common
 
 TRAIN_EXAMPLES = 30_933     # MSVD-QA training question-answer pairs
 
@@ -14,3 +14,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return allinone_msrvtt_qa.qa_config(preset, variant=variant, builder="msvd_qa",
                                       builder_config="", num_labels=1001,
                                       train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common
+from configs import allinone_common, common
 
 OBJECTIVES = dict(mlm=1.0, itm=1.0, wpa=1.0)
 # timm state dicts per size: torch.save(timm.create_model(name, pretrained=True).state_dict(), f)
@@ -44,3 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ITM negatives: a random other clip of the dataset per row (the reference's draw_false_image=1)
   c.data.train.false_videos = 1
   return c
+
+
+get_config = common.with_modifiers(get_config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import allinone_common, allinone_msrvtt_qa
+from configs import allinone_common, allinone_msrvtt_qa, common
 
 TASKS = ("frameqa", "action", "transition")
 FRAMEQA_TYPES = ("object", "number", "color", "location")
@@ -36,3 +36,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       lr_mult=allinone_common.HEAD_LR_MULT, mc_template=MC_TEMPLATE)
   c.evals = allinone_common.mc_evals(c, preset, mc_template=MC_TEMPLATE)
   return c
+
+
+get_config = common.with_modifiers(get_config)

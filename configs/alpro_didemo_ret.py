@@ -17,3 +17,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return alpro_common.retrieval_config(
       common.parse_preset(arg), builder="didemo", max_text_len=50, lr=4e-5, grad_clip=20.0,
       batch_size=12 * 8, epochs=10, train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

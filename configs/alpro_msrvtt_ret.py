@@ -20,3 +20,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       common.parse_preset(arg), builder="msrvtt", builder_config="retrieval",
       train_split="train_7k", test_split="test_1ka", max_text_len=40, lr=2.5e-5, grad_clip=5.0,
       batch_size=8 * 8, epochs=5, train_examples=TRAIN_EXAMPLES)
+
+
+get_config = common.with_modifiers(get_config)

@@ -23,3 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.remat = True
   c.evals = alpro_common.qa_evals(c, preset)
   return c
+
+
+get_config = common.with_modifiers(get_config)

@@ -116,3 +116,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         num_frames=c.model.video.num_frames, sampling="uniform",
         resolution=c.model.video.img_size, max_text_len=16, batch_size=8, mode="vtc")))
   return c
+
+
+get_config = common.with_modifiers(get_config)

@@ -28,3 +28,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.global_batch_size = 16 * 8 * 2
     c.train.num_steps = alpro_pretrain.PAPER_NUM_STEPS  # 10 epochs at 256 per update
   return c
+
+
+get_config = common.with_modifiers(get_config)

@@ -1,9 +1,11 @@
 """Shared config pieces: preset parsing and the blocks every experiment has."""
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 
-PRESETS = ("", "demo", "tiny")
+PRESETS = ("", "demo", "tiny")  # plus the MODIFIERS below, e.g. "demo,own"
 
 
 def parse_preset(arg: str | None) -> str:
@@ -132,3 +134,70 @@ def classification_eval(**overrides) -> ml_collections.ConfigDict:
       type="classification", task="classification", class_prompt="", num_views=1))
   e.update(overrides)
   return e
+
+
+# --- Preset modifiers: `--config FILE:<preset>,<modifier>` ------------------------------------
+# A modifier rewrites a finished config; `with_modifiers` strips the modifier names from the
+# preset string before the file's own get_config sees it, so every config file takes them.
+OWN_BUILDER = "video_text"   # data_builders/video_text: the user's own videos (README)
+
+
+def _first_of_type(evals: ml_collections.ConfigDict, kind: str) -> list[str]:
+  return [name for name, e in evals.items() if e.get("type") == kind]
+
+
+def own_videos(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Points training and evaluation at the user's `video_text` dataset (README "Your own
+  videos"): the train split trains, the val split evaluates. Retrieval configs use its
+  'captions' config (eval over every caption); classification configs its 'labels' config.
+  Mixtures are cleared; everything else (model, frames, optimiser, init) stays as the config
+  set it, so `:demo,own` is the demo recipe and `:own` the paper recipe on your videos."""
+  t = c.data.train
+  task = t.get("task", "retrieval") or "retrieval"
+  kinds = {"retrieval": ("captions", "retrieval"), "classification": ("labels", "classification")}
+  if task not in kinds:
+    raise ValueError(f"preset modifier 'own' trains on your video_text dataset, which has "
+                     f"captions or labels; this config's task is {task!r} (use a retrieval or "
+                     "classification config, e.g. configs/alpro_msrvtt_ret.py:demo,own)")
+  builder_config, kind = kinds[task]
+  t.update(builder=OWN_BUILDER, builder_config=builder_config, split="train", mixture=())
+  old = c.evals
+  names = _first_of_type(old, kind)
+  if names:
+    blocks = [ml_collections.ConfigDict(old[n].to_dict()) for n in names]
+  else:  # e.g. a pre-training config without evals: evaluate with the training geometry
+    make = retrieval_eval if kind == "retrieval" else classification_eval
+    blocks = [make(num_frames=t.num_frames, resolution=t.resolution, crop=t.crop,
+                   resize=t.resize, norm=t.norm, max_text_len=t.max_text_len)]
+  evals = {}
+  for block in blocks:
+    block.update(builder=OWN_BUILDER, builder_config=builder_config, split="val")
+    if kind == "retrieval":
+      block.all_captions = True
+    name = OWN_BUILDER if len(blocks) == 1 else f"{OWN_BUILDER}_{block.get('mode', 'vtc')}"
+    evals[name] = block
+  c.evals = ml_collections.ConfigDict(evals)
+  return c
+
+
+MODIFIERS = {"own": own_videos}
+
+
+def split_modifiers(arg: str | None) -> tuple[str, list[str]]:
+  """'demo,own' -> ('demo', ['own']): the preset string without modifiers, and the modifiers."""
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  mods = [p for p in parts if p in MODIFIERS]
+  return ",".join(p for p in parts if p not in MODIFIERS), mods
+
+
+def with_modifiers(get_config):
+  """Wraps a config file's get_config so its preset string may also name MODIFIERS."""
+
+  @functools.wraps(get_config)
+  def wrapped(arg: str | None = None) -> ml_collections.ConfigDict:
+    base, mods = split_modifiers(arg)
+    c = get_config(base)
+    for name in mods:
+      c = MODIFIERS[name](c)
+    return c
+  return wrapped

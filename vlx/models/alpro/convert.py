@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from configs.alpro_pretrain import alpro_model
+from vlx.models.alpro.model import model_config as alpro_model
 from vlx.convert import hooks as hk
 from vlx.convert.engine import Rule, Tied
 from vlx.convert.errors import ConversionError, WrongFamilyError

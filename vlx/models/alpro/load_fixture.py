@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from configs.alpro_pretrain import alpro_model
+from vlx.models.alpro.model import model_config as alpro_model
 from vlx.convert import convert_state_dict, load_state_dict
 from vlx.evals.retrieval import retrieval_metrics
 from vlx.layers import common

@@ -33,8 +33,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim.update(name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0,
                  grad_clip=20.0)
   c.optim.schedule.update(type="linear", warmup_steps=0, warmup_ratio=0.05, end_value=0.0)
-  # The frozen prompter (model.pem) must not move: lr multiplier 0 on its parameters.
-  c.optim.lr_mult = ml_collections.ConfigDict({"^prompter/": 0.0})
 
   if preset == "":
     # WebVid2M + CC3M (spec §7, §9): 4 frames headtail, decoded to 256, random 224 crop.
@@ -60,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.lr = 5e-4
     # From scratch, BERT's [CLS] starts almost identical for every caption (cosine ~0.9999 at
     # init), which stalls VTC for hundreds of steps; a larger text lr breaks the tie quickly.
-    c.optim.lr_mult = ml_collections.ConfigDict({"^prompter/": 0.0, "^text/": 4.0})
+    c.optim.lr_mult = ml_collections.ConfigDict({"^text/": 4.0})
     c.optim.grad_clip = 5.0
     c.optim.schedule.warmup_ratio = 0.1
     c.train.update(num_steps=400, log_every=20, eval_every=0, ckpt_every=200, keep=2)

@@ -18,9 +18,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.head = "prompter"
   c.model.pem = False
   c.objectives = ml_collections.ConfigDict(dict(vtc=1.0))
-  # No prompter/ subtree here; keep the other multipliers (e.g. the demo's text lr).
-  c.optim.lr_mult = ml_collections.ConfigDict(
-      {k: v for k, v in c.optim.lr_mult.items() if k != "^prompter/"})
   if preset == "":
     c.optim.update(lr=1e-4, grad_clip=20.0)
     c.optim.schedule.warmup_ratio = 0.05

@@ -1,17 +1,21 @@
-"""Optax chain from `config.optim`: schedule, global-norm clipping, AdamW + decay mask, lr groups.
+"""Optax chain from `config.optim`: schedule, global-norm clipping, AdamW + decay mask, lr groups;
+the split of parameters into trainable and frozen ones.
 
 Parameter paths are the nnx state paths joined with '/' (e.g. 'text/layers/0/attn/query/kernel');
-`wd_exclude` and `lr_mult` are regexes searched (`re.search`) in those paths.
+`wd_exclude`, `lr_mult` and a family's `frozen_params` are regexes searched (`re.search`) in those
+paths. Frozen parameters are split off before differentiation (vlx.steps), so the optimizer only
+ever sees the trainable ones: no gradient, no update and no optimizer state for the frozen.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
 SCHEDULES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "sgd")
@@ -31,6 +35,25 @@ def path_str(path: tuple) -> str:
     else:
       parts.append(str(k))
   return "/".join(parts)
+
+
+def frozen_filter(patterns: Sequence[str]) -> Callable[[tuple, Any], bool]:
+  """nnx filter (path, value) -> bool: True for a parameter whose 'a/b/c' path a regex matches."""
+  regexes = [re.compile(p) for p in patterns]
+
+  def frozen(path: tuple, _value: Any) -> bool:
+    name = "/".join(str(k) for k in path)
+    return any(r.search(name) for r in regexes)
+  return frozen
+
+
+def split_frozen(params: nnx.State, patterns: Sequence[str]) -> tuple[nnx.State, nnx.State]:
+  """(trainable, frozen) parts of an nnx.State of parameters (or of their shapes / shardings);
+  `nnx.merge_state(trainable, frozen)` gives back a state with the structure of `params`."""
+  if not patterns:
+    return params, nnx.State({})
+  frozen, trainable = nnx.split_state(params, frozen_filter(patterns), ...)
+  return trainable, frozen
 
 
 def warmup_steps(schedule_cfg: ml_collections.ConfigDict, num_steps: int) -> int:

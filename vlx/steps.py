@@ -1,15 +1,21 @@
 """Pure train step and sharded state creation (functional: the state is a pytree, not a module).
 
 TrainState = {'params': nnx.State of nnx.Param, 'other': the rest of the model state (e.g. prompt
-features, not trained), 'opt_state': optax state, 'step': int32 count of applied updates}.
+features, not trained), 'opt_state': optax state of the trainable parameters only, 'step': int32
+count of applied updates}.
 The module is rebuilt with `nnx.merge(graphdef, ...)` inside the jitted function, so the step is a
 plain function of arrays that Orbax can save and jit can donate.
+
+Frozen parameters (`Family.frozen_params` regexes) stay in 'params' (saved, restored, loaded like
+the others) but are split off before `jax.value_and_grad` (`optim.split_frozen`): the step computes
+no gradient for them, the optimizer holds no state for them (`opt_state` is `tx.init` of the
+trainable part) and they leave the step bit-identical.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,19 +59,20 @@ def abstract_state(family: Family, config: ml_collections.ConfigDict,
   """(graphdef, TrainState of ShapeDtypeStructs) without allocating anything."""
   model = nnx.eval_shape(lambda: build_model(family, config))
   graphdef, params, other = nnx.split(model, nnx.Param, ...)
-  opt_state = jax.eval_shape(tx.init, params)
+  opt_state = jax.eval_shape(tx.init, optim.split_frozen(params, family.frozen_params)[0])
   return graphdef, dict(params=params, other=other, opt_state=opt_state,
                         step=jax.ShapeDtypeStruct((), jnp.int32))
 
 
 def state_shardings(abstract: TrainState, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh, rules) -> TrainState:
-  """Params/other by logical names; optimizer moments like their params; scalars replicated."""
+                    mesh: jax.sharding.Mesh, rules, frozen: Sequence[str] = ()) -> TrainState:
+  """Params/other by logical names; optimizer moments like their params; scalars replicated.
+  `frozen`: the family's `frozen_params` (the optimizer state has no entries for them)."""
   rep = shd.replicated(mesh)
   params_sh = shd.state_shardings(abstract["params"], mesh, rules)
   other_sh = shd.state_shardings(abstract["other"], mesh, rules)
   opt_sh = optax.tree_map_params(
-      tx, lambda _, s: s, abstract["opt_state"], params_sh,
+      tx, lambda _, s: s, abstract["opt_state"], optim.split_frozen(params_sh, frozen)[0],
       transform_non_params=lambda _: rep,
       is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
   return dict(params=params_sh, other=other_sh, opt_state=opt_sh, step=rep)
@@ -85,7 +92,8 @@ def make_init(family: Family, config: ml_collections.ConfigDict,
   def init() -> TrainState:
     model = build_model(family, config)
     _, params, other = nnx.split(model, nnx.Param, ...)
-    return dict(params=params, other=other, opt_state=tx.init(params),
+    return dict(params=params, other=other,
+                opt_state=tx.init(optim.split_frozen(params, family.frozen_params)[0]),
                 step=jnp.zeros((), jnp.int32))
   return jax.jit(init, out_shardings=shardings, compiler_options=compiler_options)
 
@@ -114,36 +122,39 @@ def make_train_step(family: Family, config: ml_collections.ConfigDict,
   accum = int(config.train.grad_accum)
   base_key = jax.random.key(int(config.seed))
 
-  def loss_on(params, other, batch, rng):
-    model = nnx.merge(graphdef, params, other)
+  def loss_on(params, frozen, other, batch, rng):
+    model = nnx.merge(graphdef, params, frozen, other)
     return weighted_loss(family, model, batch, weights=weights, rng=rng, train=True)
 
+  # Differentiates the trainable parameters (argument 0) only: frozen ones are step constants.
   grad_fn = jax.value_and_grad(loss_on, has_aux=True)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(base_key, state["step"])
-    params, other = state["params"], state["other"]
+    params, frozen = optim.split_frozen(state["params"], family.frozen_params)
+    other = state["other"]
     if accum == 1:
-      (loss, metrics), grads = grad_fn(params, other, batch, rng)
+      (loss, metrics), grads = grad_fn(params, frozen, other, batch, rng)
     else:
       micro = _split_micro(batch, accum)
 
       def body(carry, xs):
         i, mb = xs
         mb = {k: shd.constrain(v, ("batch",)) for k, v in mb.items()}
-        (l, m), g = grad_fn(params, other, mb, jax.random.fold_in(rng, i))
+        (l, m), g = grad_fn(params, frozen, other, mb, jax.random.fold_in(rng, i))
         acc = jax.tree.map(jnp.add, carry, (l, m, g))
         return acc, None
 
-      zeros = jax.eval_shape(lambda: grad_fn(params, other, jax.tree.map(lambda x: x[0], micro),
-                                             rng))
+      first = jax.tree.map(lambda x: x[0], micro)
+      zeros = jax.eval_shape(lambda: grad_fn(params, frozen, other, first, rng))
       init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
       init = (init[0][0], init[0][1], init[1])
       (loss, metrics, grads), _ = jax.lax.scan(body, init, (jnp.arange(accum), micro))
       loss, metrics, grads = jax.tree.map(lambda x: x / accum, (loss, metrics, grads))
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    params = optax.apply_updates(params, updates)
-    out = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    params = nnx.merge_state(optax.apply_updates(params, updates), frozen)
+    del loss  # == metrics['loss'] (weighted_loss names the losses)
+    out = {"grad_norm": optax.global_norm(grads),
            "lr": jnp.asarray(schedule(state["step"]), jnp.float32)}
     out.update({k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()})
     new_state = dict(params=params, other=other, opt_state=opt_state, step=state["step"] + 1)
@@ -188,7 +199,8 @@ def program(family: Family, config: ml_collections.ConfigDict, mesh: jax.shardin
     return _PROGRAMS[key]
   tx, schedule = optim.make_optimizer(config)
   graphdef, abstract = abstract_state(family, config, tx)
-  shardings = state_shardings(abstract, tx, mesh, tuple(config.mesh.rules))
+  shardings = state_shardings(abstract, tx, mesh, tuple(config.mesh.rules),
+                              family.frozen_params)
   prog = Program(tx=tx, schedule=schedule, graphdef=graphdef, abstract=abstract,
                  shardings=shardings,
                  init=make_init(family, config, tx, shardings, compiler_options),

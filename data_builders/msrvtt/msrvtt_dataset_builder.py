@@ -1,8 +1,10 @@
 """msrvtt: MSR-VTT (Xu et al. 2016) for text-video retrieval, MSRVTT-QA and MSRVTT-MC.
 
 Reads `manual_dir` in the layout the datasets are released in (see MANUAL_DOWNLOAD_INSTRUCTIONS);
-every annotation file is looked up at the top of manual_dir or one folder down, so the official
-archives and the retrieval papers' `msrvtt_data/` folder can be unpacked as they come. Configs:
+annotation files and videos are found wherever the archives put them (release_layout.Layout), so
+the 2016 release, CLIP4Clip's `msrvtt_data/` + `MSRVTT/videos/all/` and the QA / MC files can be
+unpacked as they come, with or without their top folder. A split whose files are absent is not
+built (a warning names them): the 2016 release alone builds val and test_full. Configs:
   retrieval  one example per video with all its captions. Splits train_9k / train_7k (video lists
              MSRVTT_train.9k.csv / .7k.csv, captions from the official json), val (the official
              validate split, 497 videos), test_1ka (JSFusion's 1000 videos x 1 caption: the test
@@ -22,6 +24,7 @@ import numpy as np
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 CAPTION_FILES = ("train_val_videodatainfo.json", "test_videodatainfo.json")
 MERGED_CAPTION_FILE = "MSRVTT_data.json"   # the retrieval papers' merge of the two files above
@@ -31,6 +34,9 @@ QA_FILES = {"train": "train_qa.json", "val": "val_qa.json", "test": "test_qa.jso
 MC_CSV = "MSR_MC_test.csv"               # JSFusion release (tab-separated)
 MC_JSONL = "msrvtt_mc_test.jsonl"        # the same questions as ClipBERT / All-in-one ship them
 VIDEO_DIRS = ("TrainValVideo", "TestVideo", "videos/all", "videos", "all")
+# Where the archives put the annotation files (preferred when a name is found twice).
+ANNOTATION_DIRS = ("", "msrvtt_data", "annotation", "MSRVTT-QA", "data")
+FIRST_TEST_VIDEO = 7010
 NUM_CHOICES = 5
 _VID = re.compile(r"^(?:video|msr)?(\d+)$")
 
@@ -53,8 +59,10 @@ Put in manual_dir:
     train_qa.json  val_qa.json  test_qa.json                                (config qa)
     MSR_MC_test.csv                                                         (config mc)
 
-Annotation files may also sit one folder down (e.g. msrvtt_data/MSRVTT_train.9k.csv,
-MSRVTT-QA/train_qa.json). Missing videos are skipped and counted, not fatal.
+Any of these may sit in folders of their own, as the archives unpack them (msrvtt_data/...csv,
+MSRVTT/videos/all/video0.mp4, MSRVTT-QA/train_qa.json; searched 5 folder levels deep); videos may
+be .mp4 .avi .webm .mkv .mov .m4v .flv. Splits whose files are absent are not built (the 2016
+release alone gives val and test_full). Missing videos are skipped and counted, not fatal.
 """
 
 
@@ -175,66 +183,88 @@ def read_mc(path: str) -> list[dict]:
 # Records per split.
 
 
-def _caption_source(root: str) -> tuple[dict[str, list[str]], dict[str, str], str]:
-  """(captions, official splits, file to blame) from the official pair or MSRVTT_data.json."""
-  official = [bb.find_file(root, n, required=False, builder="msrvtt") for n in CAPTION_FILES]
+def layout(root: str, name: str = "msrvtt") -> bb.Layout:
+  """The manual dir indexed once: annotation files and videos wherever the archives put them."""
+  return bb.Layout(root, name, video_dirs=VIDEO_DIRS)
+
+
+def _caption_source(lay: bb.Layout, need: str = "all") -> tuple[dict[str, list[str]],
+                                                                 dict[str, str], str]:
+  """(captions, official splits, file to blame) from the official pair (or the one of it that
+  `need` asks for: 'train_val' | 'test') or MSRVTT_data.json; FilesMissing names what to add."""
+  official = [lay.find(n, ANNOTATION_DIRS) for n in CAPTION_FILES]
   if all(official):
     return (*read_videodatainfo(official), official[0])
-  merged = bb.find_file(root, MERGED_CAPTION_FILE, required=False, builder="msrvtt")
+  merged = lay.find(MERGED_CAPTION_FILE, ANNOTATION_DIRS)
   if merged:
     return (*read_videodatainfo([merged]), merged)
-  raise FileNotFoundError(f"msrvtt: captions not found in {root}: need "
-                          f"{' and '.join(CAPTION_FILES)} (or {MERGED_CAPTION_FILE})")
+  wanted = {"train_val": [0], "test": [1]}.get(need, [0, 1])
+  if all(official[i] for i in wanted):
+    return (*read_videodatainfo([official[i] for i in wanted]), official[wanted[0]])
+  raise rl.FilesMissing(lay.builder, lay.root, [
+      " + ".join(CAPTION_FILES[i] for i in wanted) + f" (or {MERGED_CAPTION_FILE})"])
 
 
-def retrieval_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
-  """{split: records} of the retrieval config."""
-  captions, splits, info = _caption_source(root)
+def retrieval_records(lay: bb.Layout) -> dict[str, object]:
+  """{split: records or bb.Missing(files)} of the retrieval config."""
 
   def record(vid: str, caps: list[str], file: str) -> bb.VideoRecord:
     if not caps:
       raise bb.AnnotationError(file, None, vid, "at least one caption for every listed video")
-    return bb.VideoRecord(key=vid, video_path=_video_path(root, videos, vid),
+    return bb.VideoRecord(key=vid, video_path=_video_path(lay, vid),
                           fields=dict(video_id=vid, captions=list(caps)))
 
-  out: dict[str, list[bb.VideoRecord]] = {}
-  for split, name in TRAIN_LISTS.items():
-    path = bb.find_file(root, name, builder="msrvtt")
-    out[split] = [record(v, captions.get(v, []), path) for v in _unique(read_video_list(path))]
-  out["val"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
-                if splits[v] == "validate"]
-  out["test_full"] = [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
-                      if splits[v] == "test"]
-  path = bb.find_file(root, TEST_1KA, builder="msrvtt")
-  out["test_1ka"] = [record(v, caps, path) for v, caps in read_jsfusion_test(path).items()]
-  return out
+  def split_records(split: str) -> list[bb.VideoRecord]:
+    if split in TRAIN_LISTS:
+      path = lay.find(TRAIN_LISTS[split], ANNOTATION_DIRS)
+      try:
+        captions, _, _ = _caption_source(lay, "train_val" if split == "train_7k" else "all")
+      except rl.FilesMissing as e:   # name every file the split needs
+        raise rl.FilesMissing(lay.builder, lay.root,
+                              ([] if path else [TRAIN_LISTS[split]]) + e.files) from None
+      if path is None:
+        raise rl.FilesMissing(lay.builder, lay.root, [TRAIN_LISTS[split]])
+      return [record(v, captions.get(v, []), path) for v in _unique(read_video_list(path))]
+    if split == "test_1ka":
+      path = lay.require(TEST_1KA, ANNOTATION_DIRS)
+      return [record(v, caps, path) for v, caps in read_jsfusion_test(path).items()]
+    official = "validate" if split == "val" else "test"
+    captions, splits, info = _caption_source(lay, "train_val" if split == "val" else "test")
+    return [record(v, captions.get(v, []), info) for v in _sorted_ids(splits)
+            if splits[v] == official]
+
+  return rl.per_split(TASK_SPLITS["retrieval"], split_records)
 
 
-def qa_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
-  out = {}
-  for split, name in QA_FILES.items():
-    out[split] = [bb.VideoRecord(key=vid, video_path=_video_path(root, videos, vid),
-                                 fields=dict(video_id=vid, qa=pairs))
-                  for vid, pairs in read_qa(bb.find_file(root, name, builder="msrvtt")).items()]
-  return out
+def qa_records(lay: bb.Layout) -> dict[str, object]:
+  def split_records(split: str) -> list[bb.VideoRecord]:
+    path = lay.require(QA_FILES[split], ANNOTATION_DIRS)
+    return [bb.VideoRecord(key=vid, video_path=_video_path(lay, vid),
+                           fields=dict(video_id=vid, qa=pairs))
+            for vid, pairs in read_qa(path).items()]
+  return rl.per_split(QA_FILES, split_records)
 
 
-def mc_records(root: str, videos: dict[str, str]) -> dict[str, list[bb.VideoRecord]]:
-  path = (bb.find_file(root, MC_CSV, required=False, builder="msrvtt")
-          or bb.find_file(root, MC_JSONL, builder="msrvtt"))
-  records, seen = [], set()
-  for q in read_mc(path):
-    key = q["key"] if q["key"] not in seen else f"{q['key']}_{len(seen)}"
-    seen.add(key)
-    records.append(bb.VideoRecord(
-        key=key, video_path=_video_path(root, videos, q["video"]),
-        fields=dict(video_id=q["video"], question="", mc_choices=q["choices"],
-                    mc_answer=np.int32(q["answer"]))))
-  return {"test": records}
+def mc_records(lay: bb.Layout) -> dict[str, object]:
+  def split_records(_: str) -> list[bb.VideoRecord]:
+    path = lay.require((MC_CSV, MC_JSONL), ANNOTATION_DIRS)
+    records, seen = [], set()
+    for q in read_mc(path):
+      key = q["key"] if q["key"] not in seen else f"{q['key']}_{len(seen)}"
+      seen.add(key)
+      records.append(bb.VideoRecord(
+          key=key, video_path=_video_path(lay, q["video"]),
+          fields=dict(video_id=q["video"], question="", mc_choices=q["choices"],
+                      mc_answer=np.int32(q["answer"]))))
+    return records
+  return rl.per_split(["test"], split_records)
 
 
-def _video_path(root: str, videos: dict[str, str], vid: str) -> str:
-  return videos.get(vid) or os.path.join(root, VIDEO_DIRS[0], f"{vid}.mp4")
+def _video_path(lay: bb.Layout, vid: str) -> str:
+  """The video file of `vid` anywhere under the manual dir (any extension); when absent, its
+  place in the official release (TrainValVideo/ or TestVideo/), which the build reports."""
+  folder = VIDEO_DIRS[0] if int(vid[len("video"):]) < FIRST_TEST_VIDEO else VIDEO_DIRS[1]
+  return lay.video(vid, os.path.join(lay.root, folder, f"{vid}.mp4"))
 
 
 def _unique(ids: list[str]) -> list[str]:
@@ -275,7 +305,4 @@ class Builder(bb.VideoDatasetBuilder):
 
   def _split_records(self, manual_dir: str):
     task = self.builder_config.task
-    videos = bb.index_videos([os.path.join(manual_dir, d) for d in VIDEO_DIRS], (".mp4",),
-                             recursive=False)   # first folder wins
-    records = _RECORDS[task](manual_dir, videos)
-    return {split: records[split] for split in TASK_SPLITS[task]}
+    return _RECORDS[task](layout(manual_dir, f"msrvtt/{task}"))

@@ -4,8 +4,11 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
+
 from data_builders.msrvtt import msrvtt_dataset_builder as msrvtt
-from vlx.data import testing
+from vlx.data import builder_base as bb
+from vlx.data import layout_testing, release_layout as rl, testing
 
 # Official splits: video0-2 train, video3 validate, video7010-7012 test. video2 is corrupt and
 # video7011 was never downloaded.
@@ -154,6 +157,136 @@ def test_clipbert_mc_jsonl_and_merged_captions(tmp_path):
   assert msrvtt.read_mc(str(path)) == [dict(key="mc_7", video="video9",
                                             choices=["a", "b", "c", "d", "e"], answer=3)]
   (tmp_path / "MSRVTT_data.json").write_text(json.dumps(_info([0, 7010], 0)))
-  captions, splits, _ = msrvtt._caption_source(str(tmp_path))
+  captions, splits, _ = msrvtt._caption_source(msrvtt.layout(tmp_path))
   assert captions["video7010"] == [_caption(7010, 0), _caption(7010, 1)]
   assert splits == {"video0": "train", "video7010": "test"}
+
+
+# ------------------------------------------------------------------------------------------------
+# Release layouts: the archives unpacked as they come.
+
+TRAIN_IDS, TEST_IDS = [0, 1, 2, 3], [7010, 7011, 7012]
+JSFUSION = ("key,vid_key,video_id,sentence\n"
+            'ret0,msr7010,video7010,"a man, in a hat, sings"\n'
+            "ret1,msr7012,video7012,a dog runs on the beach\n")
+
+
+def write_release(root: pathlib.Path, layout: str, *, real: bool = False) -> None:
+  """MSR-VTT as a user unpacks it (video7011 never downloaded; with `real`, video2 corrupt):
+  2016        the 2016 release: TrainValVideo/, TestVideo/, the two *_videodatainfo.json
+  2016_flat   the same with the video zips unpacked without their top folders
+  clip4clip   CLIP4Clip's two zips side by side: msrvtt_data/ (MSRVTT_data.json + split csvs)
+              and MSRVTT/videos/all/
+  clip4clip_flat  the same without their top folders (csvs at the top, videos/all/)
+  """
+  flat = layout.endswith("_flat")
+  root.mkdir(parents=True, exist_ok=True)
+  if layout.startswith("2016"):
+    paths = {f"video{n}": root / ("" if flat else ("TrainValVideo" if n < 7010 else "TestVideo"))
+             / f"video{n}.mp4" for n in TRAIN_IDS + TEST_IDS}
+    (root / "train_val_videodatainfo.json").write_text(json.dumps(_info(TRAIN_IDS, 0)))
+    (root / "test_videodatainfo.json").write_text(json.dumps(_info(TEST_IDS, 100)))
+  else:
+    videos = root / ("videos/all" if flat else "MSRVTT/videos/all")
+    paths = {f"video{n}": videos / f"video{n}.mp4" for n in TRAIN_IDS + TEST_IDS}
+    data = root if flat else root / "msrvtt_data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "MSRVTT_data.json").write_text(json.dumps(_info(TRAIN_IDS + TEST_IDS, 0)))
+    (data / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo1\nvideo2\nvideo3\n"
+                                              "video7011\n")
+    (data / "MSRVTT_train.7k.csv").write_text("video_id\nvideo0\nvideo1\nvideo2\n")
+    (data / "MSRVTT_JSFUSION_test.csv").write_text(JSFUSION)
+  del paths["video7011"]
+  if real:
+    testing.write_videos(paths, corrupt="video2")
+  else:
+    layout_testing.touch(paths.values())
+
+
+ALL_SPLITS = {"train_9k": (5, 4), "train_7k": (3, 3), "val": (1, 1), "test_1ka": (2, 2),
+              "test_full": (3, 2)}
+NO_JSFUSION = {**ALL_SPLITS, "train_9k": "missing: MSRVTT_train.9k.csv",
+               "train_7k": "missing: MSRVTT_train.7k.csv",
+               "test_1ka": "missing: MSRVTT_JSFUSION_test.csv"}
+
+
+@pytest.mark.parametrize("layout,nested,expected", [
+    ("2016", "", NO_JSFUSION), ("2016_flat", "", NO_JSFUSION), ("2016", "MSRVTT", NO_JSFUSION),
+    ("clip4clip", "", ALL_SPLITS), ("clip4clip_flat", "", ALL_SPLITS),
+    ("clip4clip", "downloads/msrvtt", ALL_SPLITS)])
+def test_release_layouts(tmp_path, layout, nested, expected):
+  write_release(tmp_path, layout)
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  assert layout_testing.summary(msrvtt.Builder, "retrieval", tmp_path) == expected
+
+
+def test_documented_layout_nested_and_qa_mc_found(tmp_path):
+  write_dummy(tmp_path)
+  layout_testing.nest(tmp_path, "MSRVTT")
+  assert layout_testing.summary(msrvtt.Builder, "retrieval", tmp_path) == ALL_SPLITS
+  assert layout_testing.summary(msrvtt.Builder, "qa", tmp_path) == {
+      "train": (3, 3), "val": (1, 1), "test": (3, 2)}
+  assert layout_testing.summary(msrvtt.Builder, "mc", tmp_path) == {"test": (3, 2)}
+
+
+def test_clip4clip_zips_side_by_side_build(tmp_path, capsys):
+  manual = tmp_path / "manual"
+  write_release(manual, "clip4clip", real=True)
+  builder = testing.build(msrvtt.Builder, "retrieval", manual, tmp_path / "data")
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+      "train_9k": 3, "train_7k": 2, "val": 1, "test_1ka": 2, "test_full": 2}
+  assert testing.report_counts("msrvtt", "train_9k") == {"annotated": 5, "found": 3,
+                                                         "missing": 1, "corrupt": 1}
+  assert "WARNING" not in capsys.readouterr().out
+
+
+def test_2016_release_without_jsfusion_builds_val_and_test_full(tmp_path, capsys):
+  manual = tmp_path / "manual"
+  write_release(manual, "2016", real=True)
+  builder = testing.build(msrvtt.Builder, "retrieval", manual, tmp_path / "data")
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+      "val": 1, "test_full": 2}
+  warning = [l for l in capsys.readouterr().out.splitlines() if l.startswith("WARNING")]
+  assert warning == [f"WARNING: msrvtt/retrieval: building val, test_full; not building "
+                     f"train_9k (needs MSRVTT_train.9k.csv); train_7k (needs "
+                     f"MSRVTT_train.7k.csv); test_1ka (needs MSRVTT_JSFUSION_test.csv): not "
+                     f"found under {manual}"]
+
+
+def test_no_videos_is_one_line_before_decoding(tmp_path):
+  write_release(tmp_path, "clip4clip")
+  for p in (tmp_path / "MSRVTT").rglob("*.mp4"):
+    p.unlink()
+  with pytest.raises(bb.DatasetLayoutError) as info:
+    testing.build(msrvtt.Builder, "retrieval", tmp_path, tmp_path / "data")
+  assert str(info.value) == (
+      f"msrvtt/retrieval/train_9k: none of the 5 annotated videos found under {tmp_path} "
+      "(searched 5 folder levels for <id>.mp4/.avi/.webm/.mkv/.mov/.m4v/.flv); e.g. tried "
+      f"{tmp_path}/TrainValVideo/video0.mp4")
+
+
+def test_no_annotation_and_ambiguous_annotation(tmp_path):
+  layout_testing.touch([tmp_path / "videos" / "video0.mp4"])
+  with pytest.raises(bb.DatasetLayoutError, match=(
+      r"^msrvtt/retrieval: no split can be built from .*: MSRVTT_train.9k.csv, "
+      r"train_val_videodatainfo.json \+ test_videodatainfo.json \(or MSRVTT_data.json\), "
+      r"MSRVTT_train.7k.csv, train_val_videodatainfo.json \(or MSRVTT_data.json\), "
+      r"MSRVTT_JSFUSION_test.csv, test_videodatainfo.json \(or MSRVTT_data.json\) not found")):
+    rl.buildable(layout_testing.split_records(msrvtt.Builder, "retrieval", tmp_path),
+                 "msrvtt/retrieval", str(tmp_path))
+  write_release(tmp_path, "clip4clip")
+  (tmp_path / "msrvtt_data").rename(tmp_path / "old")   # not a documented folder
+  other = tmp_path / "new" / "MSRVTT_data.json"
+  other.parent.mkdir()
+  other.write_text(json.dumps(_info([0], 0)))
+  with pytest.raises(bb.DatasetLayoutError, match=(
+      r"^msrvtt/retrieval: two candidates for MSRVTT_data.json under .*: new/MSRVTT_data.json "
+      r"and old/MSRVTT_data.json; remove or rename one")):
+    layout_testing.summary(msrvtt.Builder, "retrieval", tmp_path)
+  other.write_text((tmp_path / "old" / "MSRVTT_data.json").read_text())  # the same file twice
+  assert layout_testing.summary(msrvtt.Builder, "retrieval", tmp_path) == ALL_SPLITS
+  (tmp_path / "msrvtt_data").mkdir()   # a different copy in the documented folder wins
+  (tmp_path / "msrvtt_data" / "MSRVTT_data.json").write_text(json.dumps(_info([0], 0)))
+  assert msrvtt._caption_source(msrvtt.layout(tmp_path))[2] == str(
+      tmp_path / "msrvtt_data" / "MSRVTT_data.json")

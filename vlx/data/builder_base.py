@@ -23,6 +23,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vlx.data import frame_cache, media
+from vlx.data import release_layout
+# A manual dir that does not hold what a build needs (CLIs print the one-line message, exit 2).
+from vlx.data.release_layout import DatasetLayoutError, Layout, Missing  # noqa: F401
 # The annotation readers are part of this module's API (builders use them as bb.read_csv, ...).
 from vlx.data.annotations import (AnnotationError, entry_field, find_file, read_csv,  # noqa: F401
                                   read_json, read_jsonl, require)
@@ -306,11 +309,13 @@ class _Tally:
 
 
 def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig, *,
-                      builder_name: str, split: str, num_workers: int | None = None
-                      ) -> Iterator[tuple[str, dict]]:
+                      builder_name: str, split: str, num_workers: int | None = None,
+                      where: str = "") -> Iterator[tuple[str, dict]]:
   """(key, example) per decodable record, decoded in a process pool; counts what it skips.
 
-  `records` may be a generator: it is read in windows, never held whole.
+  `records` may be a generator: it is read in windows, never held whole. A split that ends with
+  no example raises DatasetLayoutError (one line naming `where` the videos were looked for, how
+  many were annotated and one path tried).
   """
   if _COLLECTOR is not None:
     _COLLECTOR(builder_name, split, config, records)
@@ -318,8 +323,10 @@ def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig
   s = decode_settings(config)
   t0 = time.time()
   tally = _Tally()
+  tried = ""
   for rec, (status, payload) in map_records(records, s, num_workers):
     tally.add(rec.video_path, status, payload)
+    tried = tried or rec.video_path
     if tally.records % 1000 == 0:
       log.info("%s/%s: %d records (%.1f/s)", builder_name, split, tally.records,
                tally.records / (time.time() - t0))
@@ -335,8 +342,13 @@ def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig
         start=float(rec.start or 0.0) if has_cut else -1.0,
         end=float(rec.end) if rec.end is not None else -1.0)
     yield rec.key, example
-  _finish_report(tally.report(builder=builder_name, config=config.name, split=split,
-                              seconds=round(time.time() - t0, 3)))
+  report = tally.report(builder=builder_name, config=config.name, split=split,
+                       seconds=round(time.time() - t0, 3))
+  _finish_report(report)
+  if not report["examples"]:
+    raise DatasetLayoutError(release_layout.empty_split_message(
+        f"{builder_name}/{config.name}", split, where or "the manual dir", report["annotated"],
+        tried, report["corrupt"], (report["corrupt_errors"] or [""])[0]))
 
 
 # ----------------------------------------------------------------------------- builder base
@@ -359,9 +371,10 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     """The dataset's own features for self.builder_config (video_features adds the common ones)."""
 
   @abc.abstractmethod
-  def _split_records(self, manual_dir: str) -> Mapping[str, Iterable[VideoRecord]]:
+  def _split_records(self, manual_dir: str) -> Mapping[str, Iterable[VideoRecord] | Missing]:
     """{split: records}. Parse eagerly (lists) so annotation errors surface before any decoding;
-    a generator per split streams huge corpora (it runs when the split is built)."""
+    a generator per split streams huge corpora (it runs when the split is built). A split whose
+    files are absent maps to release_layout.Missing(files): the others are built."""
 
   def _info(self) -> tfds.core.DatasetInfo:
     extra = {"citation": self.CITATION} if self.CITATION else {}
@@ -369,12 +382,17 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                                           homepage=self.HOMEPAGE, **extra)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    splits = self._split_records(os.fspath(dl_manager.manual_dir))
-    return {split: self._generate_examples(split, recs) for split, recs in splits.items()}
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    name = f"{self.name}/{self.builder_config.name}"
+    splits = release_layout.buildable(self._split_records(manual_dir), name, manual_dir)
+    if not decode_settings(self.builder_config).cache:   # cached frames need no video file
+      release_layout.check_videos_present(splits, name, manual_dir)
+    return {split: self._generate_examples(split, recs, manual_dir)
+            for split, recs in splits.items()}
 
-  def _generate_examples(self, split: str, records: Iterable[VideoRecord]):
+  def _generate_examples(self, split: str, records: Iterable[VideoRecord], where: str = ""):
     yield from generate_examples(records, self.builder_config, builder_name=self.name,
-                                 split=split)
+                                 split=split, where=where)
 
   def set_label_names(self, names: Sequence[str]) -> None:
     """Names of the `label` ClassLabel, read from the annotation files while building. A builder

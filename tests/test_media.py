@@ -112,3 +112,52 @@ def test_encode_jpeg_roundtrip():
   import io  # pylint: disable=g-import-not-at-top
   back = np.asarray(Image.open(io.BytesIO(data)))
   assert back.shape == (32, 48, 3) and np.abs(back.astype(int) - frame).mean() < 3
+
+
+def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
+  return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(
+      np.float32)
+
+
+def _peak_hz(wave: np.ndarray, rate: int) -> float:
+  return float(np.fft.rfftfreq(len(wave), 1 / rate)[np.abs(np.fft.rfft(wave)).argmax()])
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])   # AAC (lossy, padded frames), 16-bit PCM
+def test_decode_audio_resamples_and_cuts(tmp_path, ext):
+  path = tmp_path / f"a{ext}"
+  testing.write_video_with_audio(path, _tone(440.0, 1.0, 22050), 22050, num_frames=8, fps=8)
+  wave, rate = media.decode_audio(str(path), 16000)
+  assert rate == 16000 and wave.dtype == np.float32 and wave.shape == (16000,)
+  assert _peak_hz(wave, 16000) == pytest.approx(440.0, abs=1.5)
+  assert np.abs(wave[2000:-2000]).max() == pytest.approx(0.5, abs=0.05)
+  cut, _ = media.decode_audio(str(path), 8000, start=0.25, end=0.75)
+  assert cut.shape == (4000,) and _peak_hz(cut, 8000) == pytest.approx(440.0, abs=2.5)
+  frames, _ = media.decode_video(str(path), fps=8, short_side=0)   # the frames still decode
+  assert frames.shape == (8, 48, 64, 3)
+
+
+def test_decode_audio_keeps_channels_unless_mono(tmp_path):
+  import wave as wav  # pylint: disable=import-outside-toplevel
+  left, right = _tone(300.0, 0.5, 8000), _tone(700.0, 0.5, 8000)
+  with wav.open(str(tmp_path / "s.wav"), "wb") as f:
+    f.setnchannels(2), f.setsampwidth(2), f.setframerate(8000)
+    f.writeframes((np.stack([left, right], 1) * 32767).astype(np.int16).tobytes())
+  both, _ = media.decode_audio(str(tmp_path / "s.wav"), 8000, mono=False)
+  assert both.shape == (4000, 2)
+  np.testing.assert_allclose(both, np.stack([left, right], 1), atol=1e-3)
+  mono, _ = media.decode_audio(str(tmp_path / "s.wav"), 8000)
+  assert mono.shape == (4000,)
+  spectrum = np.abs(np.fft.rfft(mono))   # both channels are in the downmix
+  assert spectrum[150] > 0.2 * spectrum.max() and spectrum[350] > 0.2 * spectrum.max()
+
+
+def test_decode_audio_without_audio_stream_or_file(tmp_path):
+  testing.write_video(tmp_path / "silent.mp4", num_frames=4, height=16, width=16, fps=4)
+  with pytest.raises(media.NoAudioError, match=r"silent\.mp4: no audio stream"):
+    media.decode_audio(str(tmp_path / "silent.mp4"), 16000)
+  with pytest.raises(media.MediaError, match=r"gone\.mp4: file not found"):
+    media.decode_audio(str(tmp_path / "gone.mp4"), 16000)
+  testing.write_corrupt(tmp_path / "bad.mp4")
+  with pytest.raises(media.MediaError, match=r"bad\.mp4"):
+    media.decode_audio(str(tmp_path / "bad.mp4"), 16000)

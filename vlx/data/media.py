@@ -1,4 +1,5 @@
-"""Decoding videos, GIFs and images into resampled uint8 frames (PyAV + PIL), and JPEG encoding.
+"""Decoding videos, GIFs and images into resampled uint8 frames (PyAV + PIL), JPEG encoding, and
+decoding audio tracks into resampled float32 waveforms (PyAV).
 
 Builders store frames at a fixed rate chosen per dataset (`fps`) rather than every decoded frame:
 the frame kept for sample time tau is the one on screen at tau (last frame with pts <= tau), so a
@@ -30,6 +31,10 @@ def set_decode_threads(n: int) -> None:
 
 class MediaError(Exception):
   """Corrupt, empty or undecodable media: a build skips the file and counts it."""
+
+
+class NoAudioError(MediaError):
+  """The file decodes but has no audio stream (a silent video: builders store empty audio)."""
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -233,3 +238,45 @@ def decode_video(path: str, *, fps: float, short_side: int, max_frames: int = 0,
     frames = frames[spread_indices(len(frames), max_frames)]
   meta["num_frames"] = int(len(frames))
   return frames, meta
+
+
+def decode_audio(path: str, sample_rate: int, *, mono: bool = True, start: float | None = None,
+                 end: float | None = None) -> tuple[np.ndarray, int]:
+  """float32 samples of the first audio stream of `path` resampled to `sample_rate` (PyAV's
+  AudioResampler: FFmpeg's swresample), in [-1, 1]: [N] when `mono` (FFmpeg's downmix of the
+  channels), else [N, channels]. start/end cut [start, end) seconds. Returns
+  (samples, sample_rate). A file without an audio stream raises NoAudioError (builders store empty
+  audio for it); anything else wrong raises MediaError naming `path`."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(f"{path}: file not found")
+  lo = max(float(start), 0.0) if start is not None else 0.0
+  hi = float(end) if end is not None and end >= 0 else math.inf
+  if hi <= lo:
+    raise MediaError(f"{path}: empty cut [start={start}, end={end}]")
+  try:
+    with av.open(path) as container:
+      if not container.streams.audio:
+        raise NoAudioError(f"{path}: no audio stream")
+      stream = container.streams.audio[0]
+      # Encoders pad the last frame (AAC: to 1024 samples): keep the stream's stated duration.
+      stated = float(stream.duration * stream.time_base) if stream.duration and \
+          stream.time_base else math.inf
+      resampler = av.AudioResampler(format="flt", layout="mono" if mono else None,
+                                    rate=int(sample_rate))
+      chunks: list[np.ndarray] = []   # [samples, channels] each ('flt' is packed/interleaved)
+      def add(frames):
+        for r in frames:
+          chunks.append(r.to_ndarray().reshape(-1, len(r.layout.channels)))
+      for frame in container.decode(stream):
+        add(resampler.resample(frame))
+      add(resampler.resample(None))
+  except MediaError:
+    raise
+  except (av.error.FFmpegError, OSError, ValueError, RuntimeError) as e:
+    raise MediaError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
+  samples = (np.concatenate(chunks) if chunks else np.zeros((0, 1))).astype(np.float32)
+  first = int(round(lo * sample_rate))
+  last = int(round(min(hi, stated) * sample_rate)) if min(hi, stated) < math.inf else len(samples)
+  samples = samples[first:last]
+  return (samples[:, 0] if mono else samples), int(sample_rate)

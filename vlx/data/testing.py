@@ -247,3 +247,35 @@ def environ(**values: str | None):
     yield
   finally:
     put(old.items())
+
+
+_AUDIO_CODECS = {".mp4": ("aac", "fltp"), ".mkv": ("pcm_s16le", "s16")}
+
+
+def write_video_with_audio(path, audio: np.ndarray, sample_rate: int, *, num_frames: int = 8,
+                           height: int = 48, width: int = 64, fps: int = 8, seed: int = 0) -> None:
+  """write_video's frames plus a mono audio track (float32 [N] in [-1, 1]): .mp4 -> AAC,
+  .mkv -> 16-bit PCM."""
+  path = pathlib.Path(path)
+  codec, fmt = _AUDIO_CODECS[path.suffix.lower()]
+  path.parent.mkdir(parents=True, exist_ok=True)
+  frames = pattern_frames(num_frames, height, width, seed)
+  with av.open(str(path), mode="w") as container:
+    video = container.add_stream(CODECS[path.suffix.lower()], rate=Fraction(fps))
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    sound = container.add_stream(codec, rate=sample_rate, layout="mono")
+    for i, arr in enumerate(frames):
+      frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+      frame.pts, frame.time_base = i, Fraction(1, fps)
+      container.mux(video.encode(frame))
+    container.mux(video.encode())
+    audio = np.asarray(audio, np.float32)
+    pcm = audio if fmt == "fltp" else (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    chunk = sound.codec_context.frame_size or 1024
+    for start in range(0, len(pcm), chunk):
+      frame = av.AudioFrame.from_ndarray(pcm[None, start:start + chunk], format=fmt,
+                                         layout="mono")
+      frame.sample_rate, frame.pts = sample_rate, start
+      frame.time_base = Fraction(1, sample_rate)
+      container.mux(sound.encode(frame))
+    container.mux(sound.encode())

@@ -1,0 +1,226 @@
+"""Audio, feature-sequence and token-grid readers: shapes, masks, crops, resampling, config errors,
+and moving_shapes' audio track read through the audio reader."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vlx.data.modalities import audio, features, token_grid
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+_TRACED = {}
+
+
+def _read(reader, x, *, train=False, seed=SEED):
+  """reader.read in graph mode on an input of unknown length (as TFDS decodes a (None, ...)
+  feature), returned as numpy; one trace per (reader, mode, input signature)."""
+  x = np.asarray(x)
+  spec = tf.TensorSpec([None] + list(x.shape[1:]), tf.as_dtype(x.dtype))
+  key = (reader, train, spec)
+  if key not in _TRACED:
+    _TRACED[key] = tf.function(lambda v, s: reader.read(v, s, train=train),
+                               input_signature=[spec, tf.TensorSpec([2], tf.int64)])
+  out = {k: v.numpy() for k, v in _TRACED[key](x, seed).items()}
+  for key, (shape, dtype) in reader.spec().items():  # spec() matches what read() yields
+    assert out[key].shape == shape and out[key].dtype == dtype, key
+  return out
+
+
+def _peak_hz(wave, rate):
+  return np.fft.rfftfreq(len(wave), 1 / rate)[np.abs(np.fft.rfft(wave)).argmax()]
+
+
+def _tone(freq, seconds, rate):
+  return (0.5 * np.sin(2 * np.pi * freq * np.arange(int(round(seconds * rate))) / rate)
+          ).astype(np.float32)
+
+
+def _expected_mel_bin(reader, freq):
+  """The loudest mel bin of a pure tone, computed in numpy (periodic Hann window, rfft, power)
+  with TF's mel weights."""
+  fft_length = 1 << (reader.frame_length - 1).bit_length()
+  n = reader.frame_length
+  window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+  power = np.abs(np.fft.rfft(_tone(freq, n / reader.sample_rate, reader.sample_rate) * window,
+                             fft_length)) ** 2
+  weights = tf.signal.linear_to_mel_weight_matrix(
+      reader.num_mel_bins, fft_length // 2 + 1, reader.sample_rate, reader.fmin,
+      reader.fmax or reader.sample_rate / 2).numpy()
+  return int((power @ weights).argmax())
+
+# ----------------------------------------------------------------------------- audio
+
+def test_waveform_resampling_keeps_a_sines_frequency():
+  reader = audio.from_config(dict(representation="waveform", sample_rate=16000,
+                                  stored_rate=22050, seconds=0.5), "inputs.audio")
+  out = _read(reader, _tone(440.0, 0.5, 22050))
+  assert reader.keys == ("audio", "audio_mask")
+  assert out["audio_mask"].sum() == 8000
+  assert _peak_hz(out["audio"], 16000) == pytest.approx(440.0, abs=2.0)
+  # Band-limited: the samples are the tone's at the new rate (away from the window's edges).
+  np.testing.assert_allclose(out["audio"][400:-400], _tone(440.0, 0.5, 16000)[400:-400],
+                             atol=0.02)
+
+
+def test_int16_pcm_is_scaled_and_short_audio_padded():
+  reader = audio.from_config(dict(representation="waveform", sample_rate=8000, seconds=1.0),
+                             "inputs.audio")
+  pcm = (_tone(300.0, 0.25, 8000) * 32767).astype(np.int16)
+  out = _read(reader, pcm, train=True)
+  assert out["audio_mask"].sum() == 2000 and out["audio_mask"][:2000].all()
+  np.testing.assert_allclose(out["audio"][:2000], pcm / 32768.0, atol=1e-6)
+  assert not out["audio"][2000:].any()
+
+
+@pytest.mark.parametrize("representation", ["waveform", "log_mel"])
+def test_empty_audio_is_zero_with_zero_mask(representation):
+  reader = audio.from_config(dict(representation=representation, seconds=0.5), "inputs.audio")
+  for train in (True, False):
+    out = _read(reader, np.zeros([0], np.float32), train=train)
+    assert not out["audio"].any() and not out["audio_mask"].any()
+
+
+def test_log_mel_shape_mask_and_tone_bin():
+  reader = audio.from_config(dict(seconds=1.0), "inputs.audio")   # EAO defaults: 16 kHz, 40 bins
+  assert (reader.frame_length, reader.frame_step, reader.num_frames) == (400, 160, 100)
+  out = _read(reader, _tone(1000.0, 0.5, 16000))
+  mask = out["audio_mask"]
+  assert out["audio"].shape == (100, 40) and mask.sum() == 50 and mask[:50].all()
+  assert not out["audio"][50:].any()
+  assert np.isfinite(out["audio"]).all()
+  bins = out["audio"][5:45].argmax(-1)   # frames fully inside the tone
+  assert (bins == _expected_mel_bin(reader, 1000.0)).all(), bins
+  assert np.isclose(_read(reader, _tone(1000.0, 2.0, 16000))["audio_mask"].sum(), 100)
+
+
+def test_audio_windows_train_random_eval_centred():
+  ramp = np.arange(1000, dtype=np.float32) / 1000   # the first sample says where the window starts
+  cfg = dict(representation="waveform", sample_rate=100, seconds=2.0)
+  reader = audio.from_config(cfg, "inputs.audio")
+  first = lambda **kw: round(float(_read(reader, ramp, **kw)["audio"][0]) * 1000)
+  assert first() == 400                                  # centred: (1000 - 200) // 2
+  starts = {first(train=True, seed=tf.constant([i, 0], tf.int64)) for i in range(8)}
+  assert len(starts) > 1 and all(0 <= s <= 800 for s in starts)
+  assert first(train=True) == first(train=True)          # a function of the seed
+
+
+# ----------------------------------------------------------------------------- features
+
+def _rows(n, d=4):
+  return np.arange(n, dtype=np.float32)[:, None] * np.ones([1, d], np.float32)
+
+
+def test_features_window_and_mask():
+  reader = features.from_config(dict(dim=4, max_len=5), "inputs.features")
+  out = _read(reader, _rows(12))
+  np.testing.assert_array_equal(out["features"][:, 0], np.arange(5))   # eval: the first steps
+  assert out["features_mask"].all()
+  for i in range(4):
+    got = _read(reader, _rows(12), train=True, seed=tf.constant([i, 1], tf.int64))
+    steps = got["features"][:, 0]
+    assert (np.diff(steps) == 1).all() and 0 <= steps[0] <= 7          # contiguous window
+  short = _read(reader, _rows(3), train=True)
+  np.testing.assert_array_equal(short["features_mask"], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(short["features"][:, 0], [0, 1, 2, 0, 0])
+  empty = _read(reader, _rows(0))
+  assert not empty["features"].any() and not empty["features_mask"].any()
+
+
+def test_features_uniform_sampling_and_normalize():
+  reader = features.from_config(dict(dim=4, max_len=4, select="uniform", normalize=True),
+                                "inputs.features")
+  x = _rows(40) + 1.0
+  out = _read(reader, x)
+  np.testing.assert_allclose(np.linalg.norm(out["features"], axis=-1), 1.0, rtol=1e-6)
+  train = _read(reader, x, train=True)["features"]
+  raw = features.from_config(dict(dim=4, max_len=4, select="uniform"), "f")
+  steps = _read(raw, x, train=True)["features"][:, 0] - 1
+  assert (np.diff(steps) > 0).all() and all(10 * i <= s < 10 * i + 10 for i, s in
+                                            enumerate(steps)), steps
+  assert train.shape == (4, 4)
+
+
+def test_features_dim_is_checked():
+  reader = features.from_config(dict(dim=8, max_len=2), "inputs.features")
+  with pytest.raises(ValueError, match=r"D=4 but the reader's dim is 8"):
+    reader.read(tf.zeros([3, 4]), SEED, train=False)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="D differs from config dim 8"):
+    fn = tf.function(lambda x: reader.read(x, SEED, train=False),
+                     input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    fn(tf.zeros([3, 4]))
+
+
+# ----------------------------------------------------------------------------- token grid
+
+def test_token_grid_stride_crop_and_pad():
+  grid = np.arange(10, dtype=np.int16)[:, None, None] * np.ones([1, 2, 3], np.int16)
+  cfg = dict(num_frames=4, height=2, width=3, stride=2, pad_id=8193)
+  reader = token_grid.from_config(cfg, "inputs.vq")
+  assert reader.keys == ("vq_tokens", "vq_mask")
+  out = _read(reader, grid)   # eval: from the first frame, every 2nd
+  np.testing.assert_array_equal(out["vq_tokens"][:, 0, 0], [0, 2, 4, 6])
+  assert out["vq_mask"].all() and (out["vq_tokens"] == out["vq_tokens"][:, :1, :1]).all()
+  # VIMPAC: delta = (10 + 2 - 1) - 4 * 2 = 3, train starts drawn from [0, 3] inclusive.
+  starts = set()
+  for i in range(40):
+    got = _read(reader, grid, train=True, seed=tf.constant([i, 2], tf.int64))
+    frames = got["vq_tokens"][:, 0, 0]
+    frames = frames[got["vq_mask"] == 1]
+    starts.add(int(frames[0]))
+    np.testing.assert_array_equal(frames, np.arange(frames[0], 10, 2)[:4])
+  assert starts == {0, 1, 2, 3}
+  short = _read(reader, grid[:3], train=True)
+  np.testing.assert_array_equal(short["vq_tokens"][:, 1, 2], [0, 2, 8193, 8193])
+  np.testing.assert_array_equal(short["vq_mask"], [1, 1, 0, 0])
+  empty = _read(reader, grid[:0])
+  assert (empty["vq_tokens"] == 8193).all() and not empty["vq_mask"].any()
+  with pytest.raises(ValueError, match="stored grid width is 3 but the reader's width is 4"):
+    token_grid.from_config(dict(cfg, width=4), "w").read(grid, SEED, train=False)
+
+
+# ----------------------------------------------------------------------------- config errors
+
+@pytest.mark.parametrize("module,cfg,message", [
+    (audio, dict(representation="mfcc"), r"^inputs\.x\.representation: 'mfcc' is not one of"),
+    (audio, dict(seconds=0), r"^inputs\.x\.seconds: must be > 0"),
+    (audio, dict(sample_rate=8000, fmax=6000.0), r"^inputs\.x\.fmax: 6000.0 Hz is above"),
+    (audio, dict(frame_length_ms=5.0), r"^inputs\.x\.frame_length_ms: 5.0 ms must be >="),
+    (features, dict(max_len=4), r"^inputs\.x\.dim: the stored feature size D is required"),
+    (features, dict(dim=4, max_len=4, select="random"), r"^inputs\.x\.select: 'random'"),
+    (features, dict(dim="4", max_len=4), r"^inputs\.x\.dim: expected an integer"),
+    (token_grid, dict(num_frames=4, height=2), r"^inputs\.x\.width: required"),
+    (token_grid, dict(num_frames=4, height=2, width=2, stride=0), r"^inputs\.x\.stride: must be"),
+])
+def test_config_errors_are_one_line(module, cfg, message):
+  with pytest.raises(ValueError, match=message) as err:
+    module.from_config(dict(cfg, reader="x"), "inputs.x")
+  assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- moving_shapes
+
+def test_moving_shapes_audio_through_the_reader(tiny_data_dir):
+  from data_builders.moving_shapes import moving_shapes_dataset_builder as msb
+  from data_builders.moving_shapes import render
+  builder = msb.Builder(config="tiny", data_dir=tiny_data_dir)
+  stored = builder.info.features["audio"]
+  rate = stored.sample_rate
+  mel = audio.from_config(dict(sample_rate=rate, seconds=1.0), "inputs.audio")
+  wave = audio.from_config(dict(representation="waveform", sample_rate=16000, stored_rate=rate,
+                                seconds=1.0), "inputs.audio")
+  examples = list(tfds.as_numpy(builder.as_dataset(split="test", shuffle_files=False)))
+  colours = set()
+  for ex in examples:
+    colour = ex["colour"].decode()
+    colours.add(colour)
+    out = _read(mel, ex["audio"])
+    assert out["audio_mask"].all()   # 8 frames at 8 fps = 1 s of audio fill the window
+    mean = out["audio"][2:-2].mean(0)
+    assert mean.argmax() == _expected_mel_bin(mel, render.PITCH[colour]), colour
+    up = _read(wave, ex["audio"])["audio"]
+    assert _peak_hz(up, 16000) == pytest.approx(render.PITCH[colour], abs=2.0)
+  # Tones of different colours land in different mel bins (the check can tell them apart).
+  bins = {_expected_mel_bin(mel, render.PITCH[c]) for c in colours}
+  assert len(colours) >= 3 and len(bins) == len(colours)

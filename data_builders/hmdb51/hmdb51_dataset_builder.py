@@ -7,12 +7,14 @@ names in alphabetical order (the order every published HMDB51 label list uses).
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_DIR = "hmdb51_org"
 SPLIT_DIR = "testTrainMulti_7030_splits"
@@ -23,7 +25,9 @@ MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download from the HMDB51 page
 (https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/):
   hmdb51_org.rar (the videos: one rar per class inside) and test_train_splits.rar (the splits).
-Extract so that manual_dir holds:
+Extract so that manual_dir holds (or any of: the class folders directly in manual_dir, as the
+per-class rars unpack where they lie; every clip in one folder; the split files without their
+folder; all of it inside a folder of its own -- files are found by name, 5 folder levels deep):
   manual_dir/
     hmdb51_org/brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi ... (51 class folders)
     testTrainMulti_7030_splits/brush_hair_test_split1.txt ... (51 classes x 3 splits)
@@ -39,19 +43,17 @@ class Hmdb51Config(bb.VideoBuilderConfig):
   split_index: int = 1
 
 
-def split_files(root: pathlib.Path, index: int) -> dict[str, pathlib.Path]:
-  """{class name: its split file} for official split `index` (classes sorted)."""
-  folder = root / SPLIT_DIR
-  if not folder.is_dir():
-    raise FileNotFoundError(f"{folder} not found; hmdb51 expects the official layout:\n"
-                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+def split_files(lay: bb.Layout, index: int) -> dict[str, pathlib.Path]:
+  """{class name: its split file} for official split `index` (classes sorted), from the folder
+  holding the <class>_test_split<index>.txt files wherever it was unpacked."""
+  pattern = _SPLIT_FILE.pattern.replace("[123]", str(index)).strip("^$")
+  folder = lay.one_folder(pattern, (SPLIT_DIR, ""))
+  if folder is None:
+    raise rl.FilesMissing(lay.builder, lay.root,
+                          [f"{SPLIT_DIR}/<class>_test_split{index}.txt (test_train_splits.rar)"])
   out = {}
-  for path in folder.iterdir():
-    m = _SPLIT_FILE.match(path.name)
-    if m and int(m.group("k")) == index:
-      out[m.group("cls")] = path
-  if not out:
-    raise FileNotFoundError(f"{folder}: no <class>_test_split{index}.txt files")
+  for name in lay.matching(pattern)[folder]:
+    out[_SPLIT_FILE.match(name).group("cls")] = pathlib.Path(folder) / name
   return dict(sorted(out.items()))
 
 
@@ -71,18 +73,25 @@ def read_split_file(path: pathlib.Path) -> list[tuple[int, str, str | None]]:
   return rows
 
 
-def records(root: pathlib.Path, index: int) -> tuple[list[str], dict[str, list[bb.VideoRecord]]]:
-  """(class names, {'train': records, 'test': records}) of official split `index`."""
-  files = split_files(root, index)
+def layout(root, index: int = 1) -> bb.Layout:
+  return bb.Layout(root, f"hmdb51/split{index}", video_dirs=(VIDEO_DIR, ""))
+
+
+def records(root, index: int) -> tuple[list[str], dict[str, list[bb.VideoRecord]]]:
+  """(class names, {'train': records, 'test': records}) of official split `index`. Clips are
+  found by name anywhere under root: hmdb51_org/<class>/, the class folders at the top (the
+  per-class rars unpacked where they lie), or all clips in one folder."""
+  lay = layout(root, index)
+  files = split_files(lay, index)
   classes = list(files)
   out: dict[str, list[bb.VideoRecord]] = {"train": [], "test": []}
   for label, (name, path) in enumerate(files.items()):
     for _, clip, split in read_split_file(path):
       if split is None:
         continue
+      stem = pathlib.PurePosixPath(clip).stem
       out[split].append(bb.VideoRecord(
-          key=pathlib.PurePosixPath(clip).stem,
-          video_path=str(root / VIDEO_DIR / name / clip),
+          key=stem, video_path=lay.video(stem, os.path.join(lay.root, VIDEO_DIR, name, clip)),
           fields=dict(label=label, label_name=name)))
   return classes, out
 
@@ -104,6 +113,9 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.classification_features()   # names from the split files (set in _split_records)
 
   def _split_records(self, manual_dir: str):
-    classes, recs = records(pathlib.Path(manual_dir), self.builder_config.split_index)
+    try:
+      classes, recs = records(manual_dir, self.builder_config.split_index)
+    except rl.FilesMissing as e:   # both splits need the split files
+      return {split: rl.Missing(tuple(e.files)) for split in ("train", "test")}
     self.set_label_names(classes)
     return recs

@@ -190,7 +190,7 @@ class Layout:
       for rel in rels:
         name = os.path.basename(rel)
         if rx.fullmatch(name):
-          out.setdefault(self.path(_rel_dir(rel)), []).append(name)
+          out.setdefault(os.path.dirname(self.path(rel)), []).append(name)
     return {d: sorted(v) for d, v in sorted(out.items())}
 
   def one_folder(self, pattern: str | re.Pattern, prefer: Sequence[str] = ("",)) -> str | None:
@@ -199,7 +199,7 @@ class Layout:
     folders = self.matching(pattern)
     if not folders:
       return None
-    reps = [os.path.relpath(os.path.join(d, "x"), self.root) for d in folders]
+    reps = [os.path.relpath(os.path.join(d, names[0]), self.root) for d, names in folders.items()]
     return os.path.dirname(self._best("dir", reps, prefer))
 
   # ------------------------------------------------------------------------------------ videos

@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 SPLIT_FILES = {"train": "train_data.json", "val": "val_data.json", "test": "test_data.json"}
 VIDEO_DIR = "videos"
@@ -43,7 +44,9 @@ data/README.md. Put in manual_dir:
     videos/<video>            e.g. videos/10015567@N08_3655084291_d8b58466fa.mov
                               (or videos/<video>.mp4, as the AWS script names them)
 
-`<video>` is the json's "video" field. Missing videos are skipped and counted, not fatal.
+`<video>` is the json's "video" field. Files are found by name anywhere under manual_dir (5
+folder levels: e.g. LocalizingMoments-master/data/, a video folder of another name); splits whose
+json is absent are not built. Missing videos are skipped and counted, not fatal.
 """
 
 
@@ -91,37 +94,24 @@ def read_split(path: str) -> dict[str, dict]:
   return out
 
 
-def index_videos(folder: str) -> dict[str, str]:
-  """{file name: path, and file name without a video extension: path} of `folder`."""
-  out: dict[str, str] = {}
-  if not os.path.isdir(folder):
-    return out
-  for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-    if not entry.is_file():
-      continue
-    out.setdefault(entry.name, entry.path)
-    stem, ext = os.path.splitext(entry.name)
-    if ext.lower() in VIDEO_EXTENSIONS:
-      out.setdefault(stem, entry.path)
-  return out
+def layout(root) -> bb.Layout:
+  """The manual dir indexed once (any video extension DiDeMo's sources use)."""
+  return bb.Layout(root, "didemo", video_dirs=(VIDEO_DIR, ""),
+                   video_extensions=VIDEO_EXTENSIONS)
 
 
-def video_path(root: str, files: dict[str, str], video: str) -> str:
-  """videos/<video>, else videos/<video>.mp4 (AWS), else any videos/<video stem>.<ext>."""
-  stem = os.path.splitext(video)[0]
-  for name in (video, f"{video}.mp4", stem):
-    if name in files:
-      return files[name]
-  return os.path.join(root, VIDEO_DIR, video)
+def video_path(lay: bb.Layout, video: str) -> str:
+  """<video>.mp4 (AWS) or <video> (Flickr), else any <video stem>.<ext>, in any folder; when
+  absent videos/<video> (reported missing)."""
+  return lay.video([video, os.path.splitext(video)[0]], os.path.join(lay.root, VIDEO_DIR, video))
 
 
-def records_for(root: str, split: str, files: dict[str, str]) -> list[bb.VideoRecord]:
-  return [bb.VideoRecord(key=video, video_path=video_path(root, files, video),
+def records_for(lay: bb.Layout, split: str) -> list[bb.VideoRecord]:
+  return [bb.VideoRecord(key=video, video_path=video_path(lay, video),
                          fields=dict(video_id=video, captions=[m["paragraph"]],
                                      segment_captions=m["segment_captions"],
                                      segment_times=m["segment_times"]))
-          for video, m in read_split(bb.find_file(root, SPLIT_FILES[split],
-                                                  builder="didemo")).items()]
+          for video, m in read_split(lay.require(SPLIT_FILES[split], ("", "data"))).items()]
 
 
 class Builder(bb.VideoDatasetBuilder):
@@ -142,5 +132,5 @@ class Builder(bb.VideoDatasetBuilder):
         segment_times=tfds.features.Sequence(tfds.features.Tensor(shape=(2,), dtype=np.float32)))
 
   def _split_records(self, manual_dir: str):
-    files = index_videos(os.path.join(manual_dir, VIDEO_DIR))
-    return {split: records_for(manual_dir, split, files) for split in SPLIT_FILES}
+    lay = layout(manual_dir)
+    return rl.per_split(SPLIT_FILES, lambda split: records_for(lay, split))

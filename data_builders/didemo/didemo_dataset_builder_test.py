@@ -5,9 +5,10 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from data_builders.didemo import didemo_dataset_builder as didemo
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 A = "12090392@N02_13482799053_87ef417396.mov"   # AWS copy: videos/<video>.mp4
 B = "54322086@N00_2376706574_29a2a6a92b.avi"    # Flickr original: videos/<video>
@@ -88,11 +89,33 @@ def test_video_lookup(tmp_path):
   (tmp_path / "videos").mkdir()
   for name in ("a.mov.mp4", "b.avi", "c.mp4", "e..mp4", "f.mp4"):
     (tmp_path / "videos" / name).write_bytes(b"x")
-  files = didemo.index_videos(str(tmp_path / "videos"))
-  assert didemo.video_path(str(tmp_path), files, "a.mov").endswith("a.mov.mp4")
-  assert didemo.video_path(str(tmp_path), files, "b.avi").endswith("videos/b.avi")
-  assert didemo.video_path(str(tmp_path), files, "c.mov").endswith("videos/c.mp4")
-  assert didemo.video_path(str(tmp_path), files, "d.mov").endswith("videos/d.mov")
+  lay = didemo.layout(tmp_path)
+  assert didemo.video_path(lay, "a.mov").endswith("a.mov.mp4")
+  assert didemo.video_path(lay, "b.avi").endswith("videos/b.avi")
+  assert didemo.video_path(lay, "c.mov").endswith("videos/c.mp4")
+  assert didemo.video_path(lay, "d.mov").endswith("videos/d.mov")
   # Some official names end in '.' (no extension): AWS saves them as '<name>.mp4'.
-  assert didemo.video_path(str(tmp_path), files, "e.").endswith("videos/e..mp4")
-  assert didemo.video_path(str(tmp_path), files, "f.").endswith("videos/f.mp4")
+  assert didemo.video_path(lay, "e.").endswith("videos/e..mp4")
+  assert didemo.video_path(lay, "f.").endswith("videos/f.mp4")
+
+
+def write_release(root: pathlib.Path, layout: str) -> None:
+  """documented (data/*.json, videos/); flat (json files and videos at the top); repo (the
+  LocalizingMoments checkout with its data/ and the videos in didemo_videos/)."""
+  data = {"documented": root / "data", "flat": root,
+          "repo": root / "LocalizingMoments-master" / "data"}[layout]
+  videos = {"documented": root / "videos", "flat": root, "repo": root / "didemo_videos"}[layout]
+  data.mkdir(parents=True, exist_ok=True)
+  (data / "train_data.json").write_text(json.dumps(TRAIN))
+  (data / "val_data.json").write_text(json.dumps([_moment(A, "a man enters .", [[0, 0]] * 4, 9)]))
+  layout_testing.touch([videos / f"{A}.mp4", videos / B, videos / C])
+
+
+@pytest.mark.parametrize("layout,nested", [("documented", ""), ("flat", ""), ("repo", ""),
+                                          ("documented", "DiDeMo")])
+def test_release_layouts(tmp_path, layout, nested):
+  write_release(tmp_path, layout)
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  assert layout_testing.summary(didemo.Builder, None, tmp_path) == {
+      "train": (4, 3), "val": (1, 1), "test": "missing: test_data.json"}

@@ -15,6 +15,7 @@ import re
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 QA_FILES = {"train": "train_qa.json", "val": "val_qa.json", "test": "test_qa.json"}
 MAPPING_FILE = "youtube_mapping.txt"
@@ -34,8 +35,10 @@ test_qa.json and youtube_mapping.txt. Put in manual_dir:
     youtube_mapping.txt                     ("<clip name> vid<N>" per line)
     train_qa.json val_qa.json test_qa.json
 
-The annotation files may also sit one folder down (e.g. MSVD-QA/train_qa.json). A copy renamed
-to video/vid<N>.avi is read too. Missing clips are skipped and counted, not fatal.
+Files are found by name anywhere under manual_dir (5 folder levels: MSVD-QA/train_qa.json, the
+clips unpacked without YouTubeClips/, everything in a folder of its own ...); splits whose QA
+file is absent are not built. A copy renamed to video/vid<N>.avi is read too. Missing clips are
+skipped and counted, not fatal.
 """
 
 
@@ -75,20 +78,26 @@ def read_qa(path: str) -> dict[int, list[dict]]:
   return dict(out)
 
 
-def records_for(root: str, split: str, mapping: dict[int, str], mapping_path: str
+ANNOTATION_DIRS = ("", "MSVD-QA", "MSVD")
+
+
+def layout(root) -> bb.Layout:
+  return bb.Layout(root, "msvd_qa", video_dirs=(CLIP_DIR, RENAMED_DIR, ""))
+
+
+def records_for(lay: bb.Layout, split: str, mapping: dict[int, str], mapping_path: str
                 ) -> list[bb.VideoRecord]:
-  """One record per clip of `split`; a clip index the mapping lacks is an annotation error."""
-  path = bb.find_file(root, QA_FILES[split], builder="msvd_qa")
+  """One record per clip of `split`; a clip index the mapping lacks is an annotation error.
+  A clip is found by its YouTube name (YouTubeClips/) or, failing that, as vid<N> (the
+  authors' renamed copy), in any folder."""
+  path = lay.require(QA_FILES[split], ANNOTATION_DIRS)
   out = []
   for n, pairs in read_qa(path).items():
     if n not in mapping:
       raise bb.AnnotationError(path, None, "video_id",
                                f"clip indices listed in {mapping_path}; vid{n} is not")
     clip = mapping[n]
-    video = os.path.join(root, CLIP_DIR, f"{clip}.avi")
-    renamed = os.path.join(root, RENAMED_DIR, f"vid{n}.avi")
-    if not os.path.exists(video) and os.path.exists(renamed):
-      video = renamed
+    video = lay.video([clip, f"vid{n}"], os.path.join(lay.root, CLIP_DIR, f"{clip}.avi"))
     out.append(bb.VideoRecord(key=f"vid{n}", video_path=video,
                               fields=dict(video_id=clip, qa=pairs)))
   return out
@@ -111,6 +120,9 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.qa_features()
 
   def _split_records(self, manual_dir: str):
-    mapping_path = bb.find_file(manual_dir, MAPPING_FILE, builder="msvd_qa")
+    lay = layout(manual_dir)
+    mapping_path = lay.find(MAPPING_FILE, ANNOTATION_DIRS)
+    if mapping_path is None:   # every split needs it
+      return {split: rl.Missing((MAPPING_FILE,)) for split in QA_FILES}
     mapping = read_mapping(mapping_path)
-    return {split: records_for(manual_dir, split, mapping, mapping_path) for split in QA_FILES}
+    return rl.per_split(QA_FILES, lambda split: records_for(lay, split, mapping, mapping_path))

@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import pathlib
 
+import pytest
+
 from data_builders.msvd_qa import msvd_qa_dataset_builder as msvd
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 CLIPS = {1: "-4wsuPCjDBc_5_15", 2: "zv2RIbUsnSw_159_165", 3: "bad_clip_1_2", 4: "gone_clip_3_9"}
 
@@ -71,8 +73,36 @@ def test_mapping_and_video_id_errors(tmp_path):
   mapping.write_text("clip_a_1_2 vid1\n")
   (tmp_path / "train_qa.json").write_text(json.dumps([_qa(9, "who?", "man", 0)]))
   with testing.raises_annotation_error(tmp_path / "train_qa.json", None, "video_id", "vid9"):
-    msvd.records_for(str(tmp_path), "train", msvd.read_mapping(str(mapping)), str(mapping))
+    msvd.records_for(msvd.layout(tmp_path), "train", msvd.read_mapping(str(mapping)),
+                     str(mapping))
   (tmp_path / "train_qa.json").write_text(json.dumps([_qa("x", "who?", "man", 0)]))
   with testing.raises_annotation_error(tmp_path / "train_qa.json", None, "[0].video_id",
                                        "an integer clip index"):
     msvd.read_qa(str(tmp_path / "train_qa.json"))
+
+
+def write_release(root: pathlib.Path, layout: str) -> None:
+  """documented: YouTubeClips/ + MSVD-QA/ (mapping inside); flat: the clips and the QA files
+  unpacked without their folders; renamed: the authors' video/vid<N>.avi copy."""
+  root.mkdir(parents=True, exist_ok=True)
+  ann = root if layout == "flat" else root / "MSVD-QA"
+  ann.mkdir(exist_ok=True)
+  (ann / "youtube_mapping.txt").write_text("".join(f"{c} vid{n}\n" for n, c in CLIPS.items()))
+  (ann / "train_qa.json").write_text(json.dumps([_qa(n, "what?", "x", n) for n in CLIPS]))
+  (ann / "test_qa.json").write_text(json.dumps([_qa(2, "who?", "y", 9)]))
+  if layout == "renamed":
+    paths = [root / "video" / f"vid{n}.avi" for n in (1, 2, 3)]
+  else:
+    paths = [(root if layout == "flat" else root / "YouTubeClips") / f"{CLIPS[n]}.avi"
+             for n in (1, 2, 3)]
+  layout_testing.touch(paths)
+
+
+@pytest.mark.parametrize("layout,nested", [("documented", ""), ("flat", ""), ("renamed", ""),
+                                          ("documented", "MSVD")])
+def test_release_layouts(tmp_path, layout, nested):
+  write_release(tmp_path, layout)
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  assert layout_testing.summary(msvd.Builder, None, tmp_path) == {
+      "train": (4, 3), "val": "missing: val_qa.json", "test": (1, 1)}

@@ -11,6 +11,7 @@ Clips are avi/<movie>/<CLIP_ID>.avi, the movie being CLIP_ID without its trailin
 """
 from __future__ import annotations
 
+import os
 import pathlib
 import re
 import zlib
@@ -20,6 +21,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_DIR = "avi"
 VIDEO_EXTENSIONS = (".avi", ".mp4")
@@ -59,7 +61,9 @@ manual_dir (annotation files may also sit in manual_dir/annotations/):
     LSMDC16_multiple_choice_test_randomized.csv                     (mc)
     LSMDC16_annos_training_FIB.csv  LSMDC16_annos_val_FIB.csv  LSMDC16_annos_test_FIB.csv  (fib)
     avi/0001_American_Beauty/0001_American_Beauty_00.00.51.926-00.00.54.094.avi ...
-Splits whose annotation file is absent are not built (at least one must be present).
+Files are found by name anywhere under manual_dir (5 folder levels: the clips as <movie>/ folders
+at the top, the csv files in a folder of their own, ...). Splits whose annotation file is absent
+are not built (a warning names the file; at least one must be present).
 """
 
 
@@ -68,14 +72,15 @@ def movie_of(clip_id: str) -> str:
   return clip_id.rsplit("_", 1)[0]
 
 
-def clip_path(root: pathlib.Path, clip_id: str) -> str:
-  """avi/<movie>/<clip>.avi (also accepted: <movie>/<clip>.avi directly in manual_dir, .mp4)."""
-  movie = movie_of(clip_id)
-  for folder in (root / VIDEO_DIR / movie, root / movie):
-    for ext in VIDEO_EXTENSIONS:
-      if (folder / f"{clip_id}{ext}").is_file():
-        return str(folder / f"{clip_id}{ext}")
-  return str(root / VIDEO_DIR / movie / f"{clip_id}.avi")  # missing: counted by the build
+def layout(root, config: str = "retrieval") -> bb.Layout:
+  return bb.Layout(root, f"lsmdc/{config}", video_dirs=(VIDEO_DIR, ""))
+
+
+def clip_path(lay: bb.Layout, clip_id: str) -> str:
+  """The clip file <clip_id>.<avi|mp4|...> in any folder (avi/<movie>/ as the scripts write it,
+  <movie>/ directly in manual_dir, ...); avi/<movie>/<clip>.avi when absent."""
+  return lay.video(clip_id, os.path.join(lay.root, VIDEO_DIR, movie_of(clip_id),
+                                         f"{clip_id}.avi"))
 
 
 def read_rows(path: pathlib.Path, kind: str):
@@ -84,7 +89,7 @@ def read_rows(path: pathlib.Path, kind: str):
   return bb.read_csv(path, cols, delimiter="\t", fieldnames=cols)
 
 
-def retrieval_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
+def retrieval_records(path: pathlib.Path, root: bb.Layout) -> list[bb.VideoRecord]:
   """One record per clip; `captions` = every sentence of the clip, in file order."""
   captions: dict[str, list[str]] = {}
   for _, row in read_rows(path, "retrieval"):
@@ -99,7 +104,7 @@ def shuffle_choices(choices: list[str], seed_text: str) -> tuple[list[str], int]
   return [choices[i] for i in perm], int(np.flatnonzero(perm == 0)[0])
 
 
-def mc_records(path: pathlib.Path, root: pathlib.Path, *, test: bool) -> list[bb.VideoRecord]:
+def mc_records(path: pathlib.Path, root: bb.Layout, *, test: bool) -> list[bb.VideoRecord]:
   """One record per question. The public test file gives the 1-based answer index; in
   train/valid the correct sentence comes first, so those choices are shuffled deterministically."""
   out = []
@@ -119,7 +124,7 @@ def mc_records(path: pathlib.Path, root: pathlib.Path, *, test: bool) -> list[bb
   return out
 
 
-def fib_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
+def fib_records(path: pathlib.Path, root: bb.Layout) -> list[bb.VideoRecord]:
   """One record per clip; `fib` = its (sentence with the blank as '_____', answer) pairs."""
   items: dict[str, list[dict]] = {}
   for line, row in read_rows(path, "fib"):
@@ -133,25 +138,19 @@ def fib_records(path: pathlib.Path, root: pathlib.Path) -> list[bb.VideoRecord]:
 
 
 
-def records(root: pathlib.Path, config: str) -> dict[str, list[bb.VideoRecord]]:
-  """{split: records} of `config` for every split whose annotation file is present."""
-  out = {}
-  for split, name in FILES[config].items():
-    path = bb.find_file(root, name, folders=ANNOTATION_DIRS, required=False)
-    if path is None:
-      continue
-    if config == "retrieval":
-      out[split] = retrieval_records(path, root)
-    elif config == "mc":
-      out[split] = mc_records(path, root, test=split == "test")
-    else:
-      out[split] = fib_records(path, root)
-  if not out:
-    raise FileNotFoundError(f"none of {', '.join(FILES[config].values())} found in {root}; "
-                            f"lsmdc/{config} expects the official layout:\n"
-                            f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  return out
+def records(root, config: str) -> dict[str, object]:
+  """{split: records, or rl.Missing for a split whose annotation file is absent} of `config`."""
+  lay = layout(root, config)
 
+  def split_records(split: str) -> list[bb.VideoRecord]:
+    path = pathlib.Path(lay.require(FILES[config][split], ANNOTATION_DIRS))
+    if config == "retrieval":
+      return retrieval_records(path, lay)
+    if config == "mc":
+      return mc_records(path, lay, test=split == "test")
+    return fib_records(path, lay)
+
+  return rl.per_split(FILES[config], split_records)
 
 
 class Builder(bb.VideoDatasetBuilder):

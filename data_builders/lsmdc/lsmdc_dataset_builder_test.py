@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from data_builders.lsmdc import lsmdc_dataset_builder as lsmdc
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 A = "0001_American_Beauty_00.00.51.926-00.00.54.094"
 B = "0001_American_Beauty_00.01.02.000-00.01.05.500"   # corrupt
@@ -24,7 +24,10 @@ def _line(clip: str, *cols: str) -> str:
   return "\t".join((clip, TIMES, *cols)) + "\n"
 
 
-def write_layout(root: pathlib.Path) -> None:
+def write_layout(root: pathlib.Path, *, real: bool = True, movies: str = lsmdc.VIDEO_DIR,
+                 annotations: str = "") -> None:
+  """The annotation files in root/<annotations>, clips in root/<movies>/<movie>/ (B corrupt, D
+  missing); `real` = False writes placeholders."""
   files = {
       "LSMDC16_annos_training.csv": [_line(A, CAPTION[A][0]), _line(B, CAPTION[B][0]),
                                      _line(A, CAPTION[A][1])],
@@ -44,10 +47,14 @@ def write_layout(root: pathlib.Path) -> None:
       "LSMDC16_annos_test_FIB.csv": [_line(D, CAPTION[D][0], "They _____.", "kiss"),
                                      _line(E, CAPTION[E][0], "SOMEONE's _____ gleams.", "badge")],
   }
+  (root / annotations).mkdir(parents=True, exist_ok=True)
   for name, lines in files.items():
-    (root / name).write_text("".join(lines))
-  testing.write_videos({clip: root / lsmdc.VIDEO_DIR / lsmdc.movie_of(clip) / f"{clip}.avi"
-                        for clip in (A, B, C, E)}, corrupt=B, fps=4)
+    (root / annotations / name).write_text("".join(lines))
+  paths = {clip: root / movies / lsmdc.movie_of(clip) / f"{clip}.avi" for clip in (A, B, C, E)}
+  if real:
+    testing.write_videos(paths, corrupt=B, fps=4)
+  else:
+    layout_testing.touch(paths.values())
 
 
 class LsmdcTest(testing.VideoBuilderTestCase):
@@ -108,4 +115,17 @@ def test_missing_field_names_file_line_field(tmp_path, name, line, field):
 
 def test_movie_of_clip_id():
   assert lsmdc.movie_of(E) == "3001_21_JUMP_STREET"
-  assert lsmdc.clip_path(pathlib.Path("/r"), A) == f"/r/avi/0001_American_Beauty/{A}.avi"
+  assert lsmdc.clip_path(lsmdc.layout("/r"), A) == f"/r/avi/0001_American_Beauty/{A}.avi"
+
+
+@pytest.mark.parametrize("layout", ["documented", "movies_top", "annotations_dir", "nested"])
+def test_release_layouts(tmp_path, layout):
+  """The clips as the download scripts write them (avi/<movie>/), <movie>/ folders at the top,
+  csv files in annotations/, everything inside a folder of its own."""
+  write_layout(tmp_path, real=False, movies="" if layout == "movies_top" else lsmdc.VIDEO_DIR,
+               annotations="annotations" if layout == "annotations_dir" else "")
+  if layout == "nested":
+    layout_testing.nest(tmp_path, "LSMDC")
+  assert layout_testing.summary(lsmdc.Builder, "retrieval", tmp_path) == {
+      "train": (2, 2), "validation": (1, 1), "test": (2, 1),
+      "full_test": "missing: LSMDC16_annos_test.csv"}

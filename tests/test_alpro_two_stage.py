@@ -3,6 +3,7 @@ prompter loaded from the stage-1 workdir, prompt features built at the fresh sta
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -64,13 +65,18 @@ def test_stage2_prompter_frozen_features_built_pem_loss(two_stage, fast_build, f
   stage2 = ckpt.load_params_flat(w2)
   prompter2 = {k[len("prompter/"):]: v for k, v in stage2.items() if k.startswith("prompter/")}
   assert sorted(prompter2) == sorted(stage1)
-  for k, v in stage1.items():   # loaded, then not moved by 2 steps of training (lr_mult 0)
+  for k, v in stage1.items():   # loaded, then not moved by 2 steps of training (frozen_params)
     np.testing.assert_array_equal(prompter2[k], v, err_msg=k)
+  # frozen: the saved optimizer state has no entries for the prompter
+  step_dir = ckpt.checkpoint_dir(w2) / "2" / "default"
+  meta = ocp.StandardCheckpointer().metadata(step_dir).item_metadata.tree
+  opt_paths = [str(p) for p, _ in jax.tree_util.tree_flatten_with_path(meta["opt_state"])[0]]
+  assert any("vision_proj" in p for p in opt_paths)
+  assert not any("prompter" in p for p in opt_paths)
   # the rest of the model did train
   assert not np.array_equal(stage2["vision_proj/kernel"], stage1["vision_proj/kernel"])
 
   # saved prompt features == build_prompt_features of the stage-1 prompter
-  step_dir = ckpt.checkpoint_dir(w2) / "2" / "default"
   other = ocp.StandardCheckpointer().restore(step_dir)["other"]["prompter"]
   pc = c2.model.copy_and_resolve_references()
   pc.head = "prompter"

@@ -43,6 +43,9 @@ def _tiny():
     (lambda c: c.optim.update(name="lamb"), "config.optim.name"),
     (lambda c: c.objectives.update(itc=1.0), "config.objectives.itc"),
     (lambda c: c.data.train.update(num_frames=8), "config.data.train.num_frames"),
+    (lambda c: c.data.train.update(crop=16), "config.model.video.img_size"),
+    (lambda c: c.objectives.update(pem=1.0), "config.objectives.pem"),
+    (lambda c: c.model.update(pem=True, head="qa"), "config.model.head"),
     (lambda c: c.train.update(num_steps=-1), "config.train.num_steps"),
     (lambda c: c.model.update(family="nope"), "config.model.family"),
     (lambda c: c.evals.moving_shapes_test.update(type="caption"),
@@ -67,7 +70,8 @@ def test_typo_override_is_a_clear_error(repo_root, tmp_path):
                       "--config.train.num_step=3"], cwd=repo_root, capture_output=True,
                      text=True, timeout=120)
   assert r.returncode == 2
-  assert "num_step" in r.stderr and 'Did you mean "num_steps"' in r.stderr
+  assert "num_step" in r.stderr   # the nearest existing field is suggested
+  assert 'Did you mean "num_steps"' in r.stderr or "nearest: config.train.num_steps" in r.stderr
   assert "Traceback" not in r.stderr
 
 

@@ -23,22 +23,6 @@ from vlx.optim import path_str
 PROMPT_FEAT = "prompt_feat"
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Family checks of config_validation.validate (raises ValueError naming the field)."""
-  m = config.model
-  pem_on = bool(m.get("pem", False))
-  weight = float(config.objectives.get("pem", 0.0) or 0.0)
-  if weight > 0 and not pem_on:
-    raise ValueError(f"config.objectives.pem={weight} needs config.model.pem=True (the PEM head "
-                     "and the frozen prompter); set it or set config.objectives.pem=0")
-  if pem_on and m.get("head", "pretrain") != "pretrain":
-    raise ValueError(f"config.model.pem=True needs config.model.head='pretrain', not {m.head!r}")
-  prompter = config.get("init", {}).get("prompter", "")
-  if prompter and not pem_on:
-    raise ValueError(f"config.init.prompter={prompter!r} is set but config.model.pem is False: "
-                     "the prompter is only used by PEM (set --config.model.pem=True)")
-
-
 def prompter_source(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The prompter's own arrays, keyed like a `head='prompter'` model: a stage-2 run's
   `prompter/...` subtree when there is one, else the top level; prompt features dropped."""

@@ -69,17 +69,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
          f"config.data.global_batch_size={gbs} must be divisible by data-parallel devices ({dp}) x "
          f"config.train.grad_accum ({accum}) = {dp * accum}")
 
-  video = config.model.get("video")
-  if video is not None and "num_frames" in video:
-    _check(int(config.data.train.num_frames) == int(video.num_frames),
-           f"config.data.train.num_frames={config.data.train.num_frames} != "
-           f"config.model.video.num_frames={video.num_frames}")
-  if video is not None and "img_size" in video:
-    size = int(config.data.train.get("crop", 0) or config.data.train.resolution)
-    _check(size == int(video.img_size),
-           f"config.data.train crop/resolution={size} != config.model.video.img_size="
-           f"{video.img_size}")
-
   _validate_train_data(config.data.train)
   masking = config.data.get("mlm_masking", "token") or "token"
   _check(masking in MLM_MASKINGS,

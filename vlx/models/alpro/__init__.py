@@ -5,7 +5,8 @@ from vlx.models.alpro.model import AlproModel, PromptFeatures, build
 from vlx.models.alpro import objectives as _objectives
 from vlx.models.alpro.objectives import (OBJECTIVES, encode_texts, encode_videos, pair_scores,
                                          qa_logits, retrieval_scores)
-from vlx.models.alpro.pem_setup import prepare_fresh_state, validate_config
+from vlx.models.alpro.pem_setup import prepare_fresh_state
+from vlx.models.alpro.validate import validate_config
 
 
 def fixture_outputs(fixture_dir):

@@ -21,6 +21,7 @@ import numpy as np
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 SPLIT_PREFIX = {"train": "Train", "test": "Test"}
 FRAMEQA_TYPES = ("object", "number", "color", "location")
@@ -42,8 +43,10 @@ archive unpacks to gifs/<gif_name>.gif). Put in manual_dir:
     Train_transition_question.csv  Test_transition_question.csv
     Train_frameqa_question.csv     Test_frameqa_question.csv
 
-The csv files may also sit one folder down (e.g. dataset/ or annotations/). A GIF converted to
-gifs/<gif_name>.mp4 is read when the .gif is absent. Missing GIFs are skipped and counted.
+Files are found by name anywhere under manual_dir (5 folder levels: tgif-qa-master/dataset/,
+TGIF-Release/data/gifs/, the GIFs unpacked without gifs/ ...); splits whose csv is absent are not
+built. A GIF converted to <gif_name>.mp4 is read when the .gif is absent. Missing GIFs are
+skipped and counted.
 """
 
 
@@ -96,19 +99,27 @@ def read_frameqa(path: str) -> dict[str, list[dict]]:
   return dict(out)
 
 
-def gif_path(root: str, gif: str) -> str:
-  path = os.path.join(root, GIF_DIR, f"{gif}.gif")
-  converted = os.path.join(root, GIF_DIR, f"{gif}.mp4")
-  return converted if not os.path.exists(path) and os.path.exists(converted) else path
+ANNOTATION_DIRS = ("", "dataset", "annotations")
 
 
-def records_for(root: str, task: str, split: str) -> list[bb.VideoRecord]:
-  path = bb.find_file(root, question_file(task, split), builder="tgif_qa")
+def layout(root, task: str = "frameqa") -> bb.Layout:
+  """GIFs (or their .mp4 conversions) by name in any folder: gifs/ as the archive unpacks it,
+  TGIF-Release/data/gifs/, or at the top."""
+  return bb.Layout(root, f"tgif_qa/{task}", video_dirs=(GIF_DIR, ""),
+                   video_extensions=(".gif", *rl.VIDEO_EXTENSIONS))
+
+
+def gif_path(lay: bb.Layout, gif: str) -> str:
+  return lay.video(gif, os.path.join(lay.root, GIF_DIR, f"{gif}.gif"))
+
+
+def records_for(lay: bb.Layout, task: str, split: str) -> list[bb.VideoRecord]:
+  path = lay.require(question_file(task, split), ANNOTATION_DIRS)
   if task == "frameqa":
-    return [bb.VideoRecord(key=gif, video_path=gif_path(root, gif),
+    return [bb.VideoRecord(key=gif, video_path=gif_path(lay, gif),
                            fields=dict(video_id=gif, qa=pairs))
             for gif, pairs in read_frameqa(path).items()]
-  return [bb.VideoRecord(key=q["key"], video_path=gif_path(root, q["gif"]),
+  return [bb.VideoRecord(key=q["key"], video_path=gif_path(lay, q["gif"]),
                          fields=dict(video_id=q["gif"], question=q["question"],
                                      mc_choices=q["choices"], mc_answer=np.int32(q["answer"])))
           for q in read_multiple_choice(path)]
@@ -135,4 +146,5 @@ class Builder(bb.VideoDatasetBuilder):
 
   def _split_records(self, manual_dir: str):
     task = self.builder_config.task
-    return {split: records_for(manual_dir, task, split) for split in SPLIT_PREFIX}
+    lay = layout(manual_dir, task)
+    return rl.per_split(SPLIT_PREFIX, lambda split: records_for(lay, task, split))

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from data_builders.tgif_qa import tgif_qa_dataset_builder as tgif
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 MC_HEADER = "gif_name\tquestion\ta1\ta2\ta3\ta4\ta5\tanswer\tvid_id\tkey"
 FRAMEQA_HEADER = "gif_name\tquestion\tanswer\ttype\tvid_id\tkey\tdescription"
@@ -106,3 +108,22 @@ def test_bad_values_are_annotation_errors(tmp_path):
   path.write_text("\n".join([MC_HEADER, rows[0].replace("\t0\tACTION0", "\t5\tACTION0")]) + "\n")
   with testing.raises_annotation_error(path, 2, "answer", "0-4"):
     tgif.read_multiple_choice(str(path))
+
+
+@pytest.mark.parametrize("layout", ["documented", "repo_and_release", "flat", "mp4", "nested"])
+def test_release_layouts(tmp_path, layout):
+  """dataset/ + gifs/ (documented); the tgif-qa checkout beside TGIF-Release/data/gifs/; csv
+  files and GIFs at the top; GIFs converted to .mp4; everything in a folder of its own."""
+  ann = {"repo_and_release": tmp_path / "tgif-qa-master" / "dataset",
+         "flat": tmp_path}.get(layout, tmp_path / "dataset")
+  gifs = {"repo_and_release": tmp_path / "TGIF-Release" / "data" / "gifs",
+          "flat": tmp_path}.get(layout, tmp_path / "gifs")
+  ann.mkdir(parents=True, exist_ok=True)
+  (ann / "Train_action_question.csv").write_text(
+      "\n".join([MC_HEADER, *_mc_rows("action", ["g1", "g2", "g3", "g4"], 0)]) + "\n")
+  ext = ".mp4" if layout == "mp4" else ".gif"
+  layout_testing.touch(gifs / f"g{i}{ext}" for i in (1, 2, 3))
+  if layout == "nested":
+    layout_testing.nest(tmp_path, "TGIF-QA")
+  assert layout_testing.summary(tgif.Builder, "action", tmp_path) == {
+      "train": (4, 3), "test": "missing: Test_action_question.csv"}

@@ -7,16 +7,19 @@ the dive, so the whole file is stored (start_frame/end_frame are kept as feature
 """
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_DIR = "rgb"
 VOCAB = "Diving48_vocab.json"
 SPLIT_FILES = {"train": "Diving48_V2_train.json", "test": "Diving48_V2_test.json"}
+ANNOTATION_DIRS = ("", "annotations")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Download from the Diving48 page (http://www.svcl.ucsd.edu/projects/resound/dataset.html):
@@ -25,6 +28,8 @@ and arrange manual_dir as:
   manual_dir/
     Diving48_V2_train.json  Diving48_V2_test.json  Diving48_vocab.json
     rgb/-mmq0PT-u8k_00155.mp4 ...        (`tar xzf Diving48_rgb.tar.gz -C manual_dir`)
+Files are found by name anywhere under manual_dir (5 folder levels: the videos unpacked without
+rgb/, the json files in a folder of their own, ...); a split whose json is absent is not built.
 """
 
 
@@ -43,7 +48,11 @@ def read_vocab(path: pathlib.Path) -> list[str]:
   return names
 
 
-def read_split(path: pathlib.Path, root: pathlib.Path, names: list[str]) -> list[bb.VideoRecord]:
+def layout(root) -> bb.Layout:
+  return bb.Layout(root, "diving48", video_dirs=(VIDEO_DIR, ""))
+
+
+def read_split(path: pathlib.Path, lay: bb.Layout, names: list[str]) -> list[bb.VideoRecord]:
   """Diving48_V2_<split>.json -> one VideoRecord per entry (vid_name, label in range)."""
   entries = bb.read_json(path)
   if not isinstance(entries, list):
@@ -61,7 +70,7 @@ def read_split(path: pathlib.Path, root: pathlib.Path, names: list[str]) -> list
                                f"an integer in [0, {len(names)}) (Diving48_vocab.json)")
     vid = str(entry["vid_name"])
     out.append(bb.VideoRecord(
-        key=vid, video_path=str(root / VIDEO_DIR / f"{vid}.mp4"),
+        key=vid, video_path=lay.video(vid, os.path.join(lay.root, VIDEO_DIR, f"{vid}.mp4")),
         fields=dict(label=label, label_name=names[label],
                     start_frame=int(entry["start_frame"]), end_frame=int(entry["end_frame"]))))
   return out
@@ -88,10 +97,11 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.classification_features(start_frame=np.int32, end_frame=np.int32)
 
   def _split_records(self, manual_dir: str):
-    root = pathlib.Path(manual_dir)
-    def find(name):
-      return bb.find_file(root, name, folders=["", "annotations"], builder="diving48",
-                          instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
-    names = read_vocab(find(VOCAB))
+    lay = layout(manual_dir)
+    vocab = lay.find(VOCAB, ANNOTATION_DIRS)
+    if vocab is None:   # every split needs the class names
+      return {split: rl.Missing((VOCAB,)) for split in SPLIT_FILES}
+    names = read_vocab(pathlib.Path(vocab))
     self.set_label_names(names)
-    return {split: read_split(find(f), root, names) for split, f in SPLIT_FILES.items()}
+    return rl.per_split(SPLIT_FILES, lambda split: read_split(
+        pathlib.Path(lay.require(SPLIT_FILES[split], ANNOTATION_DIRS)), lay, names))

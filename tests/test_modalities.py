@@ -224,3 +224,89 @@ def test_moving_shapes_audio_through_the_reader(tiny_data_dir):
   # Tones of different colours land in different mel bins (the check can tell them apart).
   bins = {_expected_mel_bin(mel, render.PITCH[c]) for c in colours}
   assert len(colours) >= 3 and len(bins) == len(colours)
+
+
+# ----------------------------------------------------------------------------- builders
+
+def _streams_corpus(root):
+  """v0.mp4: 440 Hz tone (AAC, 22.05 kHz) + features [5, 3]; v1.mp4: silent + features [2, 3];
+  v2.mkv: tone but no features file; v3.mkv: tone + features of the wrong D."""
+  from vlx.data import builder_base as bb, testing  # pylint: disable=import-outside-toplevel
+  feats = root / "features"
+  feats.mkdir(parents=True)
+  testing.write_video_with_audio(root / "v0.mp4", _tone(440.0, 1.0, 22050), 22050)
+  testing.write_video(root / "v1.mp4", num_frames=8, fps=8)
+  testing.write_video_with_audio(root / "v2.mkv", _tone(440.0, 1.0, 22050), 22050)
+  testing.write_video_with_audio(root / "v3.mkv", _tone(440.0, 1.0, 22050), 22050)
+  np.save(feats / "v0.npy", _rows(5, 3))
+  np.save(feats / "v1.npy", _rows(2, 3) + 10)
+  np.save(feats / "v3.npy", _rows(4, 2))
+  index = bb.index_videos(feats, (".npy",))
+  return [bb.VideoRecord(f"k{i}", str(root / name), dict(captions=[f"clip {i}"],
+                                                         features=index.get(f"v{i}", "")))
+          for i, name in enumerate(["v0.mp4", "v1.mp4", "v2.mkv", "v3.mkv"])]
+
+
+def test_generate_examples_stores_audio_and_features(tmp_path):
+  from vlx.data import builder_base as bb, testing  # pylint: disable=import-outside-toplevel
+  records = _streams_corpus(tmp_path)
+  config = bb.VideoBuilderConfig(name="c", fps=4, short_side=0)
+  streams = bb.Streams(audio_rate=8000, features_dim=3)
+  with testing.environ(VLX_BUILD_REPORT_DIR=str(tmp_path / "rep"), VLX_FRAME_CACHE=None):
+    out = dict(bb.generate_examples(records, config, builder_name="toy", split="s",
+                                    num_workers=1, streams=streams))
+    assert sorted(out) == ["k0", "k1"]
+    report = bb.last_report("toy", "s")
+    assert (report["missing"], report["corrupt"]) == (1, 1)
+    assert "features of shape (4, 2), expected [N, 3]" in report["corrupt_errors"][0]
+    audio0 = out["k0"]["audio"]
+    assert audio0.dtype == np.int16 and audio0.shape == (8000,)
+    assert _peak_hz(audio0.astype(np.float32), 8000) == pytest.approx(440.0, abs=1.5)
+    assert out["k1"]["audio"].shape == (0,)     # no audio stream: empty audio, still an example
+    np.testing.assert_array_equal(out["k1"]["features"], _rows(2, 3) + 10)
+    assert len(out["k0"]["video"]) == 4
+    # Features only: no frames decoded, no `video`; the videos need not exist.
+    only = bb.Streams(frames=False, features_dim=3)
+    gone = [bb.VideoRecord(r.key, str(tmp_path / "nowhere.mp4"), r.fields) for r in records]
+    feats = dict(bb.generate_examples(gone, config, builder_name="toy", split="f",
+                                      num_workers=1, streams=only))
+  assert sorted(feats) == ["k0", "k1"] and "video" not in feats["k0"]
+  np.testing.assert_array_equal(feats["k0"]["features"], _rows(5, 3))
+  spec = bb.video_features({}, only)
+  assert "video" not in spec and spec["features"].shape == (None, 3)
+  assert set(bb.video_features({}).keys()) == {"video", "video_id", "duration", "orig_fps",
+                                              "start", "end"}   # the default is unchanged
+
+
+def test_builder_streams_read_back_through_the_readers(tmp_path):
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  from vlx.data import builder_base as bb, testing  # pylint: disable=import-outside-toplevel
+  records = _streams_corpus(tmp_path / "manual")
+
+  class StreamsToy(bb.VideoDatasetBuilder, skip_registration=True):
+    code_path = pkg_dir_path = epath.Path(__file__).parent
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "the test writes it"
+    BUILDER_CONFIGS = [bb.VideoBuilderConfig(name="c", fps=2, short_side=0)]
+    STREAMS = bb.Streams(audio_rate=8000, features_dim=3)
+
+    def _features(self):
+      return bb.caption_features()
+
+    def _split_records(self, manual_dir):
+      return {"train": [r for r in records if r.key in ("k0", "k1")]}
+
+  with testing.environ(VLX_BUILD_REPORT_DIR=str(tmp_path / "rep"), VLX_FRAME_CACHE=None,
+                       VLX_BUILD_WORKERS="1"):
+    builder = StreamsToy(config="c", data_dir=str(tmp_path / "data"))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / "manual")))
+  rows = {e["video_id"].decode(): e for e in
+          tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))}
+  wave = audio.from_config(dict(representation="waveform", sample_rate=16000, stored_rate=8000,
+                                seconds=1.0), "inputs.audio")
+  got = _read(wave, rows["v0"]["audio"])
+  assert got["audio_mask"].sum() == 16000
+  assert _peak_hz(got["audio"], 16000) == pytest.approx(440.0, abs=1.5)
+  assert not _read(wave, rows["v1"]["audio"])["audio_mask"].any()
+  seq = features.from_config(dict(dim=3, max_len=4), "inputs.features")
+  np.testing.assert_array_equal(_read(seq, rows["v1"]["features"])["features_mask"], [1, 1, 0, 0])

@@ -57,11 +57,58 @@ class VideoRecord:
   end: float | None = None
 
 
-def video_features(extra: Mapping[str, Any]) -> tfds.features.FeaturesDict:
-  """`extra` plus the features every video builder has (see data_contract.md)."""
+@dataclasses.dataclass(frozen=True)
+class Streams:
+  """What a builder stores per example besides its own fields: the builder's opt-in class
+  attribute `STREAMS` (the default, frames only, is what every builder stored before).
+
+  frames        `video`: JPEG frames of record.video_path (False: no `video` feature, e.g. a
+                builder of pre-computed features only; the videos need not exist then unless
+                audio is stored)
+  audio_rate    > 0: `audio`, the first audio track of record.video_path (cut to the record's
+                start/end) downmixed to mono and resampled to this rate with PyAV at build time,
+                stored as int16 PCM (2 bytes a sample; the audio reader scales it to [-1, 1]; set
+                its stored_rate to this rate). A video without an audio stream stores empty audio
+                (the reader yields zeros with mask 0).
+  features_dim  > 0: `features` float32 [N, D] (N varies per clip): the .npy file whose path the
+                builder puts in record.fields['features'] (e.g. from
+                index_videos(features_dir, ('.npy',))); a missing file counts as missing, a file
+                that is not [N, D] as corrupt.
+  Audio and features are decoded per build (the frame cache holds frames only).
+  """
+  frames: bool = True
+  audio_rate: int = 0
+  features_dim: int = 0
+
+  @property
+  def needs_video(self) -> bool:
+    return self.frames or self.audio_rate > 0
+
+
+FRAMES_ONLY = Streams()
+
+
+def stream_features(streams: Streams) -> dict[str, Any]:
+  """The TFDS features of the optional `audio` / `features` streams (none for FRAMES_ONLY)."""
+  out: dict[str, Any] = {}
+  if streams.audio_rate > 0:
+    out["audio"] = tfds.features.Tensor(
+        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES,
+        doc=f"mono 16-bit PCM at {streams.audio_rate} Hz")
+  if streams.features_dim > 0:
+    out["features"] = tfds.features.Tensor(shape=(None, streams.features_dim), dtype=np.float32)
+  return out
+
+
+def video_features(extra: Mapping[str, Any], streams: Streams = FRAMES_ONLY
+                   ) -> tfds.features.FeaturesDict:
+  """`extra` plus the features every video builder has (see data_contract.md) and `streams`'."""
+  frames = {"video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg")} \
+      if streams.frames else {}
   return tfds.features.FeaturesDict({
       **extra,
-      "video": tfds.features.Video((None, None, None, 3), encoding_format="jpeg"),
+      **frames,
+      **stream_features(streams),
       "video_id": tfds.features.Text(),
       "duration": np.float32,
       "orig_fps": np.float32,
@@ -130,19 +177,69 @@ class DecodeSettings:
   short_side: int
   max_frames: int
   cache: str  # the settings folder of the frame cache, '' for none
+  streams: Streams = FRAMES_ONLY
 
 
-def decode_settings(config: VideoBuilderConfig, cache: str | None = None) -> DecodeSettings:
-  """What decode_record needs: the config's fps / short side / cap and the cache folder
-  (`cache`, else VLX_FRAME_CACHE, else config.frame_cache; '' = none)."""
+def decode_settings(config: VideoBuilderConfig, cache: str | None = None,
+                    streams: Streams = FRAMES_ONLY) -> DecodeSettings:
+  """What decode_record needs: the config's fps / short side / cap, the cache folder
+  (`cache`, else VLX_FRAME_CACHE, else config.frame_cache; '' = none) and the builder's streams."""
   if cache is None:
     cache = os.environ.get(CACHE_ENV) or getattr(config, "frame_cache", "") or ""
   settings = (float(config.fps), int(config.short_side), int(config.max_frames))
   folder = frame_cache.settings_dir(cache, *settings) if cache else ""
-  return DecodeSettings(*settings, cache=folder)
+  return DecodeSettings(*settings, cache=folder, streams=streams)
 
 
 def decode_record(record: VideoRecord, s: DecodeSettings) -> tuple[str, Any]:
+  """('ok', (jpegs, meta, cached)) | ('missing', None) | ('corrupt', message) for one record; the
+  `audio` / `features` streams of s.streams (if any) go to meta['streams']."""
+  if not s.streams.needs_video:
+    status, payload = "ok", ([], {}, False)
+  elif not s.streams.frames:
+    status = "ok" if os.path.exists(record.video_path) else "missing"
+    payload = ([], {}, False) if status == "ok" else None
+  else:
+    status, payload = _decode_frames(record, s)
+  if status != "ok" or s.streams == FRAMES_ONLY:
+    return status, payload
+  try:
+    extra = read_streams(record, s.streams)
+  except FileNotFoundError:
+    return "missing", None
+  except media.MediaError as e:
+    return "corrupt", str(e)
+  jpegs, meta, cached = payload
+  return "ok", (jpegs, {**meta, "streams": extra}, cached)
+
+
+def read_streams(record: VideoRecord, streams: Streams) -> dict[str, np.ndarray]:
+  """{'audio': int16 [N], 'features': float32 [N, D]} as `streams` asks (see Streams).
+  FileNotFoundError: no features file; MediaError: undecodable audio or a bad features file."""
+  out = {}
+  if streams.audio_rate > 0:
+    try:
+      wave, _ = media.decode_audio(record.video_path, streams.audio_rate, start=record.start,
+                                   end=record.end)
+    except media.NoAudioError:
+      wave = np.zeros([0], np.float32)
+    out["audio"] = np.round(np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
+  if streams.features_dim > 0:
+    path = record.fields.get("features")
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+      raise FileNotFoundError(f"{record.key}: features file {path!r} not found")
+    try:
+      feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise media.MediaError(f"{path}: cannot read features ({e})") from e
+    if feats.ndim != 2 or feats.shape[1] != streams.features_dim:
+      raise media.MediaError(f"{path}: features of shape {feats.shape}, expected "
+                             f"[N, {streams.features_dim}]")
+    out["features"] = feats.astype(np.float32)
+  return out
+
+
+def _decode_frames(record: VideoRecord, s: DecodeSettings) -> tuple[str, Any]:
   """('ok', (jpegs, meta, cached)) | ('missing', None) | ('corrupt', message) for one record."""
   entry = frame_cache.entry_path(s.cache, record.video_path, record.start, record.end) \
       if s.cache else ""
@@ -310,7 +407,8 @@ class _Tally:
 
 def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig, *,
                       builder_name: str, split: str, num_workers: int | None = None,
-                      where: str = "") -> Iterator[tuple[str, dict]]:
+                      where: str = "", streams: Streams = FRAMES_ONLY
+                      ) -> Iterator[tuple[str, dict]]:
   """(key, example) per decodable record, decoded in a process pool; counts what it skips.
 
   `records` may be a generator: it is read in windows, never held whole. A split that ends with
@@ -320,7 +418,7 @@ def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig
   if _COLLECTOR is not None:
     _COLLECTOR(builder_name, split, config, records)
     return
-  s = decode_settings(config)
+  s = decode_settings(config, streams=streams)
   t0 = time.time()
   tally = _Tally()
   tried = ""
@@ -341,6 +439,9 @@ def generate_examples(records: Iterable[VideoRecord], config: VideoBuilderConfig
         duration=float(meta.get("duration", 0.0)), orig_fps=float(meta.get("orig_fps", 0.0)),
         start=float(rec.start or 0.0) if has_cut else -1.0,
         end=float(rec.end) if rec.end is not None else -1.0)
+    example.update(meta.get("streams", {}))
+    if not streams.frames:
+      del example["video"]
     yield rec.key, example
   report = tally.report(builder=builder_name, config=config.name, split=split,
                        seconds=round(time.time() - t0, 3))
@@ -365,6 +466,7 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   HOMEPAGE = ""
   CITATION = ""      # BibTeX, '' = none
+  STREAMS = FRAMES_ONLY  # what else is stored per example (audio, pre-computed features): Streams
 
   @abc.abstractmethod
   def _features(self) -> Mapping[str, Any]:
@@ -378,21 +480,22 @@ class VideoDatasetBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
   def _info(self) -> tfds.core.DatasetInfo:
     extra = {"citation": self.CITATION} if self.CITATION else {}
-    return self.dataset_info_from_configs(features=video_features(self._features()),
+    return self.dataset_info_from_configs(features=video_features(self._features(), self.STREAMS),
                                           homepage=self.HOMEPAGE, **extra)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = os.fspath(dl_manager.manual_dir)
     name = f"{self.name}/{self.builder_config.name}"
     splits = release_layout.buildable(self._split_records(manual_dir), name, manual_dir)
-    if not decode_settings(self.builder_config).cache:   # cached frames need no video file
+    # cached frames need no video file, nor do pre-computed features
+    if not decode_settings(self.builder_config).cache and self.STREAMS.needs_video:
       release_layout.check_videos_present(splits, name, manual_dir)
     return {split: self._generate_examples(split, recs, manual_dir)
             for split, recs in splits.items()}
 
   def _generate_examples(self, split: str, records: Iterable[VideoRecord], where: str = ""):
     yield from generate_examples(records, self.builder_config, builder_name=self.name,
-                                 split=split, where=where)
+                                 split=split, where=where, streams=self.STREAMS)
 
   def set_label_names(self, names: Sequence[str]) -> None:
     """Names of the `label` ClassLabel, read from the annotation files while building. A builder

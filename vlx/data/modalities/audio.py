@@ -1,6 +1,6 @@
 """Audio reader: a stored mono waveform -> fixed-length `audio` waveform or log-mel spectrogram.
 
-Follows the audio input of /work/shared/reference/eao/spec.md section 4 ("Audio",
+Follows the audio input of shared/reference/eao/spec.md section 4 ("Audio",
 dataset/utils.py: create_audio_features): a 40-band mel spectrogram at 16 kHz with a 10 ms hop
 (n_fft 400 = 25 ms windows), the first `num_audio_STFT_frames` frames kept, zero padded, mask = 1
 for the real frames; 768 frames (7.68 s, 12 DAVEnet tokens) in pre-training. The defaults below are
@@ -14,9 +14,9 @@ resamples at read time in TF: it cuts the window at the stored rate first, then 
 fixed-size window band-limited (FFT: spectrum truncated or zero-extended), so shapes stay static.
 
 Windowing: train crops a random `seconds` window (seeded by the row's seed); eval takes the centred
-window (of the view's temporal window, which the evaluation stream passes for views). Shorter audio is zero padded and the
-`<key>_mask` says which samples (waveform) or frames (log-mel: a frame is real when its first
-sample is) are real; empty audio gives all zeros with an all-zero mask.
+window (of the view's temporal window, which the evaluation stream passes for views). Shorter
+audio is zero padded and `<key>_mask` says which samples (waveform) or frames (log-mel: a frame is
+real when its first sample is) are real; empty audio gives all zeros with an all-zero mask.
 
 Config (`data.<split>.inputs.<name>`, reader='audio'):
   feature         TFDS feature to read ('audio')

@@ -1,6 +1,6 @@
 """Feature-sequence reader: pre-computed per-time-step features [N, D] -> `features` [max_len, D].
 
-Follows the video input of /work/shared/reference/eao/spec.md section 4 ("Video",
+Follows the video input of shared/reference/eao/spec.md section 4 ("Video",
 dataset/utils.py: create_video_features, strategy 'clip'): features at a fixed rate (1 per
 second), the first `n_video_tokens` kept (12 in pre-training), zero padded, mask = 1 for real
 steps, optionally L2-normalised per step. Builders store the sequence as the float32 TFDS feature

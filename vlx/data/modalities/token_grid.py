@@ -1,6 +1,6 @@
 """Token-grid reader: a stored grid of discrete codes [T, H, W] -> `vq_tokens` [num_frames, H, W].
 
-Follows /work/shared/reference/vimpac/spec.md section 1 (video2token storage and
+Follows shared/reference/vimpac/spec.md section 1 (video2token storage and
 video_token_dataset_fps.py clip sampling): per-frame dVAE code maps (int16 on disk, H = W =
 frame_size / 8), a clip is `num_frames` frames taken every `stride`-th stored frame:
   delta = max((T + stride - 1) - num_frames * stride, 0)
@@ -12,8 +12,8 @@ frame_size / 8), a clip is `num_frames` frames taken every `stride`-th stored fr
 `<key>_mask` int32 [num_frames] marks the real frames (an empty grid: all pad, mask 0).
 
 Config (reader='token_grid'): feature ('vq_tokens'), key ('vq_tokens'; the mask is 'vq_mask'),
-num_frames, height, width (required; height / width are checked against the stored grid), stride (1),
-pad_id (0). An input inherits its data block's fields: num_frames defaults to the block's.
+num_frames, height, width (required; height / width are checked against the stored grid),
+stride (1), pad_id (0). An input inherits its data block's fields: num_frames defaults to the block's.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 from configs import allinone_pretrain, common  # noqa: E402
-from vlx.data import builder_base, pipeline, testing  # noqa: E402
+from vlx.data import builder_base, pipeline, testing, train_stream  # noqa: E402
 
 CAPTIONS = ("a red circle moves left", "two blue squares move up quickly",
             "a small green star on a black background")
@@ -79,7 +79,7 @@ def time_train_input(c, label: str, steps: int) -> float:
   """clips/s of make_train_iterator(c) on one CPU device, after the first batch."""
   mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=jax.devices()[:1])
-  it = pipeline.make_train_iterator(c, mesh)
+  it = train_stream.make_train_iterator(c, mesh)
   jax.block_until_ready(next(it))  # start-up (first batch) is not timed
   t0 = time.perf_counter()
   for _ in range(steps):

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from configs import common
 from data_builders.moving_shapes import moving_shapes_dataset_builder as msb
-from vlx.data import pipeline, text_ops, video_ops
+from vlx.data import eval_stream, pipeline, tasks, text_ops, train_stream, video_ops
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +78,7 @@ def test_eval_batches_pixels_order_and_padding(tiny_dir):
   ev = ml_collections.ConfigDict(dict(builder="moving_shapes", builder_config="tiny", split="test",
                                       num_frames=4, sampling="uniform", resolution=32,
                                       max_text_len=16))
-  batches = list(pipeline.make_eval_batches(ev, c, batch_size=6))
+  batches = list(eval_stream.make_eval_batches(ev, c, batch_size=6))
   assert [b["valid"].sum() for b in batches] == [6, 6, 4]
   last = batches[-1]
   np.testing.assert_array_equal(last["video_index"], [12, 13, 14, 15, -1, -1])
@@ -98,8 +98,8 @@ def test_eval_batches_pixels_order_and_padding(tiny_dir):
 
 
 def test_train_batch_keys_dtypes_and_normalisation(tiny_dir):
-  batch = _take(pipeline._train_dataset(_config(tiny_dir), process_index=0, process_count=1), 1)[0]
-  assert sorted(batch) == sorted(pipeline.TRAIN_KEYS)
+  batch = _take(train_stream._train_dataset(_config(tiny_dir), process_index=0, process_count=1), 1)[0]
+  assert sorted(batch) == sorted(tasks.TRAIN_KEYS["retrieval"])
   assert batch["video"].shape == (16, 4, 32, 32, 3) and batch["video"].dtype == np.float32
   for k in ("text_ids", "text_mask", "mlm_text_ids", "mlm_labels"):
     assert batch[k].shape == (16, 16) and batch[k].dtype == np.int32, k
@@ -112,7 +112,7 @@ def test_train_batch_keys_dtypes_and_normalisation(tiny_dir):
 
 
 def test_crop_keeps_one_window_for_all_frames(tiny_dir):
-  batch = _take(pipeline._train_dataset(_config(tiny_dir, crop=24, sampling="headtail"),
+  batch = _take(train_stream._train_dataset(_config(tiny_dir, crop=24, sampling="headtail"),
                                         process_index=0, process_count=1), 1)[0]
   assert batch["video"].shape == (16, 4, 24, 24, 3)
 
@@ -120,9 +120,9 @@ def test_crop_keeps_one_window_for_all_frames(tiny_dir):
 def test_order_depends_only_on_seed_and_step(tiny_dir):
   c = _config(tiny_dir)
   kw = dict(process_index=0, process_count=1, extra_keys=("video_id",))
-  run = _take(pipeline._train_dataset(c, **kw), 7)  # 64 clips / 16 = 4 steps per epoch
-  again = _take(pipeline._train_dataset(c, **kw), 7)
-  resumed = _take(pipeline._train_dataset(c, start_step=5, **kw), 2)
+  run = _take(train_stream._train_dataset(c, **kw), 7)  # 64 clips / 16 = 4 steps per epoch
+  again = _take(train_stream._train_dataset(c, **kw), 7)
+  resumed = _take(train_stream._train_dataset(c, start_step=5, **kw), 2)
   for a, b in zip(run, again):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
@@ -134,7 +134,7 @@ def test_order_depends_only_on_seed_and_step(tiny_dir):
   assert len(set(epoch0)) == 64  # an epoch visits every clip once
   assert list(epoch0[:48]) != list(epoch1)  # and epochs are shuffled differently
   c.seed = 7
-  other = _take(pipeline._train_dataset(c, **kw), 1)[0]
+  other = _take(train_stream._train_dataset(c, **kw), 1)[0]
   assert list(other["video_id"]) != list(run[0]["video_id"])
 
 
@@ -142,7 +142,7 @@ def test_two_processes_read_disjoint_halves(tiny_dir):
   c = _config(tiny_dir)
   ids = []
   for p in range(2):
-    batches = _take(pipeline._train_dataset(c, process_index=p, process_count=2,
+    batches = _take(train_stream._train_dataset(c, process_index=p, process_count=2,
                                             extra_keys=("video_id",)), 4)
     assert batches[0]["video"].shape[0] == 8
     ids.append(set(np.concatenate([b["video_id"] for b in batches]).tolist()))
@@ -153,8 +153,8 @@ def test_two_processes_read_disjoint_halves(tiny_dir):
 def test_global_arrays_on_2x4_mesh(tiny_dir):
   c = _config(tiny_dir)
   mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  batch = next(pipeline.make_train_iterator(c, mesh, start_step=2))
-  local = _take(pipeline._train_dataset(c, process_index=0, process_count=1, start_step=2), 1)[0]
+  batch = next(train_stream.make_train_iterator(c, mesh, start_step=2))
+  local = _take(train_stream._train_dataset(c, process_index=0, process_count=1, start_step=2), 1)[0]
   for k, v in batch.items():
     assert isinstance(v, jax.Array) and v.shape == local[k].shape
     assert v.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp"))
@@ -165,8 +165,8 @@ def test_global_arrays_on_2x4_mesh(tiny_dir):
 
 def test_batch_axes_follow_mesh_rules():
   mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-  assert pipeline.batch_axes(mesh, (("batch", ("data", "fsdp")),)) == ("data",)
-  assert pipeline.batch_axes(mesh, (("batch", "model"),)) == ("model",)
+  assert train_stream.batch_axes(mesh, (("batch", ("data", "fsdp")),)) == ("data",)
+  assert train_stream.batch_axes(mesh, (("batch", "model"),)) == ("model",)
 
 
 def test_unbuilt_dataset_gives_build_command(tmp_path, monkeypatch):
@@ -197,7 +197,7 @@ def test_eval_views_resample_random_frames(tiny_dir):
     ev = ml_collections.ConfigDict(dict(builder="moving_shapes", builder_config="tiny",
                                         split="test[:6]", num_frames=3, sampling=sampling,
                                         resolution=32, max_text_len=16, view=view))
-    return [b["video"] for b in pipeline.make_eval_batches(ev, c, batch_size=6)][0]
+    return [b["video"] for b in eval_stream.make_eval_batches(ev, c, batch_size=6)][0]
 
   v0, v0_again, v1 = (videos("segment_rand", v) for v in (0, 0, 1))
   np.testing.assert_array_equal(v0, v0_again)
@@ -210,9 +210,9 @@ def test_whole_word_mlm_masking_in_the_training_stream(tiny_dir):
   before [CLS]/[SEP]/[PAD] positions drop out, so no row has more; 'token' (ALPRO) gives other
   corruptions of the same captions; bad values are named."""
   c = _config(tiny_dir)
-  token = _take(pipeline._train_dataset(c, process_index=0, process_count=1), 3)
+  token = _take(train_stream._train_dataset(c, process_index=0, process_count=1), 3)
   c.data.mlm_masking = "whole_word"
-  whole = _take(pipeline._train_dataset(c, process_index=0, process_count=1), 3)
+  whole = _take(train_stream._train_dataset(c, process_index=0, process_count=1), 3)
   n = round(0.15 * 16)
   for t, w in zip(token, whole):
     np.testing.assert_array_equal(t["text_ids"], w["text_ids"])     # same captions
@@ -223,4 +223,4 @@ def test_whole_word_mlm_masking_in_the_training_stream(tiny_dir):
   assert any((t["mlm_labels"] != w["mlm_labels"]).any() for t, w in zip(token, whole))
   c.data.mlm_masking = "span"
   with pytest.raises(ValueError, match="config.data.mlm_masking='span'"):
-    _take(pipeline._train_dataset(c, process_index=0, process_count=1), 1)
+    _take(train_stream._train_dataset(c, process_index=0, process_count=1), 1)

@@ -16,8 +16,9 @@ from flax import nnx
 from configs import common
 from test_allinone_objectives import _tiny_model
 from vlx import config_validation, steps
-from vlx.data import pipeline, tasks, text_ops, train_stream, video_ops
+from vlx.data import modalities, pipeline, seeds, tasks, text_ops, train_stream, video_ops
 from vlx.models import allinone
+from vlx.models.allinone import data as allinone_data
 from vlx.models.allinone import objectives as obj
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -26,6 +27,7 @@ B, T, S, L = 8, 4, 32, 16
 
 def _config(data_dir, **train) -> ml_collections.ConfigDict:
   c = common.base_config()
+  c.model.family = "allinone"   # the false draws are All-in-one's data hook
   c.data.update(data_dir=str(data_dir), global_batch_size=B, shuffle_buffer=64,
                 tokenizer="moving_shapes")
   c.data.train.update(dict(dict(builder_config="tiny", num_frames=T, resolution=S,
@@ -34,7 +36,7 @@ def _config(data_dir, **train) -> ml_collections.ConfigDict:
 
 
 def _take(config, n, start_step=0):
-  ds = pipeline._train_dataset(config, process_index=0, process_count=1, start_step=start_step)
+  ds = train_stream._train_dataset(config, process_index=0, process_count=1, start_step=start_step)
   return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
 
 
@@ -52,7 +54,7 @@ def test_keys_shapes_determinism_and_resume(draws, tiny_data_dir):
     assert b[k].shape == (B, 3, L) and b[k].dtype == np.int32
   # the rest of the batch is what it is without false draws (own streams and seeds)
   plain = _take(_config(tiny_data_dir), 1)[0]
-  assert set(b) - set(plain) == set(train_stream.FALSE_KEYS)
+  assert set(b) - set(plain) == set(allinone_data.KEYS)
   for k in plain:
     np.testing.assert_array_equal(b[k], plain[k], err_msg=k)
   resumed = _take(c, 1, start_step=2)[0]      # resume == uninterrupted, false keys included
@@ -75,13 +77,13 @@ def test_false_videos_are_preprocessed_clips_of_the_split(draws, tiny_data_dir):
   builder = pipeline.get_builder("moving_shapes", "tiny", str(tiny_data_dir))
   clips = list(builder.as_dataset(split="train", shuffle_files=False,
                                   decoders={"video": tfds.decode.SkipDecoding()}).map(lambda ex: ex["video"]))
-  vkw = pipeline._video_kwargs(c.data.train, "t", "rand")
+  reader = modalities.make_readers(c.data.train, "t")["video"]
   for row, f in ((0, 0), (3, 1), (7, 0)):
     seed = tf.random.experimental.stateless_fold_in(
-        train_stream._example_seeds(int(c.seed), row, "false_video"), tf.constant(f, tf.int64))
+        seeds.example_seed(int(c.seed), row, allinone_data.VIDEO_SALT), tf.constant(f, tf.int64))
     got = batches[0]["false_video"][row, f]
     hits = [i for i, clip in enumerate(clips)
-            if np.allclose(video_ops.preprocess_clip(clip, seed=seed, augment="", **vkw), got)]
+            if np.allclose(reader.read(clip, seed, train=True)["video"], got)]
     assert len(hits) == 1, (row, f, hits)
 
 
@@ -101,7 +103,7 @@ def test_false_texts_are_captions_of_the_split(draws, tiny_data_dir):
 
 def test_text_only_draws_do_not_read_video(tiny_data_dir, monkeypatch):
   builder = pipeline.get_builder("moving_shapes", "tiny", str(tiny_data_dir))
-  spec = train_stream._false_text_stream(builder, "train", "captions").element_spec
+  spec = allinone_data.false_text_stream(builder, "train", "captions").element_spec
   assert set(spec) == {"captions"}              # the video feature is not even parsed
   traced = []
   real = video_ops.preprocess_clip
@@ -169,12 +171,12 @@ def test_mixture_entries_draw_from_their_own_dataset(tmp_path, monkeypatch):
 def test_fields_are_checked(tiny_data_dir, field):
   c = _config(tiny_data_dir, **{field: -1})
   with pytest.raises(ValueError, match=f"config.data.train.{field}=-1 must be >= 0"):
-    config_validation._validate_train_data(c.data.train)
+    allinone.validate_config(c)
   with pytest.raises(ValueError, match=f"config.data.train.{field}=-1"):
     _take(c, 1)
   c = _config(tiny_data_dir, task="classification", **{field: 2})
   with pytest.raises(ValueError, match=f"config.data.train.{field}=2 needs task 'retrieval'"):
-    config_validation._validate_train_data(c.data.train)
+    allinone.validate_config(c)
   with pytest.raises(ValueError, match=f"config.data.train.{field}=2 needs task 'retrieval'"):
     _take(c, 1)
 
@@ -277,6 +279,6 @@ def test_allinone_presets_draw_the_reference_negatives():
     for module in (allinone_msrvtt_ret, allinone_didemo_ret):
       r = module.get_config(preset).data.train
       assert (r.false_videos, r.false_texts) == (0, {"": 15, "demo": 3, "tiny": 2}[preset])
-      config_validation._validate_train_data(r)
+      assert allinone_data.false_counts(r, r.task) == (0, r.false_texts)  # validate_config's check
   assert allinone_msrvtt_mc.get_config("").data.train.false_texts == 4
   assert common.base_config().data.train.false_texts == 0   # other families: none drawn

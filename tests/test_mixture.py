@@ -14,7 +14,7 @@ from etils import epath
 from configs import (alpro_didemo_ret, alpro_msrvtt_qa, alpro_msrvtt_ret, alpro_msvd_qa,
                      alpro_pretrain, alpro_prompter_pretrain, common)
 from vlx.config_validation import ConfigError, validate
-from vlx.data import mixture, pipeline, video_ops
+from vlx.data import mixture, tasks, train_stream, video_ops
 
 BLUE = {"mixvid": 60, "miximg": 200}
 
@@ -74,7 +74,7 @@ def _config(data_dir, mixture_=(), builder="mixvid", batch=4, **train):
 
 def _take(config, n, **kw):
   kw = dict(dict(process_index=0, process_count=1), **kw)
-  ds = pipeline._train_dataset(config, **kw)
+  ds = train_stream._train_dataset(config, **kw)
   return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
 
 
@@ -157,7 +157,7 @@ def test_mixture_batches_resume_is_image_and_entry_streams(data_dir):
     assert _source(b["video"]) == [src] * 4
     np.testing.assert_array_equal(b["is_image"], [bool(draws[s])] * 4)
     assert b["is_image"].dtype == bool
-    assert sorted(b) == sorted(pipeline.TRAIN_KEYS + ("is_image",))
+    assert sorted(b) == sorted(tasks.TRAIN_KEYS["retrieval"] + ("is_image",))
     assert b["video"].shape == (4, 4, 16, 16, 3)
   # resume at step 6 == the uninterrupted batches 6..9, every key
   for a, b in zip(_take(c, 4, start_step=6), run[6:]):
@@ -184,7 +184,7 @@ def test_is_image_only_when_an_image_dataset_trains(data_dir):
   (img,) = _take(_config(data_dir, builder="miximg"), 1)
   assert img["is_image"].tolist() == [True] * 4 and _source(img["video"]) == ["miximg"] * 4
   (vid,) = _take(_config(data_dir), 1)
-  assert sorted(vid) == sorted(pipeline.TRAIN_KEYS)
+  assert sorted(vid) == sorted(tasks.TRAIN_KEYS["retrieval"])
 
 
 def test_augment_per_kind_keeps_shapes_and_images_repeat(data_dir):

@@ -23,7 +23,7 @@ from configs import alpro_pretrain
 from conftest import FAST_COMPILE
 from vlx import distributed, train
 from vlx import sharding as shd
-from vlx.data import pipeline
+from vlx.data import train_stream
 
 NUM_STEPS = 1000  # the lr schedule's length; the runs stop earlier (SIGTERM)
 TIMEOUT_S = 420  # a hung collective fails the test instead of blocking CI
@@ -85,7 +85,7 @@ def _two_host_batches(stop_at: int):
   step `stop_at` is taken: the loop saves step `stop_at` and returns, as the 2-process job did."""
 
   def make(config, mesh, *, start_step=0):
-    host_data = pipeline._train_dataset  # pylint: disable=protected-access
+    host_data = train_stream._train_dataset  # pylint: disable=protected-access
     hosts = [host_data(config, process_index=i, process_count=2,
                        start_step=start_step).as_numpy_iterator() for i in range(2)]
     sharding = shd.batch_sharding(mesh, config.mesh.rules)

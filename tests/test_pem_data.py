@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from configs import alpro_pretrain, common
 from data_builders.moving_shapes import captions as cap
-from vlx.data import pipeline, prompts, text_ops, video_ops
+from vlx.data import pipeline, prompts, tasks, text_ops, train_stream, video_ops
+from vlx.models.alpro import data as alpro_data
 
 # raw 0 after normalisation, in float32 as the pipeline computes it: -mean/std
 FILL = -np.asarray(video_ops.CLIP_MEAN, np.float32) / np.asarray(video_ops.CLIP_STD, np.float32)
@@ -20,7 +21,7 @@ def tiny_dir(tmp_path_factory):
 
 
 def _boxes(size, patch, n, salt=0):
-  fn = tf.function(lambda s: video_ops.erase_box(size, size, patch, s))
+  fn = tf.function(lambda s: alpro_data.erase_box(size, size, patch, s))
   return np.stack([fn(tf.constant([salt, i], tf.int64)).numpy() for i in range(n)])
 
 
@@ -44,7 +45,7 @@ def test_erase_box_aligned_inside_and_area(size, patch):
 def test_erase_box_matches_reference_rejection_draw():
   """With the same candidate draws, the box is the reference loop's first accepted one."""
   seed = tf.constant([3, 7], tf.int64)
-  size, patch, tries = 64, 16, video_ops.ERASE_TRIES
+  size, patch, tries = 64, 16, alpro_data.ERASE_TRIES
   seeds = tf.random.experimental.stateless_split(seed, 4)
   s = tf.random.stateless_uniform([tries], seeds[0], 0.3, 0.5, tf.float64).numpy() * size * size
   r = tf.random.stateless_uniform([tries], seeds[1], 0.3, 1 / 0.3, tf.float64).numpy()
@@ -55,18 +56,18 @@ def test_erase_box_matches_reference_rejection_draw():
     w, h, lf, tp = w - w % patch, h - h % patch, left[i] - left[i] % patch, top[i] - top[i] % patch
     if lf + w <= size and tp + h <= size:
       break
-  np.testing.assert_array_equal(video_ops.erase_box(size, size, patch, seed).numpy(),
+  np.testing.assert_array_equal(alpro_data.erase_box(size, size, patch, seed).numpy(),
                                 [tp, lf, h, w])
 
 
 def test_erase_box_rejects_unaligned_frames():
   with pytest.raises(ValueError, match="patch_size"):
-    video_ops.erase_box(36, 32, 16, tf.constant([0, 0], tf.int64))
+    alpro_data.erase_box(36, 32, 16, tf.constant([0, 0], tf.int64))
 
 
 def test_pem_crop_by_hand():
   video = tf.random.stateless_normal([2, 8, 8, 3], [1, 2])
-  crop, mask = video_ops.pem_crop(video, tf.constant([2, 4, 4, 2]), 2)  # rows 2..5, cols 4..5
+  crop, mask = alpro_data.pem_crop(video, tf.constant([2, 4, 4, 2]), 2)  # rows 2..5, cols 4..5
   crop, mask, video = crop.numpy(), mask.numpy(), video.numpy()
   inside = np.zeros((8, 8), bool)
   inside[2:6, 4:6] = True
@@ -98,9 +99,9 @@ def _take(ds, n):
 def test_train_batches_have_consistent_crops(tiny_dir):
   c = _pem_config(tiny_dir)
   kw = dict(process_index=0, process_count=1)
-  run = _take(pipeline._train_dataset(c, **kw), 3)
+  run = _take(train_stream._train_dataset(c, **kw), 3)
   b = run[0]
-  assert sorted(b) == sorted(pipeline.TRAIN_KEYS + pipeline.PEM_KEYS)
+  assert sorted(b) == sorted(tasks.TRAIN_KEYS["retrieval"] + alpro_data.KEYS)
   assert b["crop_video"].shape == b["video"].shape == (8, 2, 32, 32, 3)
   assert b["mpm_mask"].shape == (8, 4, 4) and b["mpm_mask"].dtype == np.float32
   for i in range(8):
@@ -113,11 +114,11 @@ def test_train_batches_have_consistent_crops(tiny_dir):
     assert pixels.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
   assert len({m.tobytes() for bb in run for m in bb["mpm_mask"]}) > 4  # boxes differ per clip
   # Deterministic, resumable, and the clean batch is unchanged by model.pem.
-  resumed = _take(pipeline._train_dataset(c, start_step=2, **kw), 1)[0]
+  resumed = _take(train_stream._train_dataset(c, start_step=2, **kw), 1)[0]
   for k in run[2]:
     np.testing.assert_array_equal(resumed[k], run[2][k])
-  plain = _take(pipeline._train_dataset(_pem_config(tiny_dir, pem=False), **kw), 1)[0]
-  assert sorted(plain) == sorted(pipeline.TRAIN_KEYS)
+  plain = _take(train_stream._train_dataset(_pem_config(tiny_dir, pem=False), **kw), 1)[0]
+  assert sorted(plain) == sorted(tasks.TRAIN_KEYS["retrieval"])
   for k in plain:
     np.testing.assert_array_equal(plain[k], b[k])
 
@@ -125,7 +126,7 @@ def test_train_batches_have_consistent_crops(tiny_dir):
 def test_pem_needs_a_patch_grid(tiny_dir):
   c = _pem_config(tiny_dir, resolution=36)
   with pytest.raises(ValueError, match="patch_size"):
-    next(iter(pipeline._train_dataset(c, process_index=0, process_count=1)))
+    next(iter(train_stream._train_dataset(c, process_index=0, process_count=1)))
 
 
 # -- entity prompts ------------------------------------------------------------------------------

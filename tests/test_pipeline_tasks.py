@@ -14,7 +14,7 @@ from etils import epath
 
 from configs import common
 from data_builders.moving_shapes import moving_shapes_dataset_builder as msb
-from vlx.data import pipeline, qa, tasks, text_ops, video_ops
+from vlx.data import eval_stream, pipeline, qa, tasks, text_ops, train_stream, video_ops
 
 CLASSES = ["left", "right", "up"]
 CAPTIONS = ["a red circle moves left", "the red circle goes left quickly",
@@ -120,7 +120,7 @@ def _eval(make, builder="fakepipe", **kw):
 
 
 def _take(config, n, **kw):
-  ds = pipeline._train_dataset(config, process_index=0, process_count=1, **kw)
+  ds = train_stream._train_dataset(config, process_index=0, process_count=1, **kw)
   return [b for b, _ in zip(ds.as_numpy_iterator(), range(n))]
 
 
@@ -143,7 +143,7 @@ def test_retrieval_any_builder_images_short_clips_sizes_captions_resume(fake_dir
   by_id = {ex["video_id"].encode(): ex for ex in SPLITS["train"]}
   seen: dict[bytes, set] = {}
   for b in run:
-    assert set(b) == set(pipeline.TRAIN_KEYS) | {"video_id"}
+    assert set(b) == set(tasks.TRAIN_KEYS["retrieval"]) | {"video_id"}
     assert b["video"].shape == (4, 4, 16, 16, 3)   # every size -> 16x16
     for vid, video, ids, mask in zip(b["video_id"], b["video"], b["text_ids"], b["text_mask"]):
       ex = by_id[vid]
@@ -171,7 +171,7 @@ def test_text_field_and_all_captions_eval(fake_dir):
   test = _stored(fake_dir, "test")
   for field in ("captions", "segment_captions"):
     ev = _eval(common.retrieval_eval, all_captions=True, text_field=field, batch_size=4)
-    batches = list(pipeline.make_eval_batches(ev, c, batch_size=4))
+    batches = list(eval_stream.make_eval_batches(ev, c, batch_size=4))
     keep = np.concatenate([b["valid"] for b in batches])
     texts = [_words(i, m) for b in batches for i, m in zip(b["text_ids"], b["text_mask"])]
     expect = [t for ex in test for t in ex[field]]
@@ -180,7 +180,7 @@ def test_text_field_and_all_captions_eval(fake_dir):
     np.testing.assert_array_equal(
         vidx[keep], [i for i, ex in enumerate(test) for _ in ex[field]])
     np.testing.assert_array_equal(vidx[~keep], -1)
-  first = list(pipeline.make_eval_batches(_eval(common.retrieval_eval), c, batch_size=8))[0]
+  first = list(eval_stream.make_eval_batches(_eval(common.retrieval_eval), c, batch_size=8))[0]
   assert [_words(i, m) for i, m in zip(first["text_ids"][:5], first["text_mask"])] == \
       [ex["captions"][0] for ex in test]
   with pytest.raises(ValueError, match=r"no \['paragraph'\] feature.*text_field='paragraph'"):
@@ -206,7 +206,7 @@ def test_multiple_choice_batches_templates_and_hosts(fake_dir):
     assert texts == [f"{q} [UNK] {o}" if q else o for o in ex["mc_choices"]]  # 'answer' not in vocab
   ev = _eval(common.mc_eval, mc_template="{question} {options} {choice}")
   ev.max_text_len = 24
-  hosts = [list(pipeline.make_eval_batches(ev, c, batch_size=2, process_index=p,
+  hosts = [list(eval_stream.make_eval_batches(ev, c, batch_size=2, process_index=p,
                                            process_count=2)) for p in range(2)]
   assert len(hosts[0]) == len(hosts[1]) == 2       # 3 + 2 examples over 2 hosts, 2 rows a batch
   cat = {k: np.concatenate([b[k] for h in hosts for b in h]) for k in hosts[0][0]}
@@ -224,7 +224,7 @@ def test_multiple_choice_batches_templates_and_hosts(fake_dir):
   assert {ex["question"] for ex in test} == {"", "what moves?", "which way does the object move?"}
   with pytest.raises(ValueError, match=r"fakepipe/bad_mc: example 1 \(video_id 'bad_mc_1'\) has "
                                        r"4 options but the first example has 3"):
-    list(pipeline.make_eval_batches(_eval(common.mc_eval, split="bad_mc"), c, batch_size=2))
+    list(eval_stream.make_eval_batches(_eval(common.mc_eval, split="bad_mc"), c, batch_size=2))
   with pytest.raises(ValueError, match="mc_template='{question}'"):
     _take(_config(fake_dir, task="multiple_choice", mc_template="{question}"), 1)
 
@@ -249,7 +249,7 @@ def test_classification_train_prompt_and_multi_view_eval(fake_dir):
   np.testing.assert_array_equal(b["label"], [int(v.decode()[6:]) % 3 for v in b["video_id"]])
   assert all(_words(i, m) == "a video of" for i, m in zip(b["text_ids"], b["text_mask"]))
   ev = _eval(common.classification_eval, num_views=3, sampling="segment_middle", num_frames=2)
-  batches = list(pipeline.make_eval_batches(ev, c, batch_size=4))
+  batches = list(eval_stream.make_eval_batches(ev, c, batch_size=4))
   cat = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   assert set(cat) == set(tasks.EVAL_KEYS["classification"])
   assert len(batches) == 4 and cat["valid"].sum() == 15             # 5 clips x 3 views
@@ -274,7 +274,7 @@ def test_classification_train_prompt_and_multi_view_eval(fake_dir):
 def test_classification_moving_shapes_labels(tiny_dir):
   c = _config(tiny_dir, builder="moving_shapes")
   ev = _eval(common.classification_eval, builder="moving_shapes")
-  batches = list(pipeline.make_eval_batches(ev, c, batch_size=16))
+  batches = list(eval_stream.make_eval_batches(ev, c, batch_size=16))
   raw = list(tfds.as_numpy(msb.Builder(config="tiny", data_dir=str(tiny_dir)).as_dataset(
       split="test", shuffle_files=False)))
   assert len(batches) == 1 and batches[0]["valid"].all()
@@ -291,7 +291,7 @@ def test_qa_answer_top_k_any_builder(fake_dir):
   np.testing.assert_array_equal(np.sort(np.concatenate([r["label"] for r in rows])),
                                 [0] * 8 + [1] * 4)
   ev = _eval(common.qa_eval, qtype_source="feature", qtypes=("colour",))
-  cat = {k: np.concatenate([b[k] for b in pipeline.make_eval_batches(ev, c, batch_size=4)])
+  cat = {k: np.concatenate([b[k] for b in eval_stream.make_eval_batches(ev, c, batch_size=4)])
          for k in tasks.EVAL_KEYS["qa"]}
   keep = cat["valid"]
   answers = [p["answer"] for ex in _stored(fake_dir, "test") for p in ex["qa"]]
@@ -342,4 +342,4 @@ def test_bad_fields_name_the_config_field(fake_dir):
       _take(_config(fake_dir, **{field: value}), 1)
   ev = _eval(common.retrieval_eval, task="captioning")
   with pytest.raises(ValueError, match="task='captioning'"):
-    next(pipeline.make_eval_batches(ev, _config(fake_dir), batch_size=2))
+    next(eval_stream.make_eval_batches(ev, _config(fake_dir), batch_size=2))

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs import common
 from data_builders.moving_shapes import moving_shapes_dataset_builder as msb
-from vlx.data import pipeline, qa, text_ops
+from vlx.data import eval_stream, pipeline, qa, tasks, text_ops, train_stream
 
 FEATURE_TYPES = ("colour", "shape", "direction", "count")
 
@@ -96,14 +96,14 @@ def test_resolve_vocab_builds_from_train_and_writes_workdir(tiny_dir, raw, tmp_p
 def test_qa_train_batches_one_epoch_covers_every_pair(tiny_dir, raw):
   c = _config(tiny_dir)
   vocab = qa.resolve_answer_vocab(c)
-  ds = pipeline._train_dataset(c, process_index=0, process_count=1, extra_keys=("video_id",))
+  ds = train_stream._train_dataset(c, process_index=0, process_count=1, extra_keys=("video_id",))
   tok = text_ops.load_tokenizer("moving_shapes")
   truth = {(ex["video_id"], q): a.decode() for ex in raw["train"]
            for q, a in zip(ex["qa"]["question"], ex["qa"]["answer"])}
   seen = []
   batches = [b for b, _ in zip(ds.as_numpy_iterator(), range(16))]  # 64 clips x 4 QA / 16
   for b in batches:
-    assert set(b) == set(pipeline.QA_TRAIN_KEYS) | {"video_id"}
+    assert set(b) == set(tasks.TRAIN_KEYS["qa"]) | {"video_id"}
     assert b["label"].dtype == np.int32 and b["video"].shape == (16, 4, 32, 32, 3)
     for i in range(16):
       q = _decode(tok, b["text_ids"][i], b["text_mask"][i]).encode()
@@ -111,7 +111,7 @@ def test_qa_train_batches_one_epoch_covers_every_pair(tiny_dir, raw):
       assert b["label"][i] == vocab[truth[(b["video_id"][i], q)]]
       seen.append((b["video_id"][i], q))
   assert sorted(seen) == sorted(truth)                  # each QA pair once per epoch
-  resumed = next(pipeline._train_dataset(c, process_index=0, process_count=1,
+  resumed = next(train_stream._train_dataset(c, process_index=0, process_count=1,
                                          start_step=5).as_numpy_iterator())
   np.testing.assert_array_equal(resumed["text_ids"], batches[5]["text_ids"])
   np.testing.assert_array_equal(resumed["video"], batches[5]["video"])
@@ -122,7 +122,7 @@ def test_qa_train_drops_answers_outside_the_vocab(tiny_dir, tmp_path):
                                          "purple", "pink"])}
   path = qa.save_answer_vocab(colours, tmp_path / "colours.json")
   c = _config(tiny_dir, answer_vocab=path)
-  ds = pipeline._train_dataset(c, process_index=0, process_count=1)
+  ds = train_stream._train_dataset(c, process_index=0, process_count=1)
   tok = text_ops.load_tokenizer("moving_shapes")
   rows = [b for b, _ in zip(ds.as_numpy_iterator(), range(4))]  # 64 colour questions = 1 epoch
   for b in rows:
@@ -131,7 +131,7 @@ def test_qa_train_drops_answers_outside_the_vocab(tiny_dir, tmp_path):
                                                                          b["text_mask"]))
   c.model.num_labels = 4
   with pytest.raises(ValueError, match="num_labels=4"):
-    pipeline._train_dataset(c, process_index=0, process_count=1)
+    train_stream._train_dataset(c, process_index=0, process_count=1)
 
 
 @pytest.mark.parametrize("source", ["feature", "first_word"])
@@ -140,7 +140,7 @@ def test_qa_eval_batches_rows_labels_and_types(tiny_dir, raw, source):
   vocab = qa.resolve_answer_vocab(c)
   types = FEATURE_TYPES if source == "feature" else qa.MSRVTT_QTYPES
   ev = _qa_eval(qtype_source=source, qtypes=types)
-  batches = list(pipeline.make_eval_batches(ev, c, batch_size=24))   # 16 clips x 4 = 64 rows
+  batches = list(eval_stream.make_eval_batches(ev, c, batch_size=24))   # 16 clips x 4 = 64 rows
   assert [int(b["valid"].sum()) for b in batches] == [24, 24, 16]
   cat = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
   keep = cat["valid"]
@@ -164,7 +164,7 @@ def test_qa_eval_batches_rows_labels_and_types(tiny_dir, raw, source):
 def test_qa_eval_two_hosts_same_batch_count_disjoint_examples(tiny_dir):
   c = _config(tiny_dir)
   ev = _qa_eval()
-  hosts = [list(pipeline.make_eval_batches(ev, c, batch_size=12, process_index=p,
+  hosts = [list(eval_stream.make_eval_batches(ev, c, batch_size=12, process_index=p,
                                            process_count=2)) for p in range(2)]
   assert len(hosts[0]) == len(hosts[1]) == 3                       # 32 rows per host
   ids = np.concatenate([b["example_index"][b["valid"]] for h in hosts for b in h])
@@ -176,7 +176,7 @@ def test_all_captions_rows_map_texts_to_clips(tiny_dir, raw):
   c = _config(tiny_dir)
   ev = common.retrieval_eval(builder_config="tiny", num_frames=4, resolution=32, max_text_len=16,
                              all_captions=True)
-  batches = list(pipeline.make_eval_batches(ev, c, batch_size=32))
+  batches = list(eval_stream.make_eval_batches(ev, c, batch_size=32))
   assert [int(b["valid"].sum()) for b in batches] == [32, 32, 16]   # 16 clips x 5 captions
   assert set(batches[0]) == {"video", "text_ids", "text_mask", "video_index", "valid"}
   keep = np.concatenate([b["valid"] for b in batches])
@@ -188,7 +188,7 @@ def test_all_captions_rows_map_texts_to_clips(tiny_dir, raw):
   np.testing.assert_array_equal(ids, expect)
   one = common.retrieval_eval(builder_config="tiny", num_frames=4, resolution=32,
                               max_text_len=16)                       # first caption only
-  first = list(pipeline.make_eval_batches(one, c, batch_size=16))
+  first = list(eval_stream.make_eval_batches(one, c, batch_size=16))
   np.testing.assert_array_equal(first[0]["video"][2], batches[0]["video"][10])
   np.testing.assert_array_equal(first[0]["text_ids"], expect[::5])
 
@@ -197,4 +197,4 @@ def test_unknown_task_is_rejected(tiny_dir):
   c = _config(tiny_dir)
   c.data.train.task = "captioning"
   with pytest.raises(ValueError, match="config.data.train.task='captioning'"):
-    pipeline._train_dataset(c, process_index=0, process_count=1)
+    train_stream._train_dataset(c, process_index=0, process_count=1)

@@ -11,7 +11,7 @@ from absl import flags
 
 from configs import alpro_pretrain
 from vlx import search, train
-from vlx.data import pipeline, tasks, text_ops
+from vlx.data import eval_stream, pipeline, tasks, text_ops
 from vlx.evals import retrieval
 
 OVERRIDES = ("--config.data.train.builder=video_text",
@@ -68,7 +68,7 @@ def test_search_matches_retrieval_scores(trained, own_videos, repo_root, tmp_pat
   config, family, model, _, _ = search.load_model(_config(data_dir), str(trained))
   ev = search.retrieval_block(config, "video_text", "captions", "val")
   videos, texts, index = [], [], []
-  for batch in pipeline.make_eval_batches(ev, config, batch_size=2):
+  for batch in eval_stream.make_eval_batches(ev, config, batch_size=2):
     keep = batch["valid"]
     videos.append(jax.tree.map(lambda x: np.asarray(x)[keep], family.encode_videos(model, batch)))
     texts.append(jax.tree.map(lambda x: np.asarray(x)[keep], family.encode_texts(model, batch)))

@@ -14,14 +14,13 @@ from typing import Any, Callable
 import jax
 import ml_collections
 from absl import logging
-from clu import periodic_actions
 from flax import nnx
 
 from vlx import checkpoint as ckpt
 from vlx import config_validation, evals, registry
 from vlx import sharding as shd
 from vlx import steps
-from vlx.logging_utils import MetricsLog, log_parameter_table
+from vlx.logging_utils import MetricsLog, Progress, log_parameter_table, read_metrics
 
 MODES = ("train", "eval", "train_eval")
 
@@ -75,6 +74,12 @@ def prepare_fresh_state(family, config: ml_collections.ConfigDict, prog: steps.P
               other=jax.tree.map(place, other, prog.shardings["other"]))
 
 
+def finished_message(workdir: str, step: int, num_steps: int) -> str:
+  return (f"workdir {workdir} is finished: its latest checkpoint is step {step} and "
+          f"config.train.num_steps={num_steps}; nothing to train. Re-evaluate it with --mode eval, "
+          "or raise --config.train.num_steps to train on")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode: str = "train_eval",
                        make_train_iterator: Callable | None = None,
                        make_eval_batches: Callable | None = None,
@@ -83,7 +88,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
 
   `make_train_iterator` / `make_eval_batches` default to vlx.data.pipeline (tests inject fakes);
   `compiler_options` go to XLA for the init and train-step programs.
-  Returns the last logged scalars (final eval metrics when evals ran)."""
+  Returns the last logged scalars (final eval metrics when evals ran). A workdir already trained
+  to num_steps (mode train / train_eval) is left as it is: a warning, and the scalars logged at
+  that step (metrics.jsonl) are returned."""
   if mode not in MODES:
     raise ValueError(f"--mode={mode!r}: expected one of {MODES}")
   try:  # mesh.strategy -> mesh.axes / mesh.rules (a copy; 'custom' keeps the config as is)
@@ -113,10 +120,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
       # --- Input (before building the model: a missing dataset fails fast).
       num_steps = int(config.train.num_steps)
       start = int(manager.latest_step() or 0)
+      if mode != "eval" and 0 < num_steps <= start:  # nothing to train: no duplicate eval rows
+        logging.warning(finished_message(workdir, start, num_steps))
+        return read_metrics(workdir).get(start, {})
       train_iter = None
       if mode != "eval" and start < num_steps:
         if make_train_iterator is None:
-          from vlx.data.pipeline import make_train_iterator  # lazy: imports TF
+          from vlx.data.train_stream import make_train_iterator  # lazy: imports TF
         train_iter = make_train_iterator(config, mesh, start_step=start)
 
       # --- Restore the latest checkpoint, or initialise (+ config.init partial loads).
@@ -127,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
         logging.info("restored checkpoint at step %d from %s", start, ckpt.checkpoint_dir(workdir))
       else:
         state = prog.init()
-        state = ckpt.init_from(state, config.init, training=mode != "eval")
+        state = ckpt.init_from(state, config.init, training=mode != "eval", family=family)
         state = prepare_fresh_state(family, config, prog, state)
       log_parameter_table(state["params"], workdir)
       eval_names = list(config.evals.keys()) if mode != "train" else []
@@ -141,9 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
       train_step = prog.train_step
 
       # --- Loop.
-      report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=log.writer,
-                                               every_steps=max(int(config.train.log_every), 1),
-                                               every_secs=None)
+      report = Progress(num_steps, every=max(int(config.train.log_every), 1), start_step=start)
       log_every, ckpt_every = int(config.train.log_every), int(config.train.ckpt_every)
       pending: tuple[int, dict] | None = None
       t_last, step_last = time.time(), start

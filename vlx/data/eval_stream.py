@@ -1,7 +1,6 @@
 """Per-host evaluation batches over a whole split, in a fixed order (make_eval_batches)."""
 from __future__ import annotations
 
-import functools
 from typing import Iterator
 
 import jax
@@ -9,8 +8,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vlx.data import qa, tasks, text_ops, video_ops
-from vlx.data.pipeline import _tokenizer_name, _video_kwargs, get_builder
+from vlx.data import modalities, qa, tasks, text_ops, video_ops
+from vlx.data.pipeline import get_builder
 
 
 def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
@@ -25,11 +24,13 @@ def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
           for s in splits]
 
 
-def _eval_context(eval_cfg, config, builder, task: str) -> tasks.EvalText:
-  """The tokenizer, labels and per-task text settings of one eval block."""
+def _eval_context(eval_cfg, config, builder, task: str,
+                  inputs: dict | None = None) -> tasks.EvalText:
+  """The tokenizer, labels, per-task text settings and input specs of one eval block."""
   where = "evals.<name>"
-  ctx = tasks.EvalText(task=task, tokenizer=text_ops.load_tokenizer(_tokenizer_name(config)),
-                       max_len=int(eval_cfg.max_text_len))
+  tokenizer = text_ops.load_tokenizer(text_ops.tokenizer_name(config))
+  ctx = tasks.EvalText(task=task, tokenizer=tokenizer, max_len=int(eval_cfg.max_text_len),
+                       inputs=dict(inputs or {}))
   if task == "retrieval":
     ctx.field = tasks.text_field(eval_cfg, builder, where)
   elif task == "qa":
@@ -53,7 +54,8 @@ def _eval_context(eval_cfg, config, builder, task: str) -> tasks.EvalText:
 def make_eval_batches(eval_cfg, config, *, batch_size: int,
                       process_index: int | None = None,
                       process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """This host's numpy batches over a whole split, in a fixed order; keys tasks.EVAL_KEYS[task].
+  """This host's numpy batches over a whole split, in a fixed order; keys: the inputs' (the
+  block's modality readers, vlx.data.modalities; default `video`) and tasks.TASK[task].eval_keys.
 
   Retrieval (default): one row per clip with its first, canonical caption (of
   eval_cfg.text_field, default 'captions'); with eval_cfg.all_captions one row per caption
@@ -71,10 +73,11 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   task = tasks.eval_task(eval_cfg)
-  vkw = _video_kwargs(eval_cfg, "evals.<name>", "uniform")
+  readers = modalities.make_readers(eval_cfg, "evals.<name>")
   builder = get_builder(eval_cfg.builder, eval_cfg.get("builder_config", ""), config.data.data_dir,
                         config.data.get("manual_dir", ""))
-  ctx = _eval_context(eval_cfg, config, builder, task)
+  ctx = _eval_context(eval_cfg, config, builder, task,
+                      {k: v for r in readers.values() for k, v in r.spec().items()})
   rows = task if task != "retrieval" else (
       "captions" if eval_cfg.get("all_captions", False) else "clip")
   views = int(eval_cfg.get("num_views", 1) or 1) if task == "classification" else 1
@@ -90,39 +93,22 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   else:
     num_batches, row_offset = None, 0  # one host: as many batches as its rows need
   clip_offset = sum(clip_sizes[:process_index])
-  ds = builder.as_dataset(split=splits[process_index], shuffle_files=False,
-                          decoders={"video": tfds.decode.SkipDecoding()})
-  prep = functools.partial(video_ops.preprocess_clip, center=True, **vkw)
-  has_question = "question" in builder.info.features
-
+  decoders = {r.feature: r.decoder() for r in readers.values() if r.decoder() is not None}
+  ds = builder.as_dataset(split=splits[process_index], shuffle_files=False, decoders=decoders)
   view = int(eval_cfg.get("view", 0) or 0)  # retrieval views: an independent random sampling
 
   def process(i, ex):  # random samplings (if asked for) are fixed per clip (and view)
     seed = tf.stack([tf.constant(int(config.seed), tf.int64), i])
     if view:
       seed = tf.random.experimental.stateless_fold_in(seed, 7919 + view)
-    if views > 1:
-      video = tf.stack([prep(video_ops.temporal_window(ex["video"], v, views),
-                             seed=tf.random.experimental.stateless_fold_in(seed, v))
-                        for v in range(views)])
-    else:
-      video = prep(ex["video"], seed=seed)
-    out = dict(video=video, video_index=tf.cast(i, tf.int32))
-    if task == "retrieval":
-      out["text"] = ex[ctx.field]
-    elif task == "qa":
-      out["text"] = ex["qa"]
-    elif task == "multiple_choice":
-      out.update(choices=ex["mc_choices"], label=tf.cast(ex["mc_answer"], tf.int32))
-      if has_question:
-        out["question"] = ex["question"]
-    else:
-      out["label"] = tf.cast(ex["label"], tf.int32)
+    out = _read_inputs(readers, ex, seed, views if task == "classification" else 0)
+    out["video_index"] = tf.cast(i, tf.int32)
+    out.update(tasks.TASK[task].eval_fields(ex, ctx))
     return out
 
   ds = ds.enumerate(start=clip_offset).map(process, num_parallel_calls=tf.data.AUTOTUNE,
                                            deterministic=True).prefetch(2 * batch_size)
-  empty = ctx.empty(vkw["num_frames"], vkw["crop"] or vkw["resolution"])
+  empty = ctx.empty()
   emitted, start, buf = 0, row_offset, []
   for ex in ds.as_numpy_iterator():
     for row in ctx.rows(rows, ex):
@@ -136,6 +122,27 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   while num_batches is not None and emitted < num_batches:  # this host's share ended first
     yield _pad_rows(empty, batch_size)
     emitted += 1
+
+
+def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf.Tensor]:
+  """Every input of one evaluation example. views > 0: a leading axis of `views` rows, view v
+  reading the v-th temporal window of the feature with fold_in(seed, v) (one view: the whole
+  feature with `seed`)."""
+  out = {}
+  for prefix, reader in readers.items():
+    s = modalities.input_seed(seed, prefix)
+    encoded = ex[reader.feature]
+    if not views:
+      out.update(reader.read(encoded, s, train=False))
+      continue
+    if views == 1:
+      per_view = [reader.read(encoded, s, train=False)]
+    else:
+      per_view = [reader.read(video_ops.temporal_window(encoded, v, views),
+                              tf.random.experimental.stateless_fold_in(s, v), train=False, view=v)
+                  for v in range(views)]
+    out.update({k: tf.stack([p[k] for p in per_view]) for k in reader.keys})
+  return out
 
 
 def _pad_rows(batch: dict, size: int) -> dict:

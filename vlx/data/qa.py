@@ -144,7 +144,7 @@ def resolve_answer_vocab(config, workdir: str = "") -> dict[str, int]:
     key = (t.builder, t.get("builder_config", ""), d.data_dir, t.split,
            int(d.get("answer_top_k", 0)))
     if key not in _cache:
-      from vlx.data import pipeline  # pylint: disable=g-import-not-at-top (cycle, TF lazy)
+      from vlx.data import pipeline  # pylint: disable=g-import-not-at-top (TF stays lazy)
       builder = pipeline.get_builder(t.builder, t.get("builder_config", ""), d.data_dir,
                                      d.get("manual_dir", ""))
       answers = [a for clip in read_split_texts(builder, t.split, "qa") for a in clip["answer"]]

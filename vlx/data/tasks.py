@@ -1,38 +1,25 @@
 """What one example of each task is: the TFDS features it reads and the batch keys it yields.
 
-`config.data.train.task` / `evals.<name>.task` (or the eval `type`) picks one of TASKS. Training
-rows are built with TF ops inside tf.data (texts tokenized per batch in a py_function); evaluation
-rows with numpy (`EvalText`). The data_contract feature names are read: `captions` (or any
+`config.data.train.task` / `evals.<name>.task` (or the eval `type`) picks one of TASKS; TASK[name]
+is its `Task`: the features a training example needs, its records (one per clip, or per QA pair),
+its row fields and its batch keys (`train_keys` / `eval_keys`, besides the inputs' keys, which the
+modality readers yield: vlx.data.modalities). Training rows are built with TF ops inside tf.data
+(texts tokenized per batch in a py_function, `TrainText`); evaluation rows with numpy (`EvalText`). The data_contract feature names are read: `captions` (or any
 `text_field`), `qa`, `question` / `mc_choices` / `mc_answer`, `label` (ClassLabel).
 """
 from __future__ import annotations
 
 import dataclasses
 import string
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vlx.data import qa, text_ops
+from vlx.data import qa, seeds, text_ops
 
 TASKS = ("retrieval", "qa", "multiple_choice", "classification")
-TRAIN_KEYS = {
-    "retrieval": ("video", "text_ids", "text_mask", "mlm_text_ids", "mlm_labels"),
-    "qa": ("video", "text_ids", "text_mask", "label"),
-    "multiple_choice": ("video", "choice_ids", "choice_mask", "label"),
-    "classification": ("video", "text_ids", "text_mask", "label"),
-}
-EVAL_KEYS = {
-    "retrieval": ("video", "text_ids", "text_mask", "video_index", "valid"),
-    "qa": ("video", "text_ids", "text_mask", "video_index", "valid", "label", "qtype",
-           "example_index"),
-    "multiple_choice": ("video", "choice_ids", "choice_mask", "label", "video_index",
-                        "example_index", "valid"),
-    "classification": ("video", "text_ids", "text_mask", "label", "video_index", "example_index",
-                       "view_index", "valid"),
-}
 INDEX_KEYS = ("video_index", "example_index", "view_index")  # -1 on padding rows
 MC_TEMPLATE = "{question} {choice}"
 MC_FIELDS = ("question", "choice", "options")
@@ -143,36 +130,208 @@ def text_field(cfg, builder, where: str) -> str:
   return field
 
 
-def train_features(task: str, cfg, builder) -> tuple[str, ...]:
-  """TFDS features (besides video) one training example of `task` needs."""
-  where = "config.data.train"
-  if task == "retrieval":
-    return (text_field(cfg, builder, where),)
-  if task == "multiple_choice":
-    num_choices(builder, cfg.split, where)
+def check_num_labels(config, n: int, what: str) -> None:
+  """`n` labels fit config.model.num_labels (when the model sets it)."""
+  limit = int(config.model.get("num_labels", 0) or 0)
+  if limit and n > limit:
+    raise ValueError(f"the {what} has {n} entries but config.model.num_labels={limit}; set "
+                     f"num_labels >= {n}" + (f" (the reference uses max(len(ans2label), "
+                                             f"{qa.MIN_NUM_LABELS}))" if "answer" in what
+                                             else ""))
+
+
+def pick_caption(captions: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """One caption of a clip's captions (any shape), uniform from `seed`; '' when there is none."""
+  caps = tf.reshape(captions, [-1])
+  n = tf.shape(caps)[0]
+  caps = tf.concat([caps, [""]], 0)  # a clip without captions trains on '' (no crash)
+  pick = tf.random.stateless_uniform([], seed, 0, tf.maximum(n, 1), dtype=tf.int32)
+  return caps[pick]
+
+
+@dataclasses.dataclass
+class TrainText:
+  """The tokenizer and text settings of one training stream (built once per dataset)."""
+  tokenizer: Any
+  length: int                 # config.data.train.max_text_len
+  local_batch: int
+  corrupt: Callable | None = None   # (ids, mask, seed) -> (mlm ids, labels), text_ops
+  template: str = MC_TEMPLATE
+  prompt: tuple = ()          # class_prompt's (ids, mask), each [1, L]
+  num_choices: int = 0
+
+  def encode(self, texts) -> tuple[np.ndarray, np.ndarray]:
+    """Eager tokenization of a string tensor [N] (inside tf.py_function)."""
+    return text_ops.tokenize(self.tokenizer, texts.numpy(), self.length)
+
+  def tokenize(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Graph tokenization of strings [N]: int32 ids, mask [N, L]."""
+    ids, mask = tf.py_function(self.encode, [texts], [tf.int32, tf.int32])
+    ids.set_shape([None, self.length])
+    mask.set_shape([None, self.length])
+    return ids, mask
+
+  def batch_tokens(self, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    ids, mask = self.tokenize(texts)
+    ids.set_shape([self.local_batch, self.length])
+    mask.set_shape([self.local_batch, self.length])
+    return ids, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One kind of training / evaluation example. `train_keys` / `eval_keys`: its batch keys
+  besides the inputs' (the modality readers'); `unit`: what one training record is."""
+  name: str
+  train_keys: tuple[str, ...]
+  eval_keys: tuple[str, ...]
+  unit: str = "examples"
+
+  def features(self, config, builder) -> tuple[str, ...]:
+    """TFDS features (besides the inputs) a training example needs; checks them."""
+    return ()
+
+  def records(self, config, builder, split: str, decoders: dict,
+              keep: tuple[str, ...]) -> tuple[tf.data.Dataset, int]:
+    """The host's training records (inputs still encoded) with only `keep`, and their number."""
+    base = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    return base.map(lambda ex: {k: ex[k] for k in keep}), builder.info.splits[split].num_examples
+
+  def row(self, ex: dict, seed: tf.Tensor, ctx) -> dict:
+    """The task fields of one training row (TF ops), besides the inputs."""
+    raise NotImplementedError
+
+  def text(self, batch: dict, ctx, text: TrainText) -> dict:
+    """The task's keys of one host batch (train_keys)."""
+    raise NotImplementedError
+
+  def eval_fields(self, ex: dict, ctx: "EvalText") -> dict:
+    """The task fields of one decoded evaluation example (TF ops), besides the inputs."""
+    raise NotImplementedError
+
+
+class Retrieval(Task):
+  """Clip + one random caption of `text_field`; MLM on the caption."""
+
+  def features(self, config, builder):
+    return (text_field(config.data.train, builder, "config.data.train"),)
+
+  def row(self, ex, seed, ctx):
+    return dict(caption=pick_caption(ex[ctx.text_field], seed))
+
+  def text(self, batch, ctx, text):
+    ids, mask = text.batch_tokens(batch["caption"])
+    mlm_seed = tf.stack([tf.constant(ctx.seed, tf.int64) * 16 + seeds.STREAM_SALTS["mlm"],
+                         batch["step"][0] * ctx.process_count + ctx.process_index])
+    mlm_ids, labels = text.corrupt(ids, mask, mlm_seed)
+    return dict(text_ids=ids, text_mask=mask, mlm_text_ids=mlm_ids, mlm_labels=labels)
+
+  def eval_fields(self, ex, ctx):
+    return dict(text=ex[ctx.field])
+
+
+class QA(Task):
+  """Clip + one question (one record per in-vocabulary QA pair); label = the answer index."""
+
+  def records(self, config, builder, split, decoders, keep):
+    """The reference trains on the (clip, question) pairs whose answer is in ans2label."""
+    vocab = qa.resolve_answer_vocab(config)
+    check_num_labels(config, len(vocab), "answer vocabulary")
+    clips = qa.read_split_texts(builder, split, "qa")
+    count = sum(int((qa.answer_labels(c["answer"], vocab) >= 0).sum()) for c in clips)
+    init = tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocab), tf.string),
+                                               tf.constant(list(vocab.values()), tf.int32))
+    table = tf.lookup.StaticHashTable(init, default_value=-1)
+    base = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+
+    def rows(ex):
+      pairs = dict(question=ex["qa"]["question"], label=table.lookup(ex["qa"]["answer"]))
+      shared = {k: ex[k] for k in keep}
+      return tf.data.Dataset.from_tensor_slices(pairs).map(lambda r: dict(**shared, **r))
+
+    return base.flat_map(rows).filter(lambda r: r["label"] >= 0), count
+
+  def row(self, ex, seed, ctx):
+    return dict(caption=ex["question"], label=ex["label"])
+
+  def text(self, batch, ctx, text):  # the question only; no MLM in QA fine-tuning
+    ids, mask = text.batch_tokens(batch["caption"])
+    return dict(text_ids=ids, text_mask=mask, label=batch["label"])
+
+  def eval_fields(self, ex, ctx):
+    return dict(text=ex["qa"])
+
+
+class MultipleChoice(Task):
+  """Clip + K option texts (mc_template); label = mc_answer."""
+
+  def features(self, config, builder):
+    num_choices(builder, config.data.train.split, "config.data.train")
     return ("mc_choices", "mc_answer") + (("question",) if "question" in builder.info.features
                                           else ())
-  if task == "classification":
-    num_classes(builder, where)
-    return ("label",)
-  raise ValueError(f"task {task!r} has no per-clip training rows")  # qa: one row per QA pair
 
-
-def train_row(task: str, ex: dict, caption_seed: tf.Tensor, field: str = "captions") -> dict:
-  """The non-video part of one training row (TF ops): `caption` (+ label / choices)."""
-  if task == "retrieval":
-    caps = tf.reshape(ex[field], [-1])
-    n = tf.shape(caps)[0]
-    caps = tf.concat([caps, [""]], 0)  # a clip without captions trains on '' (no crash)
-    pick = tf.random.stateless_uniform([], caption_seed, 0, tf.maximum(n, 1), dtype=tf.int32)
-    return dict(caption=caps[pick])
-  if task == "qa":
-    return dict(caption=ex["question"], label=ex["label"])
-  if task == "multiple_choice":
+  def row(self, ex, seed, ctx):
     question = ex["question"] if "question" in ex else tf.constant("")
     return dict(question=question, choices=ex["mc_choices"],
                 label=tf.cast(ex["mc_answer"], tf.int32))
-  return dict(label=tf.cast(ex["label"], tf.int32))
+
+  def text(self, batch, ctx, text):
+    b, k, length = text.local_batch, text.num_choices, text.length
+
+    def encode_choices(questions, choices):
+      texts = [c for q, cs in zip(questions.numpy(), choices.numpy())
+               for c in mc_texts(q, cs, text.template)]
+      ids, mask = text_ops.tokenize(text.tokenizer, texts, length)
+      return ids.reshape(b, k, length), mask.reshape(b, k, length)
+
+    ids, mask = tf.py_function(encode_choices, [batch["question"], batch["choices"]],
+                               [tf.int32, tf.int32])
+    ids.set_shape([b, k, length])
+    mask.set_shape([b, k, length])
+    return dict(choice_ids=ids, choice_mask=mask, label=batch["label"])
+
+  def eval_fields(self, ex, ctx):
+    out = dict(choices=ex["mc_choices"], label=tf.cast(ex["mc_answer"], tf.int32))
+    if "question" in ex:
+      out["question"] = ex["question"]
+    return out
+
+
+class Classification(Task):
+  """Clip + class_prompt; label = the ClassLabel index."""
+
+  def features(self, config, builder):
+    check_num_labels(config, num_classes(builder, "config.data.train"),
+                     f"label ClassLabel of {builder.name}")
+    return ("label",)
+
+  def row(self, ex, seed, ctx):
+    return dict(label=tf.cast(ex["label"], tf.int32))
+
+  def text(self, batch, ctx, text):  # the same class_prompt text for every clip
+    ids, mask = (tf.tile(tf.constant(x), [text.local_batch, 1]) for x in text.prompt)
+    return dict(text_ids=ids, text_mask=mask, label=batch["label"])
+
+  def eval_fields(self, ex, ctx):
+    return dict(label=tf.cast(ex["label"], tf.int32))
+
+
+TASK = {t.name: t for t in (
+    Retrieval("retrieval", ("text_ids", "text_mask", "mlm_text_ids", "mlm_labels"),
+              ("text_ids", "text_mask", "video_index", "valid")),
+    QA("qa", ("text_ids", "text_mask", "label"),
+       ("text_ids", "text_mask", "video_index", "valid", "label", "qtype", "example_index"),
+       unit="QA pairs with in-vocabulary answers"),
+    MultipleChoice("multiple_choice", ("choice_ids", "choice_mask", "label"),
+                   ("choice_ids", "choice_mask", "label", "video_index", "example_index",
+                    "valid")),
+    Classification("classification", ("text_ids", "text_mask", "label"),
+                   ("text_ids", "text_mask", "label", "video_index", "example_index",
+                    "view_index", "valid")),
+)}
+# the keys of a batch of the default single `video` input (vlx.data.modalities)
+TRAIN_KEYS = {n: ("video",) + t.train_keys for n, t in TASK.items()}
+EVAL_KEYS = {n: ("video",) + t.eval_keys for n, t in TASK.items()}
 
 
 @dataclasses.dataclass
@@ -188,36 +347,38 @@ class EvalText:
   qtypes: tuple = ()
   qtype_source: str = "first_word"
   num_choices: int = 0
+  inputs: dict = dataclasses.field(default_factory=dict)  # {key: (row shape, dtype)} (readers)
 
   def rows(self, rows_kind: str, ex: dict) -> Iterator[dict]:
-    """The evaluation rows of one decoded clip `ex` (video / text / index fields)."""
+    """The evaluation rows of one decoded clip `ex` (input / text / index fields);
+    classification inputs carry a leading view axis (one row per view)."""
     base = dict(video_index=ex["video_index"])
+    base.update({k: ex[k] for k in self.inputs if self.task != "classification"})
     if self.task == "retrieval":
       caps = list(np.reshape(ex["text"], [-1]))
       for c in (caps if rows_kind == "captions" else caps[:1] or [b""]):
-        yield dict(base, video=ex["video"], text=c)
+        yield dict(base, text=c)
     elif self.task == "qa":
       t = ex["text"]
       if self.qtype_source == "feature" and "qtype" not in t:
         raise ValueError("evals.<name>.qtype_source='feature' but the dataset has no qa/qtype "
                          "feature")
       for j, q in enumerate(t["question"]):
-        yield dict(base, video=ex["video"], text=q, answer=t["answer"][j],
+        yield dict(base, text=q, answer=t["answer"][j],
                    qtype=t["qtype"][j] if "qtype" in t else b"")
     elif self.task == "multiple_choice":
-      yield dict(base, video=ex["video"], example_index=ex["video_index"], label=ex["label"],
+      yield dict(base, example_index=ex["video_index"], label=ex["label"],
                  text=mc_texts(ex.get("question", b""), ex["choices"], self.template))
     else:
-      views = ex["video"] if ex["video"].ndim == 5 else ex["video"][None]
-      for v, video in enumerate(views):
-        yield dict(base, video=video, example_index=ex["video_index"], label=ex["label"],
-                   view_index=v, text=self.prompt)
+      for v in range(len(ex[next(iter(self.inputs))])):
+        yield dict(base, example_index=ex["video_index"], label=ex["label"], view_index=v,
+                   text=self.prompt, **{k: ex[k][v] for k in self.inputs})
 
   def finish(self, buf: list[dict], start: int) -> dict[str, np.ndarray]:
     """Stacks rows into a batch (tokenizes); `start` = split position of the first QA row."""
     n = len(buf)
-    out = dict(video=np.stack([r["video"] for r in buf]),
-               video_index=np.asarray([r["video_index"] for r in buf], np.int32),
+    out = {k: np.stack([r[k] for r in buf]) for k in self.inputs}
+    out.update(video_index=np.asarray([r["video_index"] for r in buf], np.int32),
                valid=np.ones(n, bool))
     if self.task == "multiple_choice":
       k = self.num_choices
@@ -242,15 +403,16 @@ class EvalText:
         out["view_index"] = np.asarray([r["view_index"] for r in buf], np.int32)
     return out
 
-  def empty(self, num_frames: int, size: int) -> dict[str, np.ndarray]:
+  def empty(self) -> dict[str, np.ndarray]:
     """A zero-row batch with this task's keys, shapes and dtypes (padding of a short host)."""
-    shapes = dict(video=((num_frames, size, size, 3), np.float32),
-                  text_ids=((self.max_len,), np.int32), text_mask=((self.max_len,), np.int32),
+    shapes = dict(self.inputs, text_ids=((self.max_len,), np.int32),
+                  text_mask=((self.max_len,), np.int32),
                   choice_ids=((self.num_choices, self.max_len), np.int32),
                   choice_mask=((self.num_choices, self.max_len), np.int32),
                   valid=((), bool))
+    keys = tuple(self.inputs) + TASK[self.task].eval_keys
     return {k: np.zeros((0,) + shapes.get(k, ((), np.int32))[0], shapes.get(k, ((), np.int32))[1])
-            for k in EVAL_KEYS[self.task]}
+            for k in keys}
 
 
 def average_over_views(values: np.ndarray, example_index: np.ndarray,

@@ -43,6 +43,29 @@ def tokenizer_name(config) -> str:
   return name
 
 
+MLM_MASKINGS = ("token", "whole_word")
+
+
+def mlm_corruption(config, tokenizer):
+  """(ids, mask, seed) -> (mlm ids, labels) by config.data.mlm_masking: 'token' (each token with
+  mlm_probability, mask_tokens) or 'whole_word' (whole words, whole_word_mask)."""
+  d = config.data
+  kw = dict(special_ids=special_ids(tokenizer), vocab_size=len(tokenizer),
+            mask_id=tokenizer.mask_token_id, probability=d.mlm_probability)
+  masking = d.get("mlm_masking", "token") or "token"
+  if masking == "token":
+    return lambda ids, mask, seed: mask_tokens(ids, seed=seed, mask=mask, **kw)
+  if masking != "whole_word":
+    raise ValueError(f"config.data.mlm_masking={masking!r}: expected one of {MLM_MASKINGS}")
+  if tokenizer_name(config) in SHIPPED:  # demo vocabularies hold whole words only
+    subword = np.zeros(len(tokenizer), bool)
+  else:
+    subword = subword_table(tokenizer)
+  bounds = (tokenizer.cls_token_id, tokenizer.sep_token_id)
+  return lambda ids, mask, seed: whole_word_mask(ids, seed=seed, subword=subword,
+                                                 boundary_ids=bounds, **kw)
+
+
 def special_ids(tokenizer) -> tuple[int, ...]:
   """Ids never selected for masking: [CLS], [SEP], [PAD], [UNK], [MASK]."""
   return tuple(sorted(set(tokenizer.all_special_ids)))

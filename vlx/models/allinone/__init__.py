@@ -6,7 +6,9 @@ import ml_collections
 from flax import nnx
 
 from vlx import registry
+from vlx.models.allinone import data as _data
 from vlx.models.allinone import model as _model
+from vlx.models.allinone.layout import BACKBONE_LAYOUT
 from vlx.models.allinone.model import AllInOne, model_config
 from vlx.models.allinone import objectives as _objectives
 from vlx.models.allinone.objectives import OBJECTIVES, fixture_outputs
@@ -35,8 +37,10 @@ def _field(model: ml_collections.ConfigDict, dotted: str):
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Family checks: every active objective has its head; data frames / size match the model;
-  the text length fits the position table; model.eval_patch_order is 'random' or 'raster'."""
+  """Family checks: data.train.false_videos / false_texts (data.false_counts); every active
+  objective has its head; data frames / size match the model; the text length fits the position
+  table; model.eval_patch_order is 'random' or 'raster'."""
+  _data.false_counts(config.data.train, config.data.train.get("task", "") or "retrieval")
   m = config.model
   _model.check_eval_patch_order(m)
   for name, w in config.objectives.items():
@@ -76,6 +80,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                        "(config.model.heads.itc=True); use mode 'vtm' otherwise")
 
 
+# Parity tolerances (tiny/README.md): masks / labels / names exact, losses rtol 1e-5 (gradients
+# and the rest: the generic rtol 1e-3 / 1e-4).
+PARITY_TOLERANCES = (
+    (r"image_masks|image_masks_out|text_masks_out|wpa_(txt|img)_valid|vcop_labels|itm_labels"
+     r"|grad_.*_names", 0.0, 0.0),
+    (r"grad_.*", 1e-6, 1e-3),
+    (r".*_loss", 1e-6, 1e-5),
+)
+
+
 def compute_fixture_outputs(fixture_dir):
   """The reference fixture's outputs computed by vlx (imported on use)."""
   from vlx.models.allinone.load_fixture import compute_fixture_outputs as run
@@ -88,7 +102,9 @@ FAMILY = registry.Family(
     encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
     retrieval_modes=("vtm", "vtc", "itc", "rerank"), pair_scores=pair_scores,
     qa_logits=qa_logits, mc_scores=mc_scores, class_logits=class_logits,
-    converter="vlx.models.allinone.convert", fixture_outputs=compute_fixture_outputs)
+    converter="vlx.models.allinone.convert", fixture_outputs=compute_fixture_outputs,
+    parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
+    data_hooks=_data.data_hooks)
 
 __all__ = ["FAMILY", "AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
            "fixture_outputs", "mc_scores", "model_config", "pair_scores", "qa_logits",

@@ -1,12 +1,18 @@
 """ALPRO family (README "Design": the family contract): model, objectives, retrieval and QA
 scorers, converter, parity runner and the PEM hooks."""
 from vlx import registry
+from vlx.models.alpro.layout import BACKBONE_LAYOUT
 from vlx.models.alpro.model import AlproModel, PromptFeatures, build
+from vlx.models.alpro import data as _data
 from vlx.models.alpro import objectives as _objectives
 from vlx.models.alpro.objectives import (OBJECTIVES, encode_texts, encode_videos, pair_scores,
                                          qa_logits, retrieval_scores)
 from vlx.models.alpro.pem_setup import prepare_fresh_state
 from vlx.models.alpro.validate import validate_config
+
+
+# Parity tolerances beyond the generic ones (tiny/README.md): labels, masks and metrics exact.
+PARITY_TOLERANCES = ((r"vtm_labels|pem_ignore_masks.*|ret_metric/.*", 0.0, 0.0),)
 
 
 def fixture_outputs(fixture_dir):
@@ -22,7 +28,8 @@ FAMILY = registry.Family(
     encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
     retrieval_modes=("vtc", "vtm", "rerank"), pair_scores=pair_scores, qa_logits=qa_logits,
     converter="vlx.models.alpro.convert", fixture_outputs=fixture_outputs,
-    resizable_params={r"(^|/)video/time_embed$": 1})
+    parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
+    resizable_params={r"(^|/)video/time_embed$": 1}, data_hooks=_data.data_hooks)
 
 __all__ = ["FAMILY", "AlproModel", "PromptFeatures", "build", "encode_videos",
            "encode_texts", "retrieval_scores", "pair_scores", "qa_logits", "OBJECTIVES",

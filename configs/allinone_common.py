@@ -153,7 +153,7 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, modes: tuple[str,
   """One retrieval eval per mode ('vtc' = ind_itc cosine, 'vtm' = rank_output over every pair,
   'rerank' = VTC top-k re-scored by VTM); named `test` when there is one mode."""
   base = eval_fields(c, preset, video_chunk=16, text_chunk=64, pair_chunk=64, k=16,
-                     protocol="allinone", **overrides)  # the reference's tie rules (spec §5)
+                     protocol="tie_aware", **overrides)  # the reference's tie rules (spec §5)
   if len(modes) == 1:
     return ml_collections.ConfigDict(dict(test=common.retrieval_eval(mode=modes[0], **base)))
   return ml_collections.ConfigDict({f"test_{m}": common.retrieval_eval(mode=m, **base)
@@ -162,7 +162,7 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, modes: tuple[str,
 
 def qa_evals(c: ml_collections.ConfigDict, preset: str, **overrides) -> ml_collections.ConfigDict:
   """Open-ended QA accuracy as the reference measures it: over in-vocabulary answers only."""
-  overrides = dict(overrides, protocol="allinone")
+  overrides = dict(overrides, protocol="oov_excluded")
   if preset:
     overrides = dict(overrides, qtypes=MOVING_SHAPES_QTYPES, qtype_source="feature")
   return ml_collections.ConfigDict(dict(test=common.qa_eval(**eval_fields(c, preset,

@@ -55,7 +55,10 @@ def base_config() -> ml_collections.ConfigDict:
           sampling="rand", resolution=224, crop=0, resize="square", norm="clip",
           max_text_len=40, task="retrieval", text_field="captions",
           mc_template="{question} {choice}", class_prompt="", mixture=(), augment="",
-          image_augment="", false_videos=0, false_texts=0)),
+          image_augment="", false_videos=0, false_texts=0,
+          # inputs: {batch-key prefix: ConfigDict(reader=..., feature=..., ...)}; empty = one
+          # `video` input read by 'frames' from the fields above (vlx.data.modalities)
+          inputs=ml_collections.ConfigDict())),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,
@@ -96,7 +99,9 @@ def retrieval_eval(**overrides) -> ml_collections.ConfigDict:
       type="retrieval", mode="vtc", text_field="captions",
       all_captions=False,  # all_captions: one text row per caption (else the first caption)
       num_views=1,  # > 1: average the scores over that many random samplings of every clip
-      protocol="alpro"))  # metric code: 'alpro' (4-decimal rounding) or 'allinone' (tie-aware)
+      # metric code (vlx.evals.retrieval): 'rounded_stable' (4-decimal rounding, stable sort,
+      # a video's last caption is its ground truth) or 'tie_aware' (no rounding, tie rules)
+      protocol="rounded_stable"))
   e.update(overrides)
   return e
 
@@ -109,7 +114,9 @@ def qa_eval(**overrides) -> ml_collections.ConfigDict:
   e = ml_collections.ConfigDict(_eval_data(
       type="qa", task="qa", num_frames=16,
       qtypes=("what", "who", "how", "where", "when"), qtype_source="first_word",
-      protocol="alpro"))  # 'allinone': out-of-vocabulary answers leave the denominator
+      # 'oov_wrong': an answer outside the vocabulary counts as wrong; 'oov_excluded': such
+      # questions leave the denominator (vlx.evals.qa)
+      protocol="oov_wrong"))
   e.update(overrides)
   return e
 

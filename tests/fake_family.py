@@ -82,10 +82,35 @@ def objectives(model: ToyModel, batch: dict, *, active: frozenset[str], rng: jax
   return losses, {"temp": model.temp[...]}
 
 
+def qa_logits(model: ToyModel, batch: dict) -> jax.Array:
+  """[B, embed_dim] answer logits: video + question features."""
+  return 4.0 * (encode_videos(model, batch)["feat"] + encode_texts(model, batch)["feat"])
+
+
+def mc_scores(model: ToyModel, batch: dict) -> jax.Array:
+  """[B, K]: each option text's feature against the clip's."""
+  b, k, n = batch["choice_ids"].shape
+  t = encode_texts(model, {"text_ids": batch["choice_ids"].reshape(b * k, n),
+                           "text_mask": batch["choice_mask"].reshape(b * k, n)})["feat"]
+  return jnp.einsum("bkd,bd->bk", t.reshape(b, k, -1), encode_videos(model, batch)["feat"])
+
+
+def class_logits(model: ToyModel, batch: dict) -> jax.Array:
+  """[B, embed_dim] class logits of the clip."""
+  return 4.0 * encode_videos(model, batch)["feat"]
+
+
 FAMILY = registry.Family(
     name="fake", build=build, objectives=objectives, objective_names=OBJECTIVES,
     encode_videos=encode_videos, encode_texts=encode_texts, retrieval_scores=retrieval_scores,
-    retrieval_modes=("vtc",))
+    retrieval_modes=("vtc",), qa_logits=qa_logits, mc_scores=mc_scores,
+    class_logits=class_logits)
+
+
+def scorer_family(name: str = "fake_scorer", **fns) -> registry.Family:
+  """A Family record around eval functions written by a test (e.g. qa_logits=...)."""
+  return registry.Family(name=name, build=build, objectives=objectives,
+                         objective_names=OBJECTIVES, **fns)
 
 
 def toy_config() -> ml_collections.ConfigDict:
@@ -144,3 +169,63 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int, num_videos: int = 20
     rows["video_index"] = np.arange(start, start + batch_size, dtype=np.int32)
     rows["valid"] = np.arange(batch_size) < n
     yield rows
+
+
+def eval_rows(kind: str, example: np.ndarray, sub: np.ndarray,
+              cfg: ml_collections.ConfigDict, num_choices: int = 4) -> dict[str, np.ndarray]:
+  """Deterministic eval rows of one eval type: row i belongs to example `example[i]` (its clip)
+  and is its `sub[i]`-th caption (retrieval) or view (classification); contents depend on
+  (example, sub) only, never on the host or batch that yields them."""
+  t, r, n = cfg.data.train.num_frames, cfg.data.train.resolution, cfg.data.train.max_text_len
+  rng = lambda e, s, salt: np.random.RandomState((int(e) * 7919 + int(s) * 131 + salt) % 2**31)
+  video = np.stack([rng(e, s if kind == "classification" else 0, 1).rand(t, r, r, 3)
+                    for e, s in zip(example, sub)]).astype(np.float32)
+  ids = np.stack([rng(e, s, 2).randint(3, cfg.model.vocab_size, n) for e, s in zip(example, sub)])
+  out = {"video": video, "text_ids": ids.astype(np.int32),
+         "text_mask": np.ones_like(ids, np.int32), "video_index": example.astype(np.int32)}
+  classes = cfg.model.embed_dim
+  if kind == "qa":
+    out["label"] = np.asarray([rng(e, s, 3).randint(-1, classes) for e, s in zip(example, sub)])
+    out["qtype"] = np.asarray([rng(e, s, 4).randint(-1, 5) for e, s in zip(example, sub)])
+    out["example_index"] = example * 10 + sub
+  elif kind == "multiple_choice":
+    out["choice_ids"] = np.stack([rng(e, s, 5).randint(3, cfg.model.vocab_size, (num_choices, n))
+                                  for e, s in zip(example, sub)])
+    out["choice_mask"] = np.ones_like(out["choice_ids"])
+    out["label"] = np.asarray([rng(e, s, 6).randint(0, num_choices) for e, s in zip(example, sub)])
+    out["example_index"] = example.copy()
+  elif kind == "classification":
+    out["label"] = np.asarray([rng(e, 0, 7).randint(0, classes) for e in example])
+    out["example_index"], out["view_index"] = example.copy(), sub.copy()
+  return {k: np.asarray(v, np.int32) if k not in ("video", "valid") else v
+          for k, v in out.items()}
+
+
+def host_eval_batches(eval_cfg, config, *, batch_size: int, process_index: int | None = None,
+                      process_count: int | None = None):
+  """Synthetic make_eval_batches for any eval type (`eval_cfg.type`) on any number of hosts, as
+  the real pipeline splits and pads: `eval_cfg.num_examples` examples, `eval_cfg.rows_per_example`
+  rows each, a contiguous share per host, the same number of batches on every host; rows past a
+  host's share repeat the batch's first row (zeros if none) with valid=False and index keys -1."""
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  n, per = int(eval_cfg.num_examples), int(eval_cfg.get("rows_per_example", 1) or 1)
+  sizes = [n // pc + (i < n % pc) for i in range(pc)]
+  mine = np.arange(sum(sizes[:pi]), sum(sizes[:pi + 1]))
+  rows = eval_rows(eval_cfg.type, np.repeat(mine, per), np.tile(np.arange(per), len(mine)), config)
+  rows["valid"] = np.ones(len(mine) * per, bool)
+  for b in range(-(-max(sizes) * per // batch_size)):
+    chunk = {k: v[b * batch_size:(b + 1) * batch_size] for k, v in rows.items()}
+    k = len(chunk["valid"])
+    pad = {}
+    for key, v in chunk.items():
+      if key == "valid":
+        fill = np.zeros(batch_size - k, bool)
+      elif key.endswith("_index"):
+        fill = np.full(batch_size - k, -1, np.int32)
+      elif k:
+        fill = np.repeat(v[:1], batch_size - k, axis=0)
+      else:
+        fill = np.zeros((batch_size,) + v.shape[1:], v.dtype)
+      pad[key] = np.concatenate([v, fill])
+    yield pad

@@ -1,6 +1,7 @@
 """All-in-one evaluation patch order (config.model.eval_patch_order): 'random' reproduces the
 reference's per-frame random patch order in eval (spec §3.3.4) with an order fixed by (clip,
 view), so scores do not depend on the batch a row sits in; 'raster' is the identity order."""
+import dataclasses
 import importlib
 import types
 
@@ -162,7 +163,7 @@ def test_encode_split_passes_clip_and_view_to_the_family(models):
     yield dict(video=batch["video"], text_ids=batch["text_ids"], text_mask=batch["text_mask"],
                video_index=batch["video_index"], valid=np.ones(B, bool))
 
-  _, videos, uniq, _ = retrieval.encode_split(model, allinone, ev, config, mesh, batches)
+  _, videos, uniq, _ = retrieval.encode_split(model, allinone.FAMILY, ev, config, mesh, batches)
   np.testing.assert_array_equal(uniq, batch["video_index"])
   views = np.stack([_recipe(int(i), 2) for i in batch["video_index"]])
   emb = _fast_jit(lambda m, v, p: m.embed_video(v, p)[0])(model, batch["video"], views)
@@ -209,7 +210,8 @@ def test_eval_drivers_pass_row_indices_to_the_family():
                   "view_index", "valid")}
   spy = lambda m, b: jax.nn.one_hot((b["video_index"] + b["example_index"]
                                      + b.get("view_index", 0)) % 3, 3) + 0 * m.w[...]
-  family = types.SimpleNamespace(qa_logits=spy, mc_scores=spy, class_logits=spy, __name__="spy")
+  family = dataclasses.replace(allinone.FAMILY, name="spy", qa_logits=spy, mc_scores=spy,
+                               class_logits=spy)
   model = types.new_class("M", (nnx.Module,))()
   model.w = nnx.Param(jnp.zeros(()))
   for task, run in (("qa", qa.run_qa_eval), ("mc", multiple_choice.run_mc_eval),

@@ -1,6 +1,4 @@
 """Classification top-1 / top-5 with view averaging (hand-computed) and the eval driver."""
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,10 +42,9 @@ class Holder(nnx.Module):
     self.scale = nnx.Param(jnp.ones((), jnp.float32))
 
 
-FAMILY = types.SimpleNamespace(
+FAMILY = fake_family.scorer_family(
     class_logits=lambda m, b: jax.nn.one_hot(b["text_ids"][:, 1], 5) * m.scale[...]
-    + 0.1 * b["text_ids"][:, 2:3].astype(jnp.float32) * jax.nn.one_hot(b["text_ids"][:, 3], 5),
-    __name__="fake")
+    + 0.1 * b["text_ids"][:, 2:3].astype(jnp.float32) * jax.nn.one_hot(b["text_ids"][:, 3], 5))
 
 
 def test_run_classification_eval_groups_views_and_drops_padding():

@@ -1,6 +1,4 @@
 """Multiple-choice accuracy (hand-computed) and the eval driver on an 8-device mesh."""
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,7 +39,7 @@ def _pick_first_token(model, batch):
   return batch["choice_ids"][:, :, 1].astype(jnp.float32) * model.scale[...]
 
 
-FAMILY = types.SimpleNamespace(mc_scores=_pick_first_token, __name__="fake")
+FAMILY = fake_family.scorer_family(mc_scores=_pick_first_token)
 
 
 def _batches(scores: np.ndarray, labels: np.ndarray, batch_size: int = 8):
@@ -95,5 +93,6 @@ def test_run_mc_eval_rejects_a_split_read_twice_and_bad_labels():
   with jax.set_mesh(mesh), pytest.raises(ValueError, match="label outside"):
     mc.run_mc_eval(Holder(), FAMILY, common.mc_eval(batch_size=8), c, mesh,
                    make_eval_batches=_batches(scores, np.full(8, 4, np.int32)))
-  with pytest.raises(ValueError, match="needs fake.mc_scores"):
-    mc.run_mc_eval(Holder(), types.SimpleNamespace(__name__="fake"), common.mc_eval(), c, mesh)
+  with pytest.raises(ValueError, match="'multiple_choice' needs the model family to provide "
+                     "mc_scores; family 'fake_scorer' does not"):
+    mc.run_mc_eval(Holder(), fake_family.scorer_family(), common.mc_eval(), c, mesh)

@@ -1,6 +1,4 @@
 """QA accuracy (hand-computed, reference rounding and per-type ratios) and the QA eval driver."""
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,7 +66,7 @@ def _echo_logits(model: Echo, batch: dict) -> jax.Array:
   return jax.nn.one_hot(batch["text_ids"][:, 1], model.num_classes) * model.scale[...]
 
 
-ECHO = types.SimpleNamespace(qa_logits=_echo_logits)
+ECHO = fake_family.scorer_family(qa_logits=_echo_logits)
 
 
 def _fake_batches(preds, labels, qtypes):
@@ -129,7 +127,7 @@ def test_run_qa_eval_on_tiny_moving_shapes_majority_baseline(tmp_path_factory):
   c.data.update(data_dir=str(data_dir), tokenizer="moving_shapes")
   c.data.train.update(builder_config="tiny", task="qa")
   vocab = qa.resolve_answer_vocab(c)
-  always_top = types.SimpleNamespace(qa_logits=lambda m, b: jnp.broadcast_to(
+  always_top = fake_family.scorer_family(qa_logits=lambda m, b: jnp.broadcast_to(
       jax.nn.one_hot(0, len(vocab)) * m.scale[...], (b["text_ids"].shape[0], len(vocab))))
   ev = common.qa_eval(builder_config="tiny", num_frames=2, resolution=4, max_text_len=16,
                       batch_size=24, qtype_source="feature",

@@ -111,8 +111,9 @@ def test_num_views_average_the_similarity_of_random_views():
 
 
 @pytest.mark.parametrize("fixture", ["tiny", "tiny/distilled"])
-def test_allinone_protocol_matches_reference_fixture(reference_dir, fixture):
-  """protocol 'allinone' = the reference's t2v_metrics / v2t_metrics on its own similarity."""
+def test_tie_aware_protocol_matches_allinone_reference_fixture(reference_dir, fixture):
+  """protocol 'tie_aware' = the All-in-one reference's t2v_metrics / v2t_metrics on its own
+  similarity."""
   out = np.load(reference_dir / "allinone" / fixture / "outputs.npz")
   m = retrieval.tie_aware_metrics(out["itc_sim_t2v"], np.arange(len(out["itc_sim_t2v"])))
   keys = ("r1", "r5", "r10", "medr", "meanr")
@@ -122,7 +123,7 @@ def test_allinone_protocol_matches_reference_fixture(reference_dir, fixture):
                              out["itc_metrics_v2t"][[0, 1, 2, 4, 5]], rtol=1e-6)
 
 
-def test_allinone_protocol_ties_and_captions_by_hand():
+def test_tie_aware_protocol_ties_and_captions_by_hand():
   # 3 texts (texts 0, 1 of video 0; text 2 of video 1), 2 videos; ties everywhere.
   sim = np.array([[0.5, 0.5],     # t2v: tie with the other video -> optimistic rank 0
                   [0.2, 0.9],     # t2v rank 1
@@ -133,7 +134,7 @@ def test_allinone_protocol_ties_and_captions_by_hand():
   # video 1 column [0.5, 0.9, 0.5]: text 2 above 1 (0.9), tied 2 -> 1.5.
   assert m["v2t/meanr"] == pytest.approx(((0.5 + 1) + (1.5 + 1)) / 2)
   assert m["v2t/r1"] == pytest.approx(50.0) and m["v2t/medr"] == pytest.approx(2.0)
-  # The ALPRO protocol on the same matrix: stable order, ties rank by index.
+  # Protocol 'rounded_stable' on the same matrix: stable order, ties rank by index.
   a = retrieval.retrieval_metrics(sim, [0, 0, 1])
   assert a["r1"] == pytest.approx(100 / 3)
   with pytest.raises(ValueError, match="outside"):

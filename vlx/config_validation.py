@@ -6,12 +6,13 @@ import math
 import ml_collections
 
 from vlx import evals, optim, registry
+from vlx.cli import UserError
 from vlx.data import mixture
 
 DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config value that cannot work; the message names the field."""
 
 
@@ -80,10 +81,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"{sorted(evals.EVALUATORS)}")
     _check(int(ev.get("batch_size", 1)) > 0, f"config.evals.{name}.batch_size must be > 0")
     _check(int(ev.get("every", 0)) >= 0, f"config.evals.{name}.every must be >= 0")
-    protocols = tuple(sorted(evals.retrieval.METRIC_PROTOCOLS))
-    _check(ev.get("type") not in ("retrieval", "qa")
-           or (ev.get("protocol", "alpro") or "alpro") in protocols,
-           f"config.evals.{name}.protocol={ev.get('protocol')!r}: expected one of {protocols}")
+    try:  # protocol and retrieval mode (vlx.evals.check_block)
+      evals.check_block(name, ev, module)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
     views = int(ev.get("num_views", 1) or 1)
     _check(views >= 1, f"config.evals.{name}.num_views={views} must be >= 1")
     _check(ev.get("type") != "retrieval" or views == 1
@@ -105,12 +106,13 @@ def _validate_train_data(train: ml_collections.ConfigDict) -> None:
   _check(len(entries) == 1 or task == "retrieval",
          f"config.data.train.mixture={tuple(train.mixture)!r} needs task 'retrieval' (got "
          f"{task!r}): a mixture's datasets must give batches of one structure")
-  for field in ("false_videos", "false_texts"):  # All-in-one's draw_false_image / _text
-    n = int(train.get(field, 0) or 0)
-    _check(n >= 0, f"config.data.train.{field}={n} must be >= 0")
-    _check(n == 0 or task == "retrieval",
-           f"config.data.train.{field}={n} needs task 'retrieval' (got {task!r}): false "
-           "videos / texts are the negatives of ITM and irtr; set it to 0")
+  if train.get("inputs", None):  # modality readers (vlx.data.modalities; imported only if used)
+    from vlx.data import modalities  # pylint: disable=import-outside-toplevel
+    for prefix, entry in train.inputs.items():
+      kind = entry.get("reader", "") if hasattr(entry, "get") else None
+      _check(kind in modalities.READERS,
+             f"config.data.train.inputs.{prefix}.reader={kind!r}: expected one of "
+             f"{tuple(sorted(modalities.READERS))}")
 
 
 MLM_MASKINGS = ("token", "whole_word")

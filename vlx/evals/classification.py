@@ -14,8 +14,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx.evals import common
 from vlx.registry import Family
-from vlx.evals.multiple_choice import _percent, labelled_outputs
 
 
 def average_views(logits: np.ndarray, labels: np.ndarray,
@@ -54,7 +54,7 @@ def classification_metrics(logits: np.ndarray, labels: Sequence[int],
   order = np.argsort(-mean, axis=1, kind="stable")
   out: dict[str, float] = {}
   for k in ks:
-    out[f"top{k}"] = _percent(np.mean(np.any(order[:, :k] == gt[:, None], axis=1)))
+    out[f"top{k}"] = common.percent(np.mean(np.any(order[:, :k] == gt[:, None], axis=1)))
   out["num_videos"] = int(len(gt))
   out["num_views"] = int(rows)
   return out
@@ -66,8 +66,8 @@ def run_classification_eval(model: nnx.Module, family: Family,
                             make_eval_batches=None) -> dict[str, float]:
   """Classifies every view with `family.class_logits`; returns classification_metrics."""
   t0 = time.perf_counter()
-  logits, cols = labelled_outputs(model, family, "class_logits", "classification", eval_cfg,
-                                  config, mesh, make_eval_batches)
+  logits, cols = common.labelled_outputs(model, family, "class_logits", "classification",
+                                         eval_cfg, config, mesh, make_eval_batches)
   metrics = classification_metrics(logits, cols["label"], cols.get("example_index"))
   metrics["seconds"] = round(time.perf_counter() - t0, 3)
   return metrics

@@ -1,11 +1,14 @@
 """Text<->video retrieval: metrics as the references compute them, and the eval driver.
 
-`evals.<name>.protocol` picks the metric code: 'alpro' (default, `retrieval_metrics`) or
-'allinone' (`tie_aware_metrics`). ALPRO's (spec §6.1): scores optionally rounded to 4 decimals,
-each query row sorted in descending order (stable: ties keep index order), rank = position of
-the ground truth;
+`evals.<name>.mode` is one of the family's `retrieval_modes` (`check_mode`); the scores come from
+`family.retrieval_scores` (`score_matrix`). `evals.<name>.protocol` picks the metric code; each
+family's configs choose theirs:
+  'rounded_stable' (default, `retrieval_metrics`; ALPRO spec §6.1): scores rounded to 4 decimals,
+    each query row sorted in descending order with a stable sort (ties keep index order), rank =
+    position of the ground truth; video->text: a video's ground truth is its last caption.
+  'tie_aware' (`tie_aware_metrics`; All-in-one spec §5): no rounding; text->video ties count in
+    the query's favour, video->text tied positions are averaged, best over the video's captions.
 R@k = 100 * fraction of queries with rank < k, MedR = median(rank + 1), MeanR = mean(rank + 1).
-video->text uses the inverted caption->video map (a video's GT caption is its last caption).
 """
 from __future__ import annotations
 
@@ -13,14 +16,13 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from vlx.registry import Family
 from vlx import sharding as shd
+from vlx.evals import common
+from vlx.registry import Family
 
 
 def _ranks(scores: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -66,7 +68,7 @@ def retrieval_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int],
 
 
 def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict[str, float]:
-  """The All-in-one protocol (its spec §5, `t2v_metrics` / `v2t_metrics`), same keys as
+  """Protocol 'tie_aware' (All-in-one spec §5, `t2v_metrics` / `v2t_metrics`), same keys as
   `retrieval_metrics`: no rounding; text->video rank = number of videos scored strictly above
   the ground truth (ties count in the query's favour); video->text rank of each caption = above +
   (tied - 1) / 2 (the mean of the tied positions), the best over the video's captions."""
@@ -82,62 +84,40 @@ def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict
   return out
 
 
-METRIC_PROTOCOLS = {"alpro": lambda sim, gt: retrieval_metrics(sim, gt, decimals=4),
-                    "allinone": tie_aware_metrics}
+METRIC_PROTOCOLS = {"rounded_stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=4),
+                    "tie_aware": tie_aware_metrics}
+DEFAULT_PROTOCOL = "rounded_stable"
+# Modes scored pair by pair through a fusion encoder: [Nt, Nv] computed in memory-bounded blocks.
+# Any other mode of the family gives the whole matrix in one call. 'rerank' is two-stage
+# (`score_matrix`): a first-stage mode of the family, then `pair_scores` on each text's top k.
+BLOCKWISE_MODES = ("vtm",)
+RERANK = "rerank"
 
 
-def _gather(x: np.ndarray) -> np.ndarray:
-  """Concatenate host-local rows from every process (no-op on one process)."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+def check_mode(family: Family, eval_cfg: ml_collections.ConfigDict) -> str:
+  """eval_cfg.mode (default 'vtc'), checked against the family's retrieval_modes; 'rerank' also
+  needs `pair_scores` and a one-stage `first_stage` mode (default 'vtc')."""
+  mode = eval_cfg.get("mode", "vtc") or "vtc"
+  modes = tuple(family.retrieval_modes)
+  if mode not in modes:
+    raise ValueError(f"evals.<name>.mode={mode!r}: family {family.name!r} scores {modes}")
+  if mode == RERANK and not family.supports("pair_scores"):
+    raise ValueError(f"evals.<name>.mode='rerank' re-scores pairs with pair_scores, which family "
+                     f"{family.name!r} does not provide")
+  if mode == RERANK:
+    first = first_stage(eval_cfg)
+    if first not in modes or first == RERANK:
+      raise ValueError(f"evals.<name>.first_stage={first!r} (of mode 'rerank'): expected one of "
+                       f"{tuple(m for m in modes if m != RERANK)}")
+  return mode
 
 
-def _place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, rules) -> dict[str, jax.Array]:
-  """Shard the rows over the batch axes when they divide; replicate otherwise."""
-  n = next(iter(batch.values())).shape[0] * jax.process_count()
-  ways = shd.batch_parallelism(mesh, rules)
-  if n % ways == 0:
-    return shd.put_global_batch(batch, shd.batch_sharding(mesh, rules))
-  if jax.process_count() > 1:
-    raise ValueError(f"eval batch of {n} rows does not divide over {ways} batch shards")
-  return jax.device_put(batch, shd.replicated(mesh))
+def first_stage(eval_cfg: ml_collections.ConfigDict) -> str:
+  return eval_cfg.get("first_stage", "vtc") or "vtc"
 
 
-MODES = ("vtc", "vtm", "rerank")
-_JITTED: dict = {}
-
-
-def _jitted(family: Family, graphdef: nnx.GraphDef, mode: str):
-  """(encode, score, pairs) jitted once per model structure, so periodic evals do not recompile.
-
-  score: family.retrieval_scores ('vtc' for rerank's first stage); pairs: family.pair_scores."""
-  key = (family.name, graphdef, mode)
-  if key not in _JITTED:
-
-    @jax.jit
-    def encode(state, batch):
-      m = nnx.merge(graphdef, state)
-      return family.encode_videos(m, batch), family.encode_texts(m, batch)
-
-    score_mode = "vtc" if mode == "rerank" else mode
-
-    @jax.jit
-    def score(state, texts, videos):
-      return family.retrieval_scores(nnx.merge(graphdef, state), texts, videos, mode=score_mode)
-
-    @jax.jit
-    def pairs(state, texts, videos):
-      return family.pair_scores(nnx.merge(graphdef, state), texts, videos)
-
-    if len(_JITTED) >= 8:
-      _JITTED.clear()
-    _JITTED[key] = (encode, score, pairs)
-  return _JITTED[key]
-
-
-def _rows(tree: dict, idx: np.ndarray) -> dict:
-  return jax.tree.map(lambda x: jnp.asarray(x[idx]), tree)
+def _rows(tree: dict, idx: np.ndarray, mesh: jax.sharding.Mesh) -> dict:
+  return common.replicate(jax.tree.map(lambda x: x[idx], tree), mesh)
 
 
 def _chunks(n: int, size: int):
@@ -149,44 +129,48 @@ def _chunks(n: int, size: int):
 
 def score_matrix(family: Family, model: nnx.Module, texts: dict, videos: dict,
                  eval_cfg: ml_collections.ConfigDict) -> np.ndarray:
-  """[Nt, Nv] ranking scores of host-side text / video features (call under the eval mesh).
+  """[Nt, Nv] ranking scores of host-side text / video features (equal on every host; call under
+  the eval mesh), by `family.retrieval_scores(..., mode=eval_cfg.mode)`.
 
-  'vtc': feature similarity / temp, one call. 'vtm' (exact, the reference): every pair through
-  the fusion encoder + itm head, P(match); memory-bounded by looping over chunks of
-  `video_chunk` videos x `text_chunk` texts. 'rerank' (fast): vtc, then each text's top `k`
-  videos (default 16) re-scored by P(match), `pair_chunk` pairs per call; the other videos keep
-  their vtc order below every re-scored one (vtc - row max - 2 < 0 <= P)."""
-  mode = eval_cfg.get("mode", "vtc") or "vtc"
-  if mode not in MODES:
-    raise ValueError(f"eval mode {mode!r}: expected one of {MODES}")
-  if mode == "rerank" and not family.supports("pair_scores"):
-    raise ValueError(f"eval mode 'rerank' needs pair_scores, which family {family.name!r} does not provide")
+  A mode of BLOCKWISE_MODES (e.g. 'vtm': every pair through the fusion encoder, the exact
+  reference protocol) is computed in blocks of `video_chunk` videos x `text_chunk` texts; any
+  other mode in one call. 'rerank' (fast, two-stage): the `first_stage` mode (default 'vtc'), then
+  each text's top `k` videos (default 16) re-scored by `family.pair_scores`, `pair_chunk` pairs
+  per call; the other videos keep their first-stage order below every re-scored one
+  (score - row max - 2 < 0 <= P, pair_scores being probabilities)."""
+  mode = check_mode(family, eval_cfg)
+  mesh = jax.sharding.get_mesh()
+  if mesh.empty:
+    raise ValueError("score_matrix: call it under `with jax.set_mesh(mesh)` (the eval mesh)")
   graphdef, state = nnx.split(model)
-  _, score, pairs = _jitted(family, graphdef, mode)
+  jit = lambda name, **kw: common.jitted(family, graphdef, name, **kw)
   nt = len(next(iter(texts.values())))
   nv = len(next(iter(videos.values())))
-  if mode in ("vtc", "rerank"):
-    sim = np.asarray(jax.device_get(score(state, jax.tree.map(jnp.asarray, texts),
-                                          jax.tree.map(jnp.asarray, videos))), np.float32)
-    if mode == "vtc":
+  if mode not in BLOCKWISE_MODES:
+    score = jit("retrieval_scores", mode=first_stage(eval_cfg) if mode == RERANK else mode)
+    sim = np.asarray(common.to_host(score(state, common.replicate(texts, mesh),
+                                          common.replicate(videos, mesh))), np.float32)
+    if mode != RERANK:
       return sim
+    pairs = jit("pair_scores")
     k = min(int(eval_cfg.get("k", 16) or 16), nv)
     top = np.argsort(-sim, axis=1, kind="stable")[:, :k]                  # [Nt, k]
     t_idx, v_idx = np.repeat(np.arange(nt), k), top.reshape(-1)
     probs = np.zeros(len(t_idx), np.float32)
     for real, idx in _chunks(len(t_idx), int(eval_cfg.get("pair_chunk", 64) or 64)):
-      p = pairs(state, _rows(texts, t_idx[idx]), _rows(videos, v_idx[idx]))
-      probs[real] = np.asarray(jax.device_get(p))[:len(real)]
+      p = pairs(state, _rows(texts, t_idx[idx], mesh), _rows(videos, v_idx[idx], mesh))
+      probs[real] = common.to_host(p)[:len(real)]
     out = sim - sim.max(axis=1, keepdims=True) - 2.0
     out[t_idx, v_idx] = probs
     return out
+  score = jit("retrieval_scores", mode=mode)
   out = np.zeros((nt, nv), np.float32)
   cv = min(int(eval_cfg.get("video_chunk", 16) or 16), nv)
   ct = min(int(eval_cfg.get("text_chunk", 64) or 64), nt)
   for v_real, v_idx in _chunks(nv, cv):
-    v = _rows(videos, v_idx)
+    v = _rows(videos, v_idx, mesh)
     for t_real, t_idx in _chunks(nt, ct):
-      block = np.asarray(jax.device_get(score(state, _rows(texts, t_idx), v)))
+      block = common.to_host(score(state, _rows(texts, t_idx, mesh), v))
       out[t_real[0]:t_real[-1] + 1, v_real[0]:v_real[-1] + 1] = block[:len(t_real), :len(v_real)]
   return out
 
@@ -194,44 +178,24 @@ def score_matrix(family: Family, model: nnx.Module, texts: dict, videos: dict,
 def encode_split(model: nnx.Module, family: Family, eval_cfg: ml_collections.ConfigDict,
                  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                  make_eval_batches=None) -> tuple[dict, dict, np.ndarray, np.ndarray]:
-  """Encodes every clip and caption of the eval block's split (family.encode_videos / encode_texts,
-  jitted once per model structure): (texts, videos, video_index, gt) as host numpy features, one
-  `videos` row per distinct clip in video_index order (its position in the split), `texts` one row
-  per caption, gt[i] = the `videos` row of text i. Shared by the eval and `vlx.search`."""
-  if make_eval_batches is None:
-    from vlx.data.pipeline import make_eval_batches  # the real pipeline (lazy: TF import)
-  rules = tuple(config.mesh.rules)
-  graphdef, state = nnx.split(model)
-  mode = eval_cfg.get("mode", "vtc") or "vtc"
-  if mode not in MODES:
-    raise ValueError(f"eval {eval_cfg.get('builder')!r}: mode {mode!r}, expected one of {MODES}")
-  encode = _jitted(family, graphdef, mode)[0]
-
-  per_host = int(eval_cfg.batch_size)
+  """Encodes every clip and caption of the eval block's split (family.encode_videos / encode_texts
+  through `common.collect`, any number of hosts): (texts, videos, video_index, gt) as host numpy
+  features, one `videos` row per distinct clip in video_index order (its position in the split),
+  `texts` one row per caption, gt[i] = the `videos` row of text i. Shared by the eval and
+  `vlx.search`."""
+  check_mode(family, eval_cfg)
   view = int(eval_cfg.get("view", 0) or 0)
-  vids: list[dict] = []
-  txts: list[dict] = []
-  index, valid = [], []
-  with jax.set_mesh(mesh), shd.use_rules(rules):
-    for batch in make_eval_batches(eval_cfg, config, batch_size=per_host):
-      # video_index stays in the batch and view_index (eval_cfg.view, one per row) is added
-      # unless present: a family may key per-clip randomness on them (All-in-one's eval patch
-      # order, tasks.batch_patch_perm).
-      index.append(_gather(np.asarray(batch["video_index"])))
-      valid.append(_gather(np.asarray(batch.pop("valid"), bool)))
-      batch = {k: v for k, v in batch.items() if np.asarray(v).dtype != object}
-      if "view_index" not in batch:
-        batch["view_index"] = np.full(np.asarray(batch["video_index"]).shape, view, np.int32)
-      v, t = encode(state, _place(batch, mesh, rules))
-      vids.append(jax.tree.map(_to_host, v))
-      txts.append(jax.tree.map(_to_host, t))
-  if not index:
-    raise ValueError(f"eval {eval_cfg.get('builder')!r}/{eval_cfg.get('split')!r}: no batches")
-  index_all = np.concatenate(index)
-  keep = np.concatenate(valid)
-  cat = lambda parts: jax.tree.map(lambda *xs: np.concatenate(xs)[keep], *parts)
-  texts, videos = cat(txts), cat(vids)
-  index_all = index_all[keep]
+
+  def with_view(batch: dict) -> dict:
+    # video_index stays in the batch and view_index (eval_cfg.view, one per row) is added unless
+    # present: a family may key per-clip randomness on them (e.g. an eval patch order).
+    if "view_index" not in batch:
+      batch = dict(batch, view_index=np.full(np.shape(batch["video_index"]), view, np.int32))
+    return batch
+
+  (videos, texts), cols = common.collect(model, family, ("encode_videos", "encode_texts"),
+                                         eval_cfg, config, mesh, make_eval_batches, with_view)
+  index_all = cols["video_index"]
   # One column per distinct video (several captions of a clip share it), in video_index order.
   uniq, first = np.unique(index_all, return_index=True)
   videos = jax.tree.map(lambda x: x[first], videos)
@@ -281,7 +245,7 @@ def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collectio
     score_seconds += time.perf_counter() - t1
   sim = sims[0] if len(sims) == 1 else np.mean(sims, axis=0)
   t2 = time.perf_counter()
-  protocol = eval_cfg.get("protocol", "alpro") or "alpro"
+  protocol = eval_cfg.get("protocol", DEFAULT_PROTOCOL) or DEFAULT_PROTOCOL
   if protocol not in METRIC_PROTOCOLS:
     raise ValueError(f"eval {eval_cfg.get('builder')!r}: protocol={protocol!r}, expected one of "
                      f"{sorted(METRIC_PROTOCOLS)}")
@@ -291,10 +255,3 @@ def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collectio
   metrics["seconds"] = round(t2 - t0, 3)
   metrics["score_seconds"] = round(score_seconds, 3)
   return metrics
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-  """A global (possibly sharded) jit output -> full numpy copy on every host."""
-  if jax.process_count() == 1:
-    return np.asarray(jax.device_get(x))
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -1,10 +1,9 @@
-"""tf.data input pipelines: dataset builders and the helpers the streams share.
+"""Builder access: the prepared TFDS builders of data_builders/ (get_builder, build,
+`python -m vlx.data.pipeline`).
 
-The streams live in vlx.data.train_stream (global training batches, make_train_iterator) and
-vlx.data.eval_stream (per-host evaluation batches, make_eval_batches); this module keeps builder
-access (get_builder, build, `python -m vlx.data.pipeline`) and re-exports the streams' entry
-points lazily (module __getattr__), so `pipeline.make_eval_batches` and friends keep working and
-importing either stream module first cannot make an import cycle.
+The data package reads one way: builder access (this module) -> modality readers
+(vlx.data.modalities) -> task rows (vlx.data.tasks, + family hooks, vlx.data.hooks) -> batches
+(vlx.data.train_stream: make_train_iterator; vlx.data.eval_stream: make_eval_batches).
 """
 from __future__ import annotations
 
@@ -12,26 +11,13 @@ import importlib
 import logging
 import os
 
-import jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
-from vlx.data import qa, tasks, text_ops, video_ops
 
 tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators from JAX
 
 AUTO_BUILD = ("moving_shapes",)  # generated locally: built on first use
-TRAIN_KEYS = tasks.TRAIN_KEYS["retrieval"]
-QA_TRAIN_KEYS = tasks.TRAIN_KEYS["qa"]
-PEM_KEYS = ("crop_video", "mpm_mask")  # added to TRAIN_KEYS when config.model.pem (ALPRO §5.4)
-TASKS = tasks.TASKS  # config.data.train.task: what one training example is
 log = logging.getLogger(__name__)
-# names served by the stream modules (imported on first use: they import this module)
-_STREAM_EXPORTS = {"make_train_iterator": "train_stream", "_train_dataset": "train_stream",
-                   "_entry_dataset": "train_stream", "_qa_train_rows": "train_stream",
-                   "_device_prefetch": "train_stream", "make_eval_batches": "eval_stream",
-                   "_row_counts": "eval_stream", "_eval_context": "eval_stream",
-                   "_pad_rows": "eval_stream"}
 
 
 class DatasetNotBuiltError(RuntimeError):
@@ -101,56 +87,9 @@ def num_examples(builder: str, builder_config: str, split: str, data_dir: str) -
   return get_builder(builder, builder_config, data_dir).info.splits[split].num_examples
 
 
-def batch_axes(mesh: jax.sharding.Mesh, rules) -> tuple[str, ...]:
-  """Mesh axes the 'batch' logical axis maps to in config.mesh.rules (default data, fsdp)."""
-  axes = dict(rules).get("batch", ("data", "fsdp")) if rules else ("data", "fsdp")
-  axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-  return tuple(a for a in axes if a in mesh.axis_names)
-
-
-def _tokenizer_name(config) -> str:
-  return text_ops.tokenizer_name(config)
-
-
-def _video_kwargs(cfg, where: str, sampling: str) -> dict:
-  """preprocess_clip arguments from the generic fields of config.data.train / an eval block."""
-  kw = dict(num_frames=int(cfg.num_frames), sampling=cfg.get("sampling", sampling) or sampling,
-            resolution=int(cfg.resolution), crop=int(cfg.get("crop", 0) or 0),
-            resize_mode=cfg.get("resize", "square") or "square",
-            norm=cfg.get("norm", "clip") or "clip")
-  for field, value, allowed in (("sampling", kw["sampling"], video_ops.SAMPLINGS),
-                                ("resize", kw["resize_mode"], video_ops.RESIZES),
-                                ("norm", kw["norm"], tuple(video_ops.NORMS))):
-    if value not in allowed:
-      raise ValueError(f"{where}.{field}={value!r}: expected one of {allowed}")
-  if kw["num_frames"] < 1 or kw["resolution"] < 1:
-    raise ValueError(f"{where}: num_frames={kw['num_frames']} and resolution="
-                     f"{kw['resolution']} must be >= 1")
-  if kw["crop"] > kw["resolution"]:
-    raise ValueError(f"{where}.crop={kw['crop']} is larger than {where}.resolution="
-                     f"{kw['resolution']}")
-  return kw
-
-
-def _check_num_labels(config, n: int, what: str) -> None:
-  limit = int(config.model.get("num_labels", 0) or 0)
-  if limit and n > limit:
-    raise ValueError(f"the {what} has {n} entries but config.model.num_labels={limit}; set "
-                     f"num_labels >= {n}" + (f" (the reference uses max(len(ans2label), "
-                                             f"{qa.MIN_NUM_LABELS}))" if "answer" in what
-                                             else ""))
-
-
 def is_image_dataset(builder) -> bool:
   """Rows of this builder are images (ALPRO's type='img'): its Builder sets IS_IMAGE = True."""
   return bool(getattr(builder, "IS_IMAGE", False))
-
-
-def __getattr__(name: str):
-  """Lazy re-exports of the stream modules' entry points (see the module docstring)."""
-  if name in _STREAM_EXPORTS:
-    return getattr(importlib.import_module(f"vlx.data.{_STREAM_EXPORTS[name]}"), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,13 +62,13 @@ def test_paper_presets_follow_the_spec():
   assert r.evals.test.mode == "vtc" and r.evals.test.split == "test_1ka"
   # Eval protocol (spec §5): VTC similarity averaged over 3 random samplings, reference tie rules.
   assert (r.evals.test.num_views, r.evals.test.sampling, r.evals.test.protocol) == (
-      3, "segment_rand", "allinone")
+      3, "segment_rand", "tie_aware")
   assert (p.data.train.resize, p.data.train.resolution) == ("square", 268)  # 512x512 decode
   assert (p.data.mlm_masking, p.data.train.false_videos) == ("whole_word", 1)
   q = allinone_msrvtt_qa.get_config("")
   assert q.model.heads.num_qa_labels == 1501 and dict(q.optim.lr_mult) == {
       "^vqa_classifier/": 10.0}
-  assert q.evals.test.protocol == "allinone" and q.init.reinit == ()   # OOV answers not scored
+  assert q.evals.test.protocol == "oov_excluded" and q.init.reinit == ()  # OOV: not scored
   t = allinone_tgif_qa.get_config("action")
   assert t.model.heads.mc_vqa and t.train.num_steps == -(-100 * 20_475 // 512)
   assert t.init.reinit == ("^itm_score/",)   # the reference re-creates its ITM head

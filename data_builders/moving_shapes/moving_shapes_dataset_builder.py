@@ -2,8 +2,10 @@
 
 Each clip shows one or two coloured shapes moving in one of eight directions, with templated
 captions, QA pairs, a five-way multiple-choice question, a direction label and an audio tone whose
-pitch encodes the colour. Clips are a pure function of (split, example index): two builds are
-identical. vlx.data.pipeline builds it on first use; by hand:
+pitch encodes the colour (`audio`: float32 mono at config.sample_rate, num_frames / fps seconds;
+read it with the audio reader, e.g. data.train.inputs.audio = ConfigDict(reader='audio',
+feature='audio', stored_rate=8000, seconds=1.0), see vlx.data.modalities.audio). Clips are a pure
+function of (split, example index): two builds are identical. vlx.data.pipeline builds it on first use; by hand:
   python -m vlx.data.pipeline --builder=moving_shapes --data_dir=DIR [--config=tiny]
 (or `tfds build data_builders/moving_shapes ...` where the tfds CLI has apache_beam).
 """

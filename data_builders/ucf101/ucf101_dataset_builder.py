@@ -6,12 +6,14 @@ official order is kept); configs split1/split2/split3 pick the official train/te
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_DIR = "UCF-101"
 LIST_DIR = "ucfTrainTestlist"
@@ -24,6 +26,8 @@ then extract both into manual_dir so that it holds:
     UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi ... (101 class folders)
     ucfTrainTestlist/classInd.txt, trainlist01.txt .. trainlist03.txt, testlist01.txt .. testlist03.txt
 (`unrar x UCF101.rar manual_dir/` and `unzip UCF101TrainTestSplits-RecognitionTask.zip -d manual_dir/`)
+Files are found by name anywhere under manual_dir (5 folder levels: the class folders unpacked
+without UCF-101/, the list files without ucfTrainTestlist/, both in a folder of their own ...).
 """
 
 
@@ -76,18 +80,24 @@ def read_split_list(path: pathlib.Path, classes: list[str]) -> list[tuple[int, s
   return rows
 
 
-def _list_file(root: pathlib.Path, name: str) -> pathlib.Path:
-  return bb.find_file(root, name, folders=[LIST_DIR], builder="ucf101",
-                      instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
+def layout(root, index: int = 1) -> bb.Layout:
+  return bb.Layout(root, f"ucf101/split{index}", video_dirs=(VIDEO_DIR, ""))
 
 
-def records(root: pathlib.Path, split: str, index: int, classes: list[str]) -> list[bb.VideoRecord]:
-  """The VideoRecords of one split ('train' | 'test') of official split `index`."""
+def _list_file(lay: bb.Layout, name: str) -> pathlib.Path:
+  return pathlib.Path(lay.require(name, (LIST_DIR, "")))
+
+
+def records(root, split: str, index: int, classes: list[str],
+            lay: bb.Layout | None = None) -> list[bb.VideoRecord]:
+  """The VideoRecords of one split ('train' | 'test') of official split `index`; clips are
+  found by name in any folder (UCF-101/<Class>/, the class folders at the top, one folder)."""
+  lay = lay or layout(root, index)
   out = []
-  for _, rel, name in read_split_list(_list_file(root, f"{split}list0{index}.txt"), classes):
+  for _, rel, name in read_split_list(_list_file(lay, f"{split}list0{index}.txt"), classes):
+    stem = pathlib.PurePosixPath(rel).stem
     out.append(bb.VideoRecord(
-        key=pathlib.PurePosixPath(rel).stem,
-        video_path=str(root / VIDEO_DIR / rel),
+        key=stem, video_path=lay.video(stem, os.path.join(lay.root, VIDEO_DIR, rel)),
         fields=dict(label=classes.index(name), label_name=name)))
   return out
 
@@ -111,9 +121,13 @@ class Builder(bb.VideoDatasetBuilder, skip_registration=True):
     return bb.classification_features()   # names from classInd.txt (set in _split_records)
 
   def _split_records(self, manual_dir: str):
-    root = pathlib.Path(manual_dir)
-    classes = read_class_index(_list_file(root, "classInd.txt"))
-    self.set_label_names(classes)
     index = self.builder_config.split_index
+    lay = layout(manual_dir, index)
+    class_index = lay.find("classInd.txt", (LIST_DIR, ""))
+    if class_index is None:   # every split needs the class list
+      return {split: rl.Missing(("classInd.txt",)) for split in ("train", "test")}
+    classes = read_class_index(pathlib.Path(class_index))
+    self.set_label_names(classes)
     # parse every list before any decoding: annotation errors surface at once
-    return {split: records(root, split, index, classes) for split in ("train", "test")}
+    return rl.per_split(("train", "test"),
+                        lambda split: records(manual_dir, split, index, classes, lay))

@@ -4,8 +4,10 @@ from __future__ import annotations
 import functools
 import pathlib
 
+import pytest
+
 from data_builders.ucf101 import ucf101_dataset_builder as ucf
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
 
@@ -16,10 +18,13 @@ def _clip(cls: str, group: int, clip: int) -> str:
   return f"{cls}/v_{stem}_g{group:02d}_c{clip:02d}.avi"
 
 
-def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") -> None:
-  """classInd + split lists (CRLF like the release) and one tiny avi per listed clip."""
-  lists = root / ucf.LIST_DIR
-  lists.mkdir(parents=True)
+def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "",
+                 videos: str = ucf.VIDEO_DIR, lists: str = ucf.LIST_DIR,
+                 real: bool = True) -> None:
+  """classInd + split lists (CRLF like the release) in root/<lists> and one tiny avi per listed
+  clip in root/<videos>/<Class>/ (`real` = False: placeholders)."""
+  lists = root / lists
+  lists.mkdir(parents=True, exist_ok=True)
   (lists / "classInd.txt").write_text(
       "".join(f"{i} {c}\r\n" for i, c in enumerate(CLASSES, 1)))
   for k in (1, 2, 3):
@@ -33,8 +38,11 @@ def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") ->
         "".join(f"{r} {CLASSES.index(r.split('/')[0]) + 1}\r\n" for r in train))
     (lists / f"testlist0{k}.txt").write_text("".join(f"{r}\r\n" for r in test))
   clips = [_clip(c, g, 1) for c in CLASSES for g in (1, 2, 3, 4)]
-  testing.write_videos({rel: root / ucf.VIDEO_DIR / rel for rel in clips},
-                       corrupt=corrupt, missing=missing, first_seed=1)
+  paths = {rel: root / videos / rel for rel in clips}
+  if real:
+    testing.write_videos(paths, corrupt=corrupt, missing=missing, first_seed=1)
+  else:
+    layout_testing.touch(p for rel, p in paths.items() if rel != missing)
 
 
 class Ucf101Test(testing.VideoBuilderTestCase):
@@ -72,3 +80,16 @@ def test_missing_class_name_names_line(tmp_path):
   path.write_text("1 ApplyEyeMakeup\n2\n")
   with testing.raises_annotation_error(path, 2, "class name"):
     ucf.read_class_index(path)
+
+
+@pytest.mark.parametrize("videos,lists,nested", [
+    ("UCF-101", "ucfTrainTestlist", ""), ("", "ucfTrainTestlist", ""), ("UCF-101", "", ""),
+    ("UCF-101", "ucfTrainTestlist", "UCF101"), ("UCF101/UCF-101", "splits/ucfTrainTestlist", "")])
+def test_release_layouts(tmp_path, videos, lists, nested):
+  write_layout(tmp_path, videos=videos, lists=lists, real=False,
+               missing=_clip("ApplyEyeMakeup", 1, 1))
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  n = len(CLASSES) * 2
+  assert layout_testing.summary(ucf.Builder, "split1", tmp_path) == {"train": (n, n),
+                                                                    "test": (n, n - 1)}

@@ -9,12 +9,14 @@ retrieval. The optional `test` split needs -test.json plus the later-released te
 """
 from __future__ import annotations
 
+import os
 import pathlib
 
 import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_DIRS = ("20bn-something-something-v2", "videos", ".")
 ANNOTATION_DIRS = ("", "labels", "annotations")   # "" = manual_dir itself
@@ -31,6 +33,8 @@ Download Something-Something V2 from Qualcomm
 (`cat 20bn-something-something-v2-?? | tar zx -C manual_dir`). The label files may also sit in
 manual_dir/labels/ and be named labels.json, train.json, validation.json, test.json (newer
 packages). The test split is built only when test.json and test-answers.csv are both present.
+Files are found by name anywhere under manual_dir (5 folder levels: the videos unpacked without
+20bn-something-something-v2/, everything in a folder of its own, ...).
 """
 
 
@@ -39,11 +43,17 @@ def normalise_template(template: str) -> str:
   return template.replace("[", "").replace("]", "")
 
 
-def find_annotation(root: pathlib.Path, kind: str) -> pathlib.Path | None:
-  """something-something-v2-<kind>.json (or <kind>.json) in manual_dir, labels/ or annotations/."""
+def layout(root) -> bb.Layout:
+  return bb.Layout(root, "ssv2", video_dirs=VIDEO_DIRS)
+
+
+def find_annotation(lay: bb.Layout, kind: str) -> pathlib.Path | None:
+  """something-something-v2-<kind>.json (or <kind>.json) anywhere under manual_dir, the
+  top, labels/ and annotations/ first."""
   names = ("test-answers.csv",) if kind == "answers" else (
       f"something-something-v2-{kind}.json", f"{kind}.json")
-  return bb.find_file(root, names, folders=ANNOTATION_DIRS, required=False)
+  found = lay.find(names, ANNOTATION_DIRS)
+  return pathlib.Path(found) if found else None
 
 
 def read_labels(path: pathlib.Path) -> list[str]:
@@ -62,15 +72,11 @@ def read_labels(path: pathlib.Path) -> list[str]:
   return [by_index[i] for i in range(len(labels))]
 
 
-def _video(root: pathlib.Path, vid: str) -> str:
-  for folder in VIDEO_DIRS:
-    path = root / folder / f"{vid}{VIDEO_EXT}"
-    if path.is_file():
-      return str(path)
-  return str(root / VIDEO_DIRS[0] / f"{vid}{VIDEO_EXT}")  # missing: counted by the build
+def _video(lay: bb.Layout, vid: str) -> str:
+  return lay.video(vid, os.path.join(lay.root, VIDEO_DIRS[0], f"{vid}{VIDEO_EXT}"))
 
 
-def records(path: pathlib.Path, root: pathlib.Path, classes: list[str]) -> list[bb.VideoRecord]:
+def records(path: pathlib.Path, root: bb.Layout, classes: list[str]) -> list[bb.VideoRecord]:
   """-train.json / -validation.json -> VideoRecords labelled by the normalised template."""
   entries = bb.read_json(path)
   if not isinstance(entries, list):
@@ -97,7 +103,7 @@ def records(path: pathlib.Path, root: pathlib.Path, classes: list[str]) -> list[
   return out
 
 
-def answer_records(test_json: pathlib.Path, answers: pathlib.Path, root: pathlib.Path,
+def answer_records(test_json: pathlib.Path, answers: pathlib.Path, root: bb.Layout,
                  classes: list[str]) -> list[bb.VideoRecord]:
   """test.json ids labelled by test-answers.csv ("<id>;<template>" per line)."""
   entries = bb.read_json(test_json)
@@ -145,16 +151,18 @@ class Builder(bb.VideoDatasetBuilder):
                                       **bb.caption_features(placeholders=bb.texts()))
 
   def _split_records(self, manual_dir: str):
-    root = pathlib.Path(manual_dir)
-    files = {kind: find_annotation(root, kind)
+    lay = layout(manual_dir)
+    files = {kind: find_annotation(lay, kind)
              for kind in ("labels", "train", "validation", "test", "answers")}
-    for kind in ("labels", "train", "validation"):
-      if files[kind] is None:
-        raise FileNotFoundError(f"something-something-v2-{kind}.json not found in {root}; ssv2 "
-                                f"expects the official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    if files["labels"] is None:   # every split needs the class list
+      return {split: rl.Missing(("something-something-v2-labels.json",))
+              for split in ("train", "validation")}
     classes = read_labels(files["labels"])
     self.set_label_names(classes)
-    recs = {split: records(files[split], root, classes) for split in ("train", "validation")}
+    recs: dict[str, object] = {
+        split: records(files[split], lay, classes) if files[split] is not None
+        else rl.Missing((f"something-something-v2-{split}.json",))
+        for split in ("train", "validation")}
     if files["test"] is not None and files["answers"] is not None:
-      recs["test"] = answer_records(files["test"], files["answers"], root, classes)
+      recs["test"] = answer_records(files["test"], files["answers"], lay, classes)
     return recs

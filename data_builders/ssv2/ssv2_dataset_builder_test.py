@@ -6,8 +6,10 @@ import functools
 import json
 import pathlib
 
+import pytest
+
 from data_builders.ssv2 import ssv2_dataset_builder as ssv2
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 LABELS = {"Approaching something with your camera": "0",
           "Putting something on a surface": "2",
@@ -33,14 +35,23 @@ TEST = ["1420", "7791"]
 ANSWERS = "1420;Putting something on a surface\n7791;Approaching something with your camera\n"
 
 
-def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "") -> None:
+def write_layout(root: pathlib.Path, *, corrupt: str = "", missing: str = "",
+                 videos: str = ssv2.VIDEO_DIRS[0], labels: str = "", newer_names: bool = False,
+                 real: bool = True) -> None:
+  """Label files in root/<labels> (named labels.json ... with `newer_names`), videos in
+  root/<videos>; `real` = False writes placeholder videos."""
   files = dict(labels=LABELS, train=TRAIN, validation=VALIDATION, test=[{"id": v} for v in TEST])
+  (root / labels).mkdir(parents=True, exist_ok=True)
   for kind, content in files.items():
-    (root / f"something-something-v2-{kind}.json").write_text(json.dumps(content, indent=1))
-  (root / "test-answers.csv").write_text(ANSWERS)
+    name = f"{kind}.json" if newer_names else f"something-something-v2-{kind}.json"
+    (root / labels / name).write_text(json.dumps(content, indent=1))
+  (root / labels / "test-answers.csv").write_text(ANSWERS)
   ids = [e["id"] for e in TRAIN + VALIDATION] + TEST
-  testing.write_videos({vid: root / ssv2.VIDEO_DIRS[0] / f"{vid}.webm" for vid in ids},
-                       corrupt=corrupt, missing=missing, fps=6)
+  paths = {vid: root / videos / f"{vid}.webm" for vid in ids}
+  if real:
+    testing.write_videos(paths, corrupt=corrupt, missing=missing, fps=6)
+  else:
+    layout_testing.touch(p for v, p in paths.items() if v != missing)
 
 
 class Ssv2Test(testing.VideoBuilderTestCase):
@@ -73,19 +84,35 @@ def test_missing_template_names_file_and_entry(tmp_path):
   del entries[2]["template"]
   path.write_text(json.dumps(entries))
   with testing.raises_annotation_error(path, None, "[2].template"):
-    ssv2.records(path, tmp_path, list(LABELS))
+    ssv2.records(path, ssv2.layout(tmp_path), list(LABELS))
 
 
 def test_unknown_template_is_an_annotation_error(tmp_path):
   path = tmp_path / "validation.json"
   path.write_text(json.dumps([_entry("5", "Tearing [something] into two pieces", "paper")]))
   with testing.raises_annotation_error(path, None, "[0].template", "templates of labels.json"):
-    ssv2.records(path, tmp_path, list(LABELS))
+    ssv2.records(path, ssv2.layout(tmp_path), list(LABELS))
 
 
 def test_newer_package_names_are_found(tmp_path):
   (tmp_path / "labels").mkdir()
   (tmp_path / "labels" / "labels.json").write_text(json.dumps(LABELS))
-  assert ssv2.find_annotation(tmp_path, "labels") == tmp_path / "labels" / "labels.json"
+  assert ssv2.find_annotation(ssv2.layout(tmp_path), "labels") == (
+      tmp_path / "labels" / "labels.json")
   assert ssv2.read_labels(tmp_path / "labels" / "labels.json")[1] == (
       "Pushing something from left to right")
+
+
+@pytest.mark.parametrize("videos,labels,newer,nested", [
+    ("20bn-something-something-v2", "", False, ""), ("", "", False, ""),
+    ("20bn-something-something-v2", "labels", True, ""),
+    ("20bn-something-something-v2", "labels", True, "ssv2"),
+    ("videos", "annotations", False, "")])
+def test_release_layouts(tmp_path, videos, labels, newer, nested):
+  write_layout(tmp_path, videos=videos, labels=labels, newer_names=newer, real=False,
+               missing=TEST[0])
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  assert layout_testing.summary(ssv2.Builder, "default", tmp_path) == {
+      "train": (len(TRAIN), len(TRAIN)), "validation": (len(VALIDATION), len(VALIDATION)),
+      "test": (2, 1)}

@@ -2,18 +2,20 @@
 
 The csvs (label, youtube_id, time_start, time_end, split[, is_cc]) name ~10 s clips, released as
 <youtube_id>_<time_start:06d>_<time_end:06d>.mp4 (the CVDF mirror) either flat in the split folder
-or in per-label folders; the split folder is indexed recursively so both layouts work, and the
-mirror's replacement_for_corrupted_k400 files take precedence. `label` is a ClassLabel over the
+or in per-label folders; clips are found by name anywhere under manual_dir (release_layout), so
+both layouts work, and the mirror's replacement_for_corrupted_k400 files take precedence. `label` is a ClassLabel over the
 400 class names of train.csv, sorted (the official class list is alphabetical).
 """
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 log = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
@@ -39,6 +41,8 @@ mirror's k400/ folder:
     val/...   test/...
     replacement/replacement_for_corrupted_k400/*.mp4   (optional)
 A split whose csv is absent is not built (train.csv is required: it defines the classes).
+Files are found by name anywhere under manual_dir (5 folder levels: manual_dir may also be the
+folder holding k400/, the csvs may sit beside the video folders, ...).
 """
 
 
@@ -62,7 +66,15 @@ def read_annotations(path: pathlib.Path) -> list[tuple[int, str, str, int, int]]
   return rows
 
 
-def records(path: pathlib.Path, classes: list[str], videos: dict[str, str],
+def layout(root) -> bb.Layout:
+  """Clips by name in any folder; the mirror's replacement files win over the originals."""
+  dirs = [d for _, folders in SPLITS.values() for d in folders]
+  return bb.Layout(root, "kinetics400",
+                   video_dirs=(REPLACEMENT_DIR, REPLACEMENT_DIR.split("/")[-1], *dirs),
+                   video_extensions=(*VIDEO_EXTENSIONS, *rl.VIDEO_EXTENSIONS))
+
+
+def records(path: pathlib.Path, classes: list[str], lay: bb.Layout,
             video_dir: pathlib.Path) -> list[bb.VideoRecord]:
   """One VideoRecord per csv row (duplicate clips once); labels must be train classes."""
   label_index = {name: i for i, name in enumerate(classes)}
@@ -76,8 +88,8 @@ def records(path: pathlib.Path, classes: list[str], videos: dict[str, str],
       duplicates += 1
       continue
     seen.add(name)
-    video = videos.get(name) or videos.get(ytid) or video_dir / f"{name}.mp4"
-    out.append(bb.VideoRecord(key=name, video_path=str(video),
+    video = lay.video([name, ytid], str(video_dir / f"{name}.mp4"))
+    out.append(bb.VideoRecord(key=name, video_path=video,
                               fields=dict(label=label_index[label], label_name=label)))
   if duplicates:
     log.info("%s: %d duplicate rows listed once", path, duplicates)
@@ -103,23 +115,17 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.classification_features()   # names from train.csv (set in _split_records)
 
   def _split_records(self, manual_dir: str):
-    root = pathlib.Path(manual_dir)
-    csvs = {split: bb.find_file(root, names, folders=["annotations", ""], required=False)
-            for split, (names, _) in SPLITS.items()}
-    if csvs["train"] is None:
-      raise FileNotFoundError(f"{root}/annotations/train.csv not found; kinetics400 expects the "
-                              f"official layout:\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    classes = sorted({label for _, label, *_ in read_annotations(csvs["train"])})
+    lay = layout(manual_dir)
+    csvs = {split: lay.find(names, ("annotations", "")) for split, (names, _) in SPLITS.items()}
+    if csvs["train"] is None:   # train.csv defines the classes of every split
+      return {split: rl.Missing(("train.csv",)) for split in SPLITS}
+    classes = sorted({label for _, label, *_ in read_annotations(pathlib.Path(csvs["train"]))})
     self.set_label_names(classes)
-    replacement = bb.index_videos(root / REPLACEMENT_DIR, VIDEO_EXTENSIONS)
-    recs = {}
-    for split, (_, dirs) in SPLITS.items():
+    recs: dict[str, object] = {}
+    for split, (names, dirs) in SPLITS.items():
       if csvs[split] is None:
-        log.warning("kinetics400: no csv for split %s in %s: not built", split, root)
+        recs[split] = rl.Missing((names[0],))
         continue
-      folders = [root / d for d in dirs] + [root / "videos" / d for d in dirs]
-      present = [f for f in folders if f.is_dir()] or folders[:1]
-      # later folders and the replacement files win
-      videos = {**bb.index_videos(present[::-1], VIDEO_EXTENSIONS), **replacement}
-      recs[split] = records(csvs[split], classes, videos, present[0])
+      folder = lay.find_dir(dirs, ("", "videos")) or os.path.join(lay.root, dirs[0])
+      recs[split] = records(pathlib.Path(csvs[split]), classes, lay, pathlib.Path(folder))
     return recs

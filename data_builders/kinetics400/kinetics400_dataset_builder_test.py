@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from data_builders.kinetics400 import kinetics400_dataset_builder as k400
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
 # (label, youtube id, start, end)
@@ -20,9 +22,11 @@ def _csv(rows, split: str) -> str:
   return HEADER + "".join(f"{l},{y},{s},{e},{split},0\n" for l, y, s, e in rows)
 
 
-def write_layout(root: pathlib.Path) -> None:
-  ann = root / "annotations"
-  ann.mkdir(parents=True)
+def write_layout(root: pathlib.Path, *, annotations: str = "annotations", real: bool = True
+                 ) -> None:
+  """The CVDF k400/ folder (csvs in root/<annotations>); `real` = False: placeholders."""
+  ann = root / annotations
+  ann.mkdir(parents=True, exist_ok=True)
   (ann / "train.csv").write_text(_csv(TRAIN, "train"))
   (ann / "val.csv").write_text(_csv(VAL, "val"))
   (ann / "test.csv").write_text(_csv(TEST + TEST[:1], "test"))  # a duplicated row
@@ -31,11 +35,14 @@ def write_layout(root: pathlib.Path) -> None:
            for folder, rows, per_label in (("train", TRAIN, False), ("val", VAL, True),
                                            ("test", TEST, False))
            for label, ytid, s, e in rows}
+  replacement = root / k400.REPLACEMENT_DIR / (k400.clip_name("0ZyOgt7rOKU", 2, 12) + ".mp4")
+  if not real:
+    layout_testing.touch([p for y, p in paths.items() if y != "7nA5gEt3cFs"] + [replacement])
+    return
   testing.write_videos(paths, corrupt=("0ZyOgt7rOKU", "1Aa8P4fXCzk"), missing="7nA5gEt3cFs",
                        first_seed=1, fps=4)
   # the mirror's replacement for one of the corrupt train clips
-  testing.write_video(root / k400.REPLACEMENT_DIR / (k400.clip_name("0ZyOgt7rOKU", 2, 12) + ".mp4"),
-                      num_frames=4, height=32, width=40, fps=4, seed=99)
+  testing.write_video(replacement, num_frames=4, height=32, width=40, fps=4, seed=99)
 
 
 class Kinetics400Test(testing.VideoBuilderTestCase):
@@ -61,11 +68,27 @@ def test_missing_time_field_names_file_line_field(tmp_path):
   path = tmp_path / "val.csv"
   path.write_text(HEADER + "abseiling,3bKdVhn0X3c,0,10,val,0\nzumba,5Kq7y2z0aMs,,25,val,0\n")
   with testing.raises_annotation_error(path, 3, "time_start"):
-    k400.records(path, ["abseiling", "zumba"], {}, tmp_path)
+    k400.records(path, ["abseiling", "zumba"], k400.layout(tmp_path), tmp_path)
 
 
 def test_unknown_label_is_an_annotation_error(tmp_path):
   path = tmp_path / "test.csv"
   path.write_text(HEADER + "juggling fire,3bKdVhn0X3c,0,10,test,0\n")
   with testing.raises_annotation_error(path, 2, "label"):
-    k400.records(path, ["abseiling", "zumba"], {}, tmp_path)
+    k400.records(path, ["abseiling", "zumba"], k400.layout(tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("annotations,nested", [("annotations", ""), ("", ""),
+                                                ("annotations", "k400"),
+                                                ("annotations", "kinetics/k400")])
+def test_release_layouts(tmp_path, annotations, nested):
+  """The mirror's k400/ as manual_dir, or its parent; csvs in annotations/ or beside the
+  videos. The replacement clip wins over the original."""
+  write_layout(tmp_path, annotations=annotations, real=False)
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  recs = layout_testing.split_records(k400.Builder, "default", tmp_path)
+  assert layout_testing.summary(k400.Builder, "default", tmp_path) == {
+      "train": (4, 4), "validation": (3, 2), "test": (2, 2)}
+  zumba = next(r for r in recs["train"] if r.key.startswith("0ZyOgt7rOKU"))
+  assert zumba.video_path.endswith(k400.REPLACEMENT_DIR + "/0ZyOgt7rOKU_000002_000012.mp4")

@@ -13,7 +13,7 @@ from flax import nnx
 from configs import alpro_pretrain, alpro_prompter_pretrain
 from vlx import checkpoint as ckpt
 from vlx import config_validation, train
-from vlx.data import prompts
+from vlx.models.alpro import prompts
 from vlx.models import alpro
 from vlx.models.alpro import pem_setup
 

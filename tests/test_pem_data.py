@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from configs import alpro_pretrain, common
 from data_builders.moving_shapes import captions as cap
-from vlx.data import pipeline, prompts, tasks, text_ops, train_stream, video_ops
+from vlx.data import pipeline, tasks, text_ops, train_stream, video_ops
+from vlx.models.alpro import prompts
 from vlx.models.alpro import data as alpro_data
 
 # raw 0 after normalisation, in float32 as the pipeline computes it: -mean/std

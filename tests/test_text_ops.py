@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from configs import alpro_pretrain
 from data_builders.moving_shapes import captions as cap
-from vlx.data import prompts, text_ops
+from vlx.data import text_ops
+from vlx.models.alpro import prompts
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Tokenizers, ALPRO's MLM corruption (spec §5.3) and All-in-one's whole-word masking.
 
 `load_tokenizer('moving_shapes')` gives the WordPiece vocab shipped with vlx (every word of the
-synthetic captions and of ALPRO's entity-prompt templates, vlx/data/prompts.py; < 128 ids, so the
+synthetic captions and of ALPRO's entity-prompt templates, vlx/models/alpro/prompts.py; < 128 ids, so the
 demo's text.vocab_size=128 fits); a directory gives a local
 BERT tokenizer (e.g. a copy of bert-base-uncased). `mask_tokens` and `whole_word_mask` are written
 with stateless TF ops so they run inside tf.data and depend on their seed only.

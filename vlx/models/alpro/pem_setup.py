@@ -17,7 +17,7 @@ from absl import logging
 from flax import nnx
 
 from vlx import checkpoint as ckpt
-from vlx.data import prompts
+from vlx.models.alpro import prompts
 from vlx.optim import path_str
 
 PROMPT_FEAT = "prompt_feat"

@@ -8,6 +8,7 @@ the splits train / validation (the test subset has no captions).
 """
 from __future__ import annotations
 
+import os
 import pathlib
 
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 ANNOTATION_FILE = "youcookii_annotations_trainval.json"
 VIDEO_DIR = "raw_videos"
@@ -30,17 +32,22 @@ manual_dir is the release's YouCookII/ folder:
     annotations/youcookii_annotations_trainval.json   (or directly in manual_dir/)
     raw_videos/training/101/0O4bxhpFX9o.mp4 ...
     raw_videos/validation/101/xHr8X2Wpmno.mkv ...
+Files are found by name anywhere under manual_dir (5 folder levels: manual_dir may also be the
+folder holding YouCookII/, the json unpacked beside raw_videos/, the videos in one folder ...).
 Videos that are no longer on YouTube are counted as missing and skipped.
 """
 
 
 
-def _video(root: pathlib.Path, subset: str, recipe: str, vid: str) -> str:
-  folder = root / VIDEO_DIR / subset / recipe
-  for ext in VIDEO_EXTENSIONS:
-    if (folder / f"{vid}{ext}").is_file():
-      return str(folder / f"{vid}{ext}")
-  return str(folder / f"{vid}.mp4")  # missing: counted by the build
+def layout(root) -> bb.Layout:
+  return bb.Layout(root, "youcook2", video_dirs=(VIDEO_DIR, ""),
+                   video_extensions=(*VIDEO_EXTENSIONS, *rl.VIDEO_EXTENSIONS))
+
+
+def _video(lay: bb.Layout, subset: str, recipe: str, vid: str) -> str:
+  """<vid>.<ext> in any folder (raw_videos/<subset>/<recipe>/ as the download script writes
+  it, one flat folder, ...); that documented place with .mp4 when absent."""
+  return lay.video(vid, os.path.join(lay.root, VIDEO_DIR, subset, recipe, f"{vid}.mp4"))
 
 
 def _need(obj, key: str, path: pathlib.Path, where: str):
@@ -62,8 +69,10 @@ def _segment(ann: dict, path: pathlib.Path, where: str) -> tuple[float, float]:
   return start, end
 
 
-def records(path: pathlib.Path, root: pathlib.Path) -> dict[str, list[bb.VideoRecord]]:
-  """{'train': [...], 'validation': [...]}: one VideoRecord per annotated segment."""
+def records(path: pathlib.Path, root) -> dict[str, list[bb.VideoRecord]]:
+  """{'train': [...], 'validation': [...]}: one VideoRecord per annotated segment (`root`: the
+  manual dir or its Layout)."""
+  lay = root if isinstance(root, bb.Layout) else layout(root)
   database = _need(bb.read_json(path), "database", path, "<root>")
   out: dict[str, list[bb.VideoRecord]] = {split: [] for split in SUBSETS.values()}
   for vid, info in database.items():
@@ -75,7 +84,7 @@ def records(path: pathlib.Path, root: pathlib.Path) -> dict[str, list[bb.VideoRe
     anns = _need(info, "annotations", path, where)
     if not isinstance(anns, list):
       raise bb.AnnotationError(str(path), None, f"{where}.annotations", "a list of segments")
-    video = _video(root, subset, recipe, vid)
+    video = _video(lay, subset, recipe, vid)
     for j, ann in enumerate(anns):
       at = f"{where}.annotations[{j}]"
       start, end = _segment(ann, path, at)
@@ -107,7 +116,8 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.caption_features(recipe_type=tfds.features.Text(), segment_id=np.int32)
 
   def _split_records(self, manual_dir: str):
-    root = pathlib.Path(manual_dir)
-    path = bb.find_file(root, ANNOTATION_FILE, folders=["annotations", ""], builder="youcook2",
-                        instructions=MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return records(path, root)
+    lay = layout(manual_dir)
+    path = lay.find(ANNOTATION_FILE, ("annotations", ""))
+    if path is None:   # both splits come from it
+      return {split: rl.Missing((ANNOTATION_FILE,)) for split in SUBSETS.values()}
+    return records(pathlib.Path(path), lay)

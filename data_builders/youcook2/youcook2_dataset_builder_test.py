@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_builders.youcook2 import youcook2_dataset_builder as yc2
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 # id -> (subset, recipe_type, extension, [(start, end, sentence)])
 VIDEOS = {
@@ -38,12 +38,19 @@ def database(videos=VIDEOS) -> dict:
   return {"database": db}
 
 
-def write_layout(root: pathlib.Path) -> None:
-  (root / "annotations").mkdir(parents=True)
-  (root / "annotations" / yc2.ANNOTATION_FILE).write_text(json.dumps(database()))
-  testing.write_videos({vid: root / yc2.VIDEO_DIR / subset / recipe / f"{vid}{ext}"
-                        for vid, (subset, recipe, ext, _) in VIDEOS.items()},
-                       corrupt=CORRUPT, missing=MISSING, num_frames=16, fps=4)  # 4 s at 4 fps
+def write_layout(root: pathlib.Path, *, annotations: str = "annotations",
+                 videos: str = yc2.VIDEO_DIR, per_recipe: bool = True, real: bool = True) -> None:
+  """The json in root/<annotations>, videos in root/<videos>/<subset>/<recipe>/ (or flat in
+  root/<videos> without `per_recipe`); `real` = False writes placeholders."""
+  (root / annotations).mkdir(parents=True, exist_ok=True)
+  (root / annotations / yc2.ANNOTATION_FILE).write_text(json.dumps(database()))
+  paths = {vid: root / videos / (f"{subset}/{recipe}" if per_recipe else "") / f"{vid}{ext}"
+           for vid, (subset, recipe, ext, _) in VIDEOS.items()}
+  if not real:
+    layout_testing.touch(p for v, p in paths.items() if v != MISSING)
+    return
+  testing.write_videos(paths, corrupt=CORRUPT, missing=MISSING, num_frames=16,
+                       fps=4)  # 4 s at 4 fps
 
 
 class Youcook2Test(testing.VideoBuilderTestCase):
@@ -97,3 +104,16 @@ def test_records_pick_existing_extension(tmp_path):
   paths = {r.key: pathlib.Path(r.video_path).name for r in recs["train"]}
   assert paths["0O4bxhpFX9o_000"] == "0O4bxhpFX9o.mkv"
   assert np.isclose(recs["validation"][1].end, 4.0)
+
+
+@pytest.mark.parametrize("annotations,videos,per_recipe,nested", [
+    ("annotations", "raw_videos", True, ""), ("", "raw_videos", True, ""),
+    ("annotations", "raw_videos", True, "YouCookII"), ("annotations", "videos", False, ""),
+    ("", "", True, "data/YouCookII")])
+def test_release_layouts(tmp_path, annotations, videos, per_recipe, nested):
+  write_layout(tmp_path, annotations=annotations, videos=videos, per_recipe=per_recipe,
+               real=False)
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  assert layout_testing.summary(yc2.Builder, "default", tmp_path) == {"train": (5, 5),
+                                                                      "validation": (3, 2)}

@@ -310,3 +310,19 @@ def test_builder_streams_read_back_through_the_readers(tmp_path):
   assert not _read(wave, rows["v1"]["audio"])["audio_mask"].any()
   seq = features.from_config(dict(dim=3, max_len=4), "inputs.features")
   np.testing.assert_array_equal(_read(seq, rows["v1"]["features"])["features_mask"], [1, 1, 0, 0])
+
+
+def test_token_grid_feature_round_trip_through_the_reader():
+  # pylint: disable-next=import-outside-toplevel
+  from tensorflow_datasets.core import example_parser, example_serializer
+  from vlx.data import builder_base as bb  # pylint: disable=import-outside-toplevel
+  feats = tfds.features.FeaturesDict({"vq_tokens": bb.token_grid_feature(2, 3)})
+  grid = (np.arange(3 * 2 * 3) * 401 % 8192).astype(np.int16).reshape(3, 2, 3)
+  info = feats.get_serialized_info()
+  data = example_serializer.ExampleSerializer(info).serialize_example(
+      feats.encode_example({"vq_tokens": grid}))
+  stored = feats.decode_example(example_parser.ExampleParser(info).parse_example(data))
+  reader = token_grid.from_config(dict(num_frames=4, height=2, width=3, pad_id=8193), "vq")
+  out = _read(reader, stored["vq_tokens"].numpy())
+  np.testing.assert_array_equal(out["vq_tokens"][:3], grid)
+  assert (out["vq_tokens"][3] == 8193).all() and out["vq_mask"].tolist() == [1, 1, 1, 0]

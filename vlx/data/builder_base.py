@@ -100,6 +100,14 @@ def stream_features(streams: Streams) -> dict[str, Any]:
   return out
 
 
+def token_grid_feature(height: int, width: int) -> tfds.features.Tensor:
+  """A grid of discrete codes per frame (e.g. dVAE codes < 32768) [T, height, width], stored as
+  int16 bytes; a builder puts it in its `_features()` (e.g. as 'vq_tokens') and the array in
+  record.fields. vlx.data.modalities.token_grid reads it."""
+  return tfds.features.Tensor(shape=(None, height, width), dtype=np.int16,
+                              encoding=tfds.features.Encoding.BYTES)
+
+
 def video_features(extra: Mapping[str, Any], streams: Streams = FRAMES_ONLY
                    ) -> tfds.features.FeaturesDict:
   """`extra` plus the features every video builder has (see data_contract.md) and `streams`'."""

@@ -15,9 +15,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 from vlx.data import media
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
+CSV_FILE = "HowTo100M_v1.csv"
+ANNOTATION_DIRS = ("", "HowTo100M")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """
 1. Annotations: https://www.rocq.inria.fr/cluster-willow/amiech/howto100m/HowTo100M.zip (see
@@ -32,6 +35,8 @@ Layout:
     HowTo100M_v1.csv
     caption.json                 (and/or raw_caption.json)
     videos/<video_id>.mp4 | .webm | .mkv    (any sub-folders: the tree is searched by file name)
+Files are found by name anywhere under manual_dir (5 folder levels: HowTo100M.zip unpacked with
+its folder, videos in a folder of another name, ...).
 Reading caption.json needs ~20 GB of RAM for the full release (it is one JSON object).
 The `max8` config keeps at most 8 segments per video (evenly spread) for a lighter corpus.
 """
@@ -83,22 +88,24 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.caption_features(category_1=text, category_2=text, task_id=text)
 
   def _split_records(self, manual_dir: str):
-    for name in ("HowTo100M_v1.csv", self.builder_config.captions_file):
-      if not os.path.isfile(os.path.join(manual_dir, name)):
-        raise FileNotFoundError(f"howto100m: {name} not found in {manual_dir}.\n"
-                                + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {"train": self._records(manual_dir)}   # streamed: 136M segments
+    lay = bb.Layout(manual_dir, f"howto100m/{self.builder_config.name}",
+                    video_dirs=("videos", ""),
+                    video_extensions=(*VIDEO_EXTENSIONS, *rl.VIDEO_EXTENSIONS))
+    missing = [n for n in (CSV_FILE, self.builder_config.captions_file)
+               if lay.find(n, ANNOTATION_DIRS) is None]
+    if missing:
+      return {"train": rl.Missing(tuple(missing))}
+    return {"train": self._records(manual_dir, lay)}   # streamed: 136M segments
 
-  def _records(self, manual_dir: str):
+  def _records(self, manual_dir: str, lay: bb.Layout | None = None):
     c = self.builder_config
-    csv_path = os.path.join(manual_dir, "HowTo100M_v1.csv")
-    captions_path = os.path.join(manual_dir, c.captions_file)
+    lay = lay or bb.Layout(manual_dir, "howto100m", video_dirs=("videos", ""))
+    csv_path = lay.require(CSV_FILE, ANNOTATION_DIRS)
+    captions_path = lay.require(c.captions_file, ANNOTATION_DIRS)
     captions = bb.read_json(captions_path)
     if not isinstance(captions, dict):
       raise bb.AnnotationError(captions_path, None, "<json>", "an object keyed by video_id")
-    videos_dir = os.path.join(manual_dir, "videos")
-    index = bb.index_videos(videos_dir if os.path.isdir(videos_dir) else manual_dir,
-                           VIDEO_EXTENSIONS)
+    videos_dir = os.path.join(lay.root, "videos")
     seen = set()
     for _, row in bb.read_csv(csv_path, ["video_id"]):
       vid = row["video_id"].strip()
@@ -107,8 +114,8 @@ class Builder(bb.VideoDatasetBuilder):
       seen.add(vid)
       meta = dict(category_1=row.get("category_1", ""), category_2=row.get("category_2", ""),
                   task_id=row.get("task_id", ""))
-      path = index.get(vid)
-      if path is None:  # counted as missing once, not once per segment
+      path = lay.video(vid, "")
+      if not path:  # counted as missing once, not once per segment
         yield bb.VideoRecord(key=f"{vid}:missing", fields=dict(video_id=vid, captions=[], **meta),
                              video_path=os.path.join(videos_dir, f"{vid}.mp4"))
         continue

@@ -2,8 +2,10 @@
 import json
 import pathlib
 
+import pytest
+
 from data_builders.howto100m import howto100m_dataset_builder as ht
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 CSV = """video_id,category_1,category_2,rank,task_id
 vidA,Food and Entertaining,Recipes,1,52907
@@ -64,3 +66,23 @@ def test_max_segments_and_bad_captions(tmp_path):
   with testing.raises_annotation_error(tmp_path / "caption.json", None, "v.text",
                                        "start, end and text of equal length"):
     list(builder._records(str(tmp_path)))  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("annotations,videos,nested", [
+    ("", "videos", ""), ("HowTo100M", "videos", ""), ("HowTo100M", "howto_videos/part1", ""),
+    ("", "", "howto100m")])
+def test_release_layouts(tmp_path, annotations, videos, nested):
+  """HowTo100M.zip unpacked with or without its folder; videos in videos/, elsewhere or at the
+  top; everything in a folder of its own."""
+  (tmp_path / annotations).mkdir(parents=True, exist_ok=True)
+  (tmp_path / annotations / "HowTo100M_v1.csv").write_text(CSV)
+  (tmp_path / annotations / "caption.json").write_text(json.dumps(CAPTIONS))
+  layout_testing.touch([tmp_path / videos / "vidA.mp4", tmp_path / videos / "sub" / "vidB.webm",
+                        tmp_path / videos / "vidC.MP4"])
+  if nested:
+    layout_testing.nest(tmp_path, nested)
+  # vidA: 3 segments, vidB: 2 (one zero-length dropped), vidC: 2, vidD: one "missing" record
+  assert layout_testing.summary(ht.Builder, "default", tmp_path) == {"train": (8, 7)}
+  (tmp_path / (nested or ".") / annotations / "caption.json").unlink()
+  assert layout_testing.summary(ht.Builder, "default", tmp_path) == {
+      "train": "missing: caption.json"}

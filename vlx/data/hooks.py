@@ -80,7 +80,8 @@ class RowHook(Protocol):
 
 def family_hooks(config) -> tuple[RowHook, ...]:
   """The hooks of config.model.family (Family.data_hooks); none without a family."""
-  name = config.get("model", {}).get("family", "") if config.get("model", None) else ""
+  model = config.get("model", None)
+  name = model.get("family", "") if model is not None else ""
   if not name:
     return ()
   from vlx import registry  # pylint: disable=import-outside-toplevel (models import lazily)

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 _PROBE = 200  # annotated rows probed to detect the video layout
@@ -42,7 +43,9 @@ Layout (the CSVs may also sit in MANUAL_DIR/metadata/):
     videos/
       000001_000050/1066674784.mp4     (official: <page_dir>/<videoid>.mp4)
       ... or 1066674784.mp4            (flat)  ... or 00000/000000000.mp4 + .json (video2dataset)
-The layout is detected; videos that are absent or unreadable are skipped and reported.
+The layout is detected (the CSVs and videos/ may also sit one folder down, e.g. webvid/; videos
+found nowhere above are looked up as <videoid>.<ext> anywhere under MANUAL_DIR); a split whose CSV
+is absent is not built. Videos that are absent or unreadable are skipped and reported.
 """
 
 
@@ -102,14 +105,18 @@ def records(rows: Iterable[dict], locate) -> Iterator[bb.VideoRecord]:
 
 
 class VideoLocator:
-  """Finds a row's video: videos/<page_dir>/<id>.mp4, videos/<id>.mp4, or video2dataset's files."""
+  """Finds a row's video: videos/<page_dir>/<id>.mp4, videos/<id>.mp4, video2dataset's files, or
+  (when the first rows find none of those) <id>.<ext> anywhere under manual_dir."""
 
-  def __init__(self, manual_dir: str, rows: list[dict]):
-    videos = os.path.join(manual_dir, "videos")
+  def __init__(self, manual_dir: str, rows: list[dict], videos_dir: str | None = None):
+    videos = videos_dir or os.path.join(manual_dir, "videos")
     self.root = videos if os.path.isdir(videos) else manual_dir
     probe = rows[:_PROBE]
     hits = sum(os.path.exists(self.official(r)) or os.path.exists(self.flat(r)) for r in probe)
-    self.index = video2dataset_index(self.root) if probe and hits == 0 else {}
+    self.index = {}
+    if probe and hits == 0:
+      self.index = video2dataset_index(self.root) or bb.index_videos(
+          manual_dir, (*VIDEO_EXTENSIONS, *rl.VIDEO_EXTENSIONS))
     # Which path to name in the report for videos that are nowhere.
     self.expected = self.official if any(r.get("page_dir") for r in probe) else self.flat
 
@@ -128,11 +135,12 @@ class VideoLocator:
     return self.expected(row)
 
 
-def stream(csv_path: str, manual_dir: str) -> Iterator[bb.VideoRecord]:
+def stream(csv_path: str, manual_dir: str, videos_dir: str | None = None
+           ) -> Iterator[bb.VideoRecord]:
   """The records of one CSV, streamed; the first rows pick the video layout."""
   rows = read_rows(csv_path)
   head = list(itertools.islice(rows, _PROBE))
-  yield from records(itertools.chain(head, rows), VideoLocator(manual_dir, head))
+  yield from records(itertools.chain(head, rows), VideoLocator(manual_dir, head, videos_dir))
 
 
 class Builder(bb.VideoDatasetBuilder):
@@ -157,11 +165,14 @@ class Builder(bb.VideoDatasetBuilder):
 
   def _split_records(self, manual_dir: str):
     release = self.builder_config.release
-    csvs = {split: bb.find_file(manual_dir, f"results_{release}_{split}.csv",
-                                folders=["", "metadata"], required=False)
-            for split in ("train", "val")}
-    if csvs["train"] is None:
-      raise FileNotFoundError(f"webvid/{self.builder_config.name}: results_{release}_train.csv "
-                              f"not found in {manual_dir} (or its metadata/).\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    return {split: stream(path, manual_dir) for split, path in csvs.items() if path}
+    # Two levels: the CSVs and videos/ sit near the top; the video files are not indexed here
+    # (10M of them): VideoLocator probes the documented places first.
+    lay = bb.Layout(manual_dir, f"webvid/{self.builder_config.name}", index_videos=False,
+                    max_depth=2)
+    videos = lay.find_dir("videos", ("",))
+    out: dict[str, object] = {}
+    for split in ("train", "val"):
+      name = f"results_{release}_{split}.csv"
+      path = lay.find(name, ("", "metadata"))
+      out[split] = stream(path, manual_dir, videos) if path else rl.Missing((name,))
+    return out

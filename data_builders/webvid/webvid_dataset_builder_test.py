@@ -2,8 +2,10 @@
 import json
 import pathlib
 
+import pytest
+
 from data_builders.webvid import webvid_dataset_builder as wv
-from vlx.data import testing
+from vlx.data import layout_testing, testing
 
 HEADER = "videoid,contentUrl,duration,page_dir,name\n"
 TRAIN = [("1001", "000001_000050", "a man surfs a wave"),
@@ -70,3 +72,20 @@ def test_rows_without_caption_are_dropped_and_bad_header_named(tmp_path):
   path.write_text("videoid,contentUrl,caption\n1,u,x\n")
   with testing.raises_annotation_error(path, 1, "name", "a column 'name' (the caption)"):
     list(wv.read_rows(str(path)))
+
+
+@pytest.mark.parametrize("layout", ["official", "metadata", "flat", "elsewhere", "nested"])
+def test_release_layouts(tmp_path, layout):
+  """CSVs at the top or in metadata/; videos in videos/<page_dir>/, flat in videos/, under a
+  folder of another name, or everything inside webvid/."""
+  csvs = tmp_path / ("metadata" if layout == "metadata" else "")
+  csvs.mkdir(exist_ok=True)
+  (csvs / "results_2M_train.csv").write_text(_csv(TRAIN))
+  folder = {"flat": lambda v, p: tmp_path / "videos" / f"{v}.mp4",
+            "elsewhere": lambda v, p: tmp_path / "downloads" / "part0" / f"{v}.mp4"}.get(
+                layout, lambda v, p: tmp_path / "videos" / p / f"{v}.mp4")
+  layout_testing.touch(folder(v, p) for v, p, _ in TRAIN[:4])
+  if layout == "nested":
+    layout_testing.nest(tmp_path, "webvid")
+  assert layout_testing.summary(wv.Builder, "2M", tmp_path) == {
+      "train": (5, 4), "val": "missing: results_2M_val.csv"}

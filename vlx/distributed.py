@@ -18,6 +18,8 @@ import os
 import re
 from typing import Mapping, Sequence
 
+from vlx.cli import UserError
+
 ENV_PREFIX = "VLX_"
 # The variables JAX's SLURM detection reads (srun sets the *STEP* ones).
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
@@ -25,11 +27,11 @@ SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROC
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})$")
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(UserError, ValueError):
   """Inconsistent multi-process flags; the message names the flag and what was expected."""
 
 
-class DistributedStartError(RuntimeError):
+class DistributedStartError(UserError, RuntimeError):
   """jax.distributed could not start (peers missing, coordinator unreachable)."""
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import time
 from typing import Any, Mapping
 
 import jax
@@ -76,6 +77,41 @@ def write_eval_json(workdir: str | os.PathLike, step: int,
     path.write_text(json.dumps({"step": int(step), **metrics}, indent=1) + "\n")
     paths.append(path)
   return paths
+
+
+def format_eta(seconds: float) -> str:
+  """'1h 02m 03s', '4m 05s', '7s' (clu's ReportProgress rounds to whole minutes: '0m' for 59 s)."""
+  if not math.isfinite(seconds):
+    return "?"
+  s = max(int(round(seconds)), 0)
+  h, m, s = s // 3600, s // 60 % 60, s % 60
+  return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+class Progress:
+  """Logs 'step S/N (P%), R steps/s, ETA 4m 05s' every `every` steps and at the last step; the
+  rate is measured since the previous report (the first one includes compilation)."""
+
+  def __init__(self, num_steps: int, every: int, start_step: int = 0,
+               clock: Any = time.monotonic):
+    self.num_steps, self.every, self.clock = int(num_steps), max(int(every), 1), clock
+    self._step, self._time = int(start_step), clock()
+
+  def message(self, step: int, now: float) -> str:
+    rate = (step - self._step) / max(now - self._time, 1e-9)
+    eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
+    pct = 100.0 * step / self.num_steps if self.num_steps else 100.0
+    return (f"step {step}/{self.num_steps} ({pct:.1f}%), {rate:.2f} steps/s, "
+            f"ETA {format_eta(eta)}")
+
+  def __call__(self, step: int) -> str | None:
+    if step % self.every and step != self.num_steps:
+      return None
+    now = self.clock()
+    text = self.message(step, now)
+    self._step, self._time = step, now
+    logging.info("%s", text)
+    return text
 
 
 def _to_python(v: Any) -> float | int:

@@ -1,11 +1,17 @@
 """Entry point: `python -m vlx.main --config configs/<file>.py[:preset] --workdir W [--mode ...]`.
 
 Overrides: `--config.train.num_steps=N` etc. (the config is locked: unknown keys are errors).
+An eval block whose name starts with a dataset's name follows its builder when that is overridden:
+`--config.evals.moving_shapes_test.builder=video_text` logs `eval/video_text_test/...` (names
+without a dataset, e.g. `test`, stay as they are).
 Multi-process: the same command on every host, plus `--coordinator_address HOST:PORT
 --num_processes N --process_id I` (or SLURM / Cloud TPU auto-detection; see vlx/distributed.py).
-Exit codes: 0 success (also after a SIGTERM checkpoint), 1 non-finite loss, 2 bad config or flags,
-or data not built (message only, no traceback). A process whose peers never connect is aborted by
-JAX (DEADLINE_EXCEEDED) after --distributed_timeout seconds instead of hanging.
+Exit codes: 0 success (also after a SIGTERM checkpoint, for --help, and for a workdir already
+trained to config.train.num_steps: re-evaluate it with --mode eval), 1 non-finite loss, 2 user
+errors: bad flag, config field or value, file, workdir or dataset (one line
+`python -m vlx.main: error: ...` naming it, no traceback; vlx/cli.py). A process whose peers
+never connect is aborted by JAX (DEADLINE_EXCEEDED) after --distributed_timeout seconds instead of
+hanging.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-_fail = cli.fail
+PROG = "python -m vlx.main"
 
 
 def _quiet_orbax(record) -> bool:
@@ -49,48 +55,51 @@ def _quiet_orbax(record) -> bool:
   return record.levelno >= 30 or "/orbax/" not in record.pathname
 
 
+def _make_workdir(workdir: str) -> None:
+  """Creates the workdir (process 0) and writes config.json; a path that cannot be a folder is a
+  user error naming --workdir."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  path = epath.Path(workdir)  # local path or gs://bucket/...
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(_CONFIG.value.to_json_best_effort(indent=2))
+  except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as e:
+    files = [p for p in [path, *path.parents] if p.exists() and not p.is_dir()]
+    why = (f"{files[0]} is a file" if files else
+           f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+    raise cli.PathError(f"--workdir={workdir}: cannot be used as a folder ({why})") from None
+
+
+@cli.entry_point(PROG)
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]} (overrides look like --config.train.num_steps=10)", 2)
+    raise cli.UsageError(f"unexpected arguments {argv[1:]} (overrides look like "
+                         "--config.train.num_steps=10)")
   logging.get_absl_handler().addFilter(_quiet_orbax)
-  from vlx import cli, distributed  # no JAX call before jax.distributed.initialize
-  try:
-    plan = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               _LOCAL_DEVICE_IDS.value, _DISTRIBUTED.value)
-  except distributed.DistributedConfigError as e:
-    _fail(str(e), 2)
-  try:
-    distributed.initialize(plan, timeout_s=_INIT_TIMEOUT.value)
-  except distributed.DistributedStartError as e:
-    _fail(str(e), 2)
+  from vlx import distributed  # no JAX call before jax.distributed.initialize
+  plan = distributed.resolve(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                             _LOCAL_DEVICE_IDS.value, _DISTRIBUTED.value)
+  distributed.initialize(plan, timeout_s=_INIT_TIMEOUT.value)
   import jax
   if jax.process_index() > 0:  # one log for the job: the other processes report problems only
     logging.set_verbosity(logging.WARNING)
   # Imports after jax.distributed so every module sees the full process topology.
-  from etils import epath
-  from vlx import config_validation, train
-  try:
-    from vlx.data.pipeline import DatasetNotBuiltError
-  except ImportError:  # the pipeline is optional for eval-only tooling
-    DatasetNotBuiltError = type("DatasetNotBuiltError", (Exception,), {})  # noqa: N806
+  from vlx import train
   logging.info("process %d/%d (%s), %d devices (%d local)", jax.process_index(),
                jax.process_count(), plan.source, jax.device_count(), jax.local_device_count())
   config = _CONFIG.value
-  workdir = epath.Path(_WORKDIR.value)  # local path or gs://bucket/...
+  for old, new in cli.eval_names_follow_builders(config, cli.builder_names()).items():
+    logging.info("config.evals.%s reads builder %r: its metrics are logged as eval/%s/...", old,
+                 config.evals[new].builder, new)
   if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    _make_workdir(_WORKDIR.value)
   try:
     train.train_and_evaluate(config, _WORKDIR.value, mode=_MODE.value)
-  except DatasetNotBuiltError as e:
-    _fail(str(e), 2)
-  except config_validation.ConfigError as e:
-    _fail(f"invalid config: {e}", 2)
   except train.NonFiniteError as e:
-    _fail(str(e), 1)
+    cli.fail(str(e), 1, PROG)
 
 
-parse_flags = cli.parse_flags
+parse_flags = cli.flags_parser(PROG)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Weights: the latest checkpoint of W, else `config.init` as a fresh start would l
 (default: the config's first retrieval eval block), encoded exactly as the retrieval eval encodes
 them (`vlx.evals.retrieval.encode_split`); the queries use the same tokenizer and max_text_len and
 are scored with the family's `retrieval_scores` (`score_matrix`), so a query equal to a caption
-gets the scores the eval ranks by. Exit code 2 on bad flags, config or data (message only).
+gets the scores the eval ranks by. Exit code 2 on bad flags, config, files or data: one line
+`python -m vlx.search: error: ...` (vlx/cli.py); 0 for --help.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
 flags.mark_flags_as_required(["config", "workdir", "query"])
 
 
-class SearchError(ValueError):
+class SearchError(cli.UserError, ValueError):
   """Bad input (no weights, unknown split, empty query): reported as one line, exit code 2."""
 
 
@@ -131,7 +132,7 @@ def load_model(config, workdir: str):
       if not _init_source(config):
         raise _no_weights(ckpt.checkpoint_dir(workdir))
       state = train.prepare_fresh_state(family, config, prog,
-                                        ckpt.init_from(prog.init(), config.init))
+                                        ckpt.init_from(prog.init(), config.init, family=family))
       source = f"config.init {_init_source(config)}"
   return config, family, nnx.merge(prog.graphdef, state["params"], state["other"]), mesh, source
 
@@ -189,23 +190,18 @@ def search(config, workdir: str, queries: Sequence[str], *, builder: str | None 
               split=ev.split, mode=mode, num_videos=int(sim.shape[1]), results=results)
 
 
-_fail = cli.fail
+PROG = "python -m vlx.search"
 
 
+@cli.entry_point(PROG)
 def main(argv: list[str]) -> None:
   """Prints each query's top clips and writes --out (app.run exits with main's return value)."""
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]} (queries are given as --query 'a dog runs')")
-  from vlx import config_validation  # pylint: disable=import-outside-toplevel
-  from vlx.data.pipeline import DatasetNotBuiltError  # pylint: disable=import-outside-toplevel
-  try:
-    out = search(_CONFIG.value, _WORKDIR.value, _QUERY.value, builder=_BUILDER.value,
-                 builder_config=_BUILDER_CONFIG.value, split=_SPLIT.value, top_k=_TOP_K.value,
-                 mode=_MODE.value)
-  except config_validation.ConfigError as e:
-    _fail(f"invalid config: {e}")
-  except (ValueError, DatasetNotBuiltError, FileNotFoundError) as e:
-    _fail(str(e))
+    raise cli.UsageError(f"unexpected arguments {argv[1:]} (queries are given as "
+                         "--query 'a dog runs')")
+  out = search(_CONFIG.value, _WORKDIR.value, _QUERY.value, builder=_BUILDER.value,
+               builder_config=_BUILDER_CONFIG.value, split=_SPLIT.value, top_k=_TOP_K.value,
+               mode=_MODE.value)
   print(f"{out['num_videos']} clips of {out['builder']}/{out['split']}, mode {out['mode']}, "
         f"weights: {out['weights']}")
   for r in out["results"]:
@@ -217,7 +213,7 @@ def main(argv: list[str]) -> None:
       json.dump(out, f, indent=2)
 
 
-parse_flags = cli.parse_flags
+parse_flags = cli.flags_parser(PROG)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ The CLI prints any `ConversionError` as one line (no traceback), so messages mus
 """
 from __future__ import annotations
 
+from vlx.cli import UserError
 
-class ConversionError(Exception):
+
+class ConversionError(UserError):
   """Base class: a checkpoint cannot be read or mapped onto a vlx model."""
 
 

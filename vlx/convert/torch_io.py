@@ -125,6 +125,9 @@ def load_raw(path: str | os.PathLike, *, extra_safe_globals: list | None = None)
     with torch.serialization.safe_globals(allow):
       return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
   except pickle.UnpicklingError as e:
+    if not _is_zip(path) and re.search(r"Unsupported operand|invalid load key", str(e)):
+      raise ConversionError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a "
+                            "pickle; expected a released .pt/.pth/.ckpt file)") from None
     refused = _refused_globals(torch, path, str(e), allow)
     raise UnsafeCheckpointError(
         f"{path}: refused to load: the file contains pickled objects that would need code "

@@ -9,7 +9,10 @@ import os
 import pathlib
 from typing import Any, Iterator, Mapping, Sequence
 
-class AnnotationError(ValueError):
+from vlx.cli import UserError
+
+
+class AnnotationError(UserError, ValueError):
   """A malformed annotation file; the message names the file, line and field."""
 
   def __init__(self, file: str, line: int | None, field: str, expected: str):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pathlib
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from vlx.cli import PathError, UserError
 
 tf.config.set_visible_devices([], "GPU")  # TF must never take the accelerators from JAX
 
@@ -20,7 +23,7 @@ AUTO_BUILD = ("moving_shapes",)  # generated locally: built on first use
 log = logging.getLogger(__name__)
 
 
-class DatasetNotBuiltError(RuntimeError):
+class DatasetNotBuiltError(UserError, RuntimeError):
   """The TFDS dataset is not in data_dir; the message gives the `tfds build` command."""
 
 
@@ -41,18 +44,21 @@ def _builder_module(builder: str):
   except ModuleNotFoundError as e:
     if e.name is None or not name.startswith(e.name):
       raise  # a dependency of the builder is missing, not the builder
+    import difflib  # pylint: disable=import-outside-toplevel
+    root = pathlib.Path(__file__).resolve().parents[2] / "data_builders"
+    known = sorted(d.name for d in root.iterdir() if (d / f"{d.name}_dataset_builder.py").is_file())
+    near = difflib.get_close_matches(builder, known, n=3, cutoff=0.6)
     raise BuilderMissingError(
-        f"no dataset builder data_builders/{builder}/{builder}_dataset_builder.py (config "
-        f"data.train.builder / evals.*.builder = {builder!r}): the {builder!r} builder is planned "
-        f"(issue 4) but not written yet. Once it exists, put your copy of the dataset in "
-        f"<data_dir>/downloads/manual and run:\n  vlx-tfds build data_builders/{builder} "
-        f"--manual_dir=<data_dir>/downloads/manual --data_dir=<data_dir>") from e
+        f"no dataset builder data_builders/{builder}/{builder}_dataset_builder.py (builder "
+        f"{builder!r}: config.data.train.builder, evals.<name>.builder or --builder); "
+        + (f"nearest: {', '.join(near)}" if near else f"available: {', '.join(known)}")) from e
 
 
 def get_builder(builder: str, builder_config: str = "", data_dir: str = "",
                 manual_dir: str = "") -> tfds.core.DatasetBuilder:
   """The prepared builder of data_builders/<builder>; builds moving_shapes if it is missing."""
   data_dir = _data_dir(data_dir)
+  _check_builder_config(builder, builder_config)
   b = _builder_module(builder).Builder(config=builder_config or None, data_dir=data_dir)
   if b.is_prepared():
     return b
@@ -92,18 +98,62 @@ def is_image_dataset(builder) -> bool:
   return bool(getattr(builder, "IS_IMAGE", False))
 
 
-def main(argv: list[str] | None = None) -> None:
+PROG = "python -m vlx.data.pipeline"
+
+
+def _check_builder_config(builder: str, builder_config: str, where: str = "") -> None:
+  """The builder config must be one the builder defines (TFDS's own error is a ValueError)."""
+  configs = [c.name for c in getattr(_builder_module(builder).Builder, "BUILDER_CONFIGS", ())]
+  if builder_config and builder_config not in configs:
+    where = where or (f"builder_config {builder_config!r} of builder {builder!r} (config."
+                      "data.train.builder_config or evals.<name>.builder_config)")
+    raise BuilderConfigError(f"{where}: data_builders/{builder} has no such config; expected one "
+                             f"of {configs}")
+
+
+class BuilderConfigError(UserError, ValueError):
+  """A builder config name the builder does not define."""
+
+
+def check_manual_dir(builder: str, manual_dir: str, data_dir: str) -> None:
+  """A builder that reads your copy of a dataset needs a non-empty manual dir (TFDS's own check
+  is an AssertionError with the instructions appended)."""
+  if not getattr(_builder_module(builder).Builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    return
+  flag = "--manual_dir" if manual_dir else "default manual dir"
+  path = manual_dir or os.path.join(_data_dir(data_dir), "downloads", "manual")
+  path = os.path.expanduser(path)
+  if not os.path.isdir(path) or not os.listdir(path):
+    raise PathError(
+        f"{flag} {path}: {'is empty' if os.path.isdir(path) else 'does not exist'}; put your "
+        f"copy of the dataset there (layout: MANUAL_DOWNLOAD_INSTRUCTIONS in "
+        f"data_builders/{builder}/{builder}_dataset_builder.py)")
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Builds one dataset; exit status 0, or 2 with one line for a user error (vlx.cli)."""
   import argparse  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description="Build a dataset of data_builders/ with TFDS.")
-  p.add_argument("--builder", required=True)
-  p.add_argument("--config", default="")
-  p.add_argument("--data_dir", default="")
-  p.add_argument("--manual_dir", default="")
+  from vlx import cli  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(prog=PROG, description="Build a dataset of data_builders/ with "
+                              "TFDS (as `vlx-tfds build data_builders/NAME`).")
+  p.add_argument("--builder", required=True, help="folder name in data_builders/, e.g. video_text")
+  p.add_argument("--config", default="", help="builder config, e.g. captions")
+  p.add_argument("--data_dir", default="", help="where the built dataset goes (TFDS data_dir)")
+  p.add_argument("--manual_dir", default="",
+                 help="your copy of the raw dataset (default <data_dir>/downloads/manual)")
   args = p.parse_args(argv)
-  b = build(args.builder, args.config, args.data_dir, args.manual_dir)
-  print(f"built {b.name}/{b.builder_config.name if b.builder_config else ''} in {b.data_dir}: "
-        f"{ {k: v.num_examples for k, v in b.info.splits.items()} }")
+
+  @cli.entry_point(PROG, exit_on_error=False)
+  def run() -> int:
+    _check_builder_config(args.builder, args.config, f"--config={args.config}")
+    check_manual_dir(args.builder, args.manual_dir, args.data_dir)
+    b = build(args.builder, args.config, args.data_dir, args.manual_dir)
+    print(f"built {b.name}/{b.builder_config.name if b.builder_config else ''} in {b.data_dir}: "
+          f"{ {k: v.num_examples for k, v in b.info.splits.items()} }")
+    return 0
+  return run()
 
 
 if __name__ == "__main__":
-  main()
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(main())

@@ -197,4 +197,5 @@ def test_cli_rejects_inconsistent_flags(repo_root, tmp_path):
       check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: --process_id=2 must be < --num_processes=2 (ids are 0 .. num_processes-1)")
+      "python -m vlx.main: error: --process_id=2 must be < --num_processes=2 (ids are 0 .. "
+      "num_processes-1)")

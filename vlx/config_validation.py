@@ -6,12 +6,13 @@ import math
 import ml_collections
 
 from vlx import evals, optim, registry
+from vlx.cli import UserError
 from vlx.data import mixture
 
 DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config value that cannot work; the message names the field."""
 
 

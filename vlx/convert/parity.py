@@ -8,7 +8,8 @@ Everything runs under `jax.default_matmul_precision('highest')` (CPU/GPU/TPU giv
 
 `--compare REF.npz` prints, per key, the max abs error and pass/fail at the fixture README
 tolerances, and exits 1 if any key fails (missing keys and shape mismatches fail too).
-Errors (unknown family, missing fixture) print one line and exit 2.
+User errors (unknown family, missing fixture or reference file) print one line
+`python -m vlx.convert.parity: error: ...` and exit 2 (vlx/cli.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from vlx import cli
+
 # (key regex, atol, rtol): first match wins; atol = rtol = 0 means exact equality. These are the
 # ALPRO fixture README values (labels/masks/metrics exact, gradients rtol 1e-3, forward 1e-4).
 DEFAULT_TOLERANCES: tuple[tuple[str, float, float], ...] = (
@@ -33,7 +36,7 @@ DEFAULT_TOLERANCES: tuple[tuple[str, float, float], ...] = (
 FAMILY_MODULES = ("parity", "load_fixture")
 
 
-class ParityError(Exception):
+class ParityError(cli.UserError):
   """The family or fixture cannot be run (printed as one line by the CLI)."""
 
 
@@ -119,9 +122,20 @@ def run(family: str, fixture: str | pathlib.Path) -> dict[str, np.ndarray]:
   return {str(k): np.asarray(v) for k, v in out.items()}
 
 
+PROG = "python -m vlx.convert.parity"
+
+
+def _load_reference(path: str) -> dict[str, np.ndarray]:
+  try:
+    return dict(np.load(path))
+  except (ValueError, OSError):
+    raise ParityError(f"--compare {path}: not a .npz file of outputs (np.savez)") from None
+
+
+@cli.entry_point(PROG, exit_on_error=False)
 def main(argv: list[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m vlx.convert.parity",
-                               description=__doc__.split("\n")[0])
+  """Exit status: 0 written (and every key passes), 1 some key fails, 2 user error (one line)."""
+  ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
   ap.add_argument("--family", required=True, help="model family, e.g. alpro")
   ap.add_argument("--fixture", required=True, help="fixture directory (config.json, *.pt, *.npz)")
   ap.add_argument("--out", required=True, help="where to write the outputs (.npz)")
@@ -129,15 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                   help="reference outputs to compare with (e.g. FIXTURE/outputs.npz)")
   args = ap.parse_args(argv)
   start = time.time()
-  try:
-    if args.compare and not pathlib.Path(args.compare).is_file():  # fail before the long run
-      raise ParityError(f"--compare {args.compare}: file not found")
-    outputs = run(args.family, args.fixture)
-    _, module = family_runner(args.family)
-    ref = dict(np.load(args.compare)) if args.compare else None
-  except ParityError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  if args.compare and not pathlib.Path(args.compare).is_file():  # fail before the long run
+    raise ParityError(f"--compare {args.compare}: file not found")
+  _, module = family_runner(args.family)  # an unknown family fails before the long run too
+  ref = _load_reference(args.compare) if args.compare else None
+  outputs = run(args.family, args.fixture)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   with open(out, "wb") as f:  # a file object: np.savez would append '.npz' to other names

@@ -13,6 +13,7 @@ from typing import Iterator
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 TSVS = {"train": ("Train_GCC-training.tsv", "GCC-training.tsv"),
         "validation": ("Validation_GCC-1.1.0-Validation.tsv", "GCC-1.1.0-Validation.tsv")}
@@ -42,7 +43,8 @@ Layout:
     Validation_GCC-1.1.0-Validation.tsv
     training/00000/000000000.jpg (+ .txt, .json)  ...  training/00331/003318332.jpg
     validation/00000/000000000.jpg ...
-Images are matched to TSV rows by img2dataset's key (row index); with a non-default
+The TSVs and image folders may also sit one folder down (e.g. cc3m/); a split whose TSV is absent
+is not built. Images are matched to TSV rows by img2dataset's key (row index); with a non-default
 --number_sample_per_shard they are matched by the url in the .json files. ~15-30% of the URLs are
 dead: the build reports how many annotated images it found.
 """
@@ -104,8 +106,8 @@ def locate_images(image_dir: str, rows: list[tuple[int, str, str]]) -> list[str]
     return paths
   if not hits and os.path.isdir(image_dir) and any(
       f.endswith(".tar") for f in os.listdir(image_dir)):
-    raise FileNotFoundError(f"cc3m: {image_dir} holds webdataset .tar shards: untar them in place "
-                            "first (see MANUAL_DOWNLOAD_INSTRUCTIONS)")
+    raise bb.DatasetLayoutError(f"cc3m: {image_dir} holds webdataset .tar shards: untar them in "
+                                "place first (see MANUAL_DOWNLOAD_INSTRUCTIONS)")
   index = url_index(image_dir)
   return [index.get(url, paths[i]) for i, (_, _, url) in enumerate(rows)]
 
@@ -140,15 +142,17 @@ class Builder(bb.VideoDatasetBuilder):
     return bb.caption_features()
 
   def _split_records(self, manual_dir: str):
-    splits = {}
+    # Two levels, image folders listed but not entered (3M images + sidecars).
+    image_dirs = [d for names in IMAGE_DIRS.values() for d in names]
+    lay = bb.Layout(manual_dir, f"cc3m/{self.builder_config.name}", index_videos=False,
+                    max_depth=2, skip=image_dirs)
+    splits: dict[str, object] = {}
     for split, names in TSVS.items():
-      tsv = bb.find_file(manual_dir, names, folders=[""], required=False)
+      tsv = lay.find(names, ("",))
       if tsv is None:
+        splits[split] = rl.Missing((names[0],))
         continue
-      dirs = [os.path.join(manual_dir, d) for d in IMAGE_DIRS[split]]
-      image_dir = next((d for d in dirs if os.path.exists(d)), dirs[0])
+      image_dir = (lay.find_dir(IMAGE_DIRS[split], ("", os.path.dirname(
+          os.path.relpath(tsv, lay.root)))) or os.path.join(manual_dir, IMAGE_DIRS[split][0]))
       splits[split] = records(tsv, image_dir)   # read when the split is built
-    if not splits:
-      raise FileNotFoundError(f"cc3m: neither {TSVS['train'][0]} nor {TSVS['validation'][0]} "
-                              f"in {manual_dir}.\n" + MANUAL_DOWNLOAD_INSTRUCTIONS)
     return splits

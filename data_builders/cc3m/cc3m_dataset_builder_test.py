@@ -5,7 +5,8 @@ import pathlib
 import pytest
 
 from data_builders.cc3m import cc3m_dataset_builder as cc
-from vlx.data import testing
+from vlx.data import builder_base as bb
+from vlx.data import layout_testing, testing
 
 TRAIN = [("a dog on grass", "http://x/0.jpg"), ("red bus", "http://x/1.jpg"),
          ("broken image", "http://x/2.jpg"), ('a "quoted" sign', "http://x/3.jpg"),
@@ -54,6 +55,24 @@ class Cc3mTest(testing.VideoBuilderTestCase):
 def test_webdataset_tars_need_untarring(tmp_path):
   (tmp_path / "training").mkdir()
   (tmp_path / "training" / "00000.tar").write_bytes(b"")
-  with pytest.raises(FileNotFoundError, match="untar them in place"):
+  with pytest.raises(bb.DatasetLayoutError, match="untar them in place"):
     cc.locate_images(str(tmp_path / "training"), [(1, "c", "http://x/0.jpg")])
   assert cc.key_path("/d", 123456) == "/d/00012/000123456.jpg"
+
+
+@pytest.mark.parametrize("layout", ["documented", "nested", "val_only"])
+def test_release_layouts(tmp_path, layout):
+  """TSVs and img2dataset folders at the top or inside cc3m/; a missing TSV skips its split."""
+  (tmp_path / "Train_GCC-training.tsv").write_text("".join(f"{c}\t{u}\n" for c, u in TRAIN))
+  (tmp_path / "Validation_GCC-1.1.0-Validation.tsv").write_text(
+      "".join(f"{c}\t{u}\n" for c, u in VAL))
+  layout_testing.touch([tmp_path / "training" / "00000" / f"{i:09d}.jpg" for i in range(4)]
+                       + [tmp_path / "validation" / "00000" / "000000001.jpg"])
+  if layout == "val_only":
+    (tmp_path / "Train_GCC-training.tsv").unlink()
+  if layout == "nested":
+    layout_testing.nest(tmp_path, "cc3m")
+  expected = {"train": (5, 4), "validation": (2, 1)}
+  if layout == "val_only":
+    expected["train"] = "missing: Train_GCC-training.tsv"
+  assert layout_testing.summary(cc.Builder, "default", tmp_path) == expected

@@ -168,7 +168,7 @@ class Builder(bb.VideoDatasetBuilder):
     # Two levels: the CSVs and videos/ sit near the top; the video files are not indexed here
     # (10M of them): VideoLocator probes the documented places first.
     lay = bb.Layout(manual_dir, f"webvid/{self.builder_config.name}", index_videos=False,
-                    max_depth=2)
+                    max_depth=2, skip=("videos",))
     videos = lay.find_dir("videos", ("",))
     out: dict[str, object] = {}
     for split in ("train", "val"):

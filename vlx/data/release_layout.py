@@ -77,12 +77,13 @@ class Layout:
   `builder` names the dataset in messages ('msrvtt/retrieval'); `video_dirs` are the documented
   video folders (a candidate inside one wins over others); `video_extensions` are matched in any
   case. Folders with more than 5000 entries are indexed for videos only (they hold media and
-  img2dataset / video2dataset sidecars, never annotation files).
+  img2dataset / video2dataset sidecars, never annotation files); folders named in `skip` are
+  listed but not entered (a 10M-file video tree a builder reads its own way).
   """
 
   def __init__(self, root, builder: str, *, video_dirs: Sequence[str] = (),
                video_extensions: Sequence[str] = VIDEO_EXTENSIONS, index_videos: bool = True,
-               max_depth: int = MAX_DEPTH):
+               max_depth: int = MAX_DEPTH, skip: Sequence[str] = ()):
     self.root = os.path.abspath(os.fspath(root))
     self.builder = builder
     self.video_dirs = tuple(video_dirs)
@@ -90,6 +91,7 @@ class Layout:
     self.files: dict[str, list[str]] = {}    # lower-case file name -> rel paths
     self.dirs: dict[str, list[str]] = {}     # lower-case folder name -> rel paths
     self.videos: dict[str, list[str]] = {}   # stem (case kept) -> rel paths
+    self._skip = {d.lower() for d in skip}
     self._walk(index_videos, max_depth)
 
   # ------------------------------------------------------------------------------------ walking
@@ -121,7 +123,7 @@ class Layout:
           if e.name.startswith(".") or e.name in _SKIP_DIRS:
             continue
           self.dirs.setdefault(e.name.lower(), []).append(child)
-          if depth < max_depth:
+          if depth < max_depth and e.name.lower() not in self._skip:
             subdirs.append((child, depth + 1))
           continue
         stem, ext = os.path.splitext(e.name)

@@ -326,3 +326,35 @@ def test_token_grid_feature_round_trip_through_the_reader():
   out = _read(reader, stored["vq_tokens"].numpy())
   np.testing.assert_array_equal(out["vq_tokens"][:3], grid)
   assert (out["vq_tokens"][3] == 8193).all() and out["vq_mask"].tolist() == [1, 1, 1, 0]
+
+
+def test_moving_shapes_audio_input_in_train_and_eval_batches(tiny_data_dir):
+  """data.<block>.inputs.audio flows through the training and evaluation streams: every row's
+  loudest mel bin is its clip's colour tone (train rows carry `colour` as an extra key)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from configs import common  # pylint: disable=import-outside-toplevel
+  from data_builders.moving_shapes import render  # pylint: disable=import-outside-toplevel
+  from vlx.data import eval_stream, train_stream  # pylint: disable=import-outside-toplevel
+  inputs = ml_collections.ConfigDict(dict(
+      video=dict(reader="frames"),
+      audio=dict(reader="audio", feature="audio", stored_rate=8000, sample_rate=8000,
+                 seconds=1.0)))
+  c = common.base_config()
+  c.data.update(data_dir=tiny_data_dir, global_batch_size=8, shuffle_buffer=16,
+                tokenizer="moving_shapes")
+  c.data.train.update(builder_config="tiny", num_frames=2, resolution=16, max_text_len=16)
+  c.data.train.inputs = inputs
+  mel = audio.from_config(inputs.audio, "inputs.audio")
+  ds = train_stream._train_dataset(c, process_index=0, process_count=1, extra_keys=("colour",))
+  batch = next(ds.as_numpy_iterator())
+  assert batch["audio"].shape == (8, 100, 40) and batch["audio_mask"].all()
+  assert batch["video"].shape == (8, 2, 16, 16, 3)
+  for row, colour in zip(batch["audio"], batch["colour"]):
+    assert row[2:-2].mean(0).argmax() == _expected_mel_bin(mel, render.PITCH[colour.decode()])
+  ev = common.retrieval_eval(builder="moving_shapes", builder_config="tiny", num_frames=2,
+                             resolution=16, max_text_len=16)
+  ev.inputs = inputs
+  rows = [b for b in eval_stream.make_eval_batches(ev, c, batch_size=8, process_index=0,
+                                                   process_count=1)]
+  assert all(b["audio"].shape == (8, 100, 40) for b in rows)
+  assert sum(int(b["audio_mask"][:, 0].sum()) for b in rows) == 16   # 16 test clips, real audio

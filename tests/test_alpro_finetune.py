@@ -72,7 +72,8 @@ def _eval(model, x, **overrides):
   ev = common.retrieval_eval(batch_size=3, video_chunk=3, text_chunk=3, pair_chunk=3, k=16)
   ev.update(overrides)
   with jax.default_matmul_precision("highest"):
-    return retrieval.run_retrieval_eval(model, alpro, ev, config, mesh, make_eval_batches=batches)
+    return retrieval.run_retrieval_eval(model, alpro.FAMILY, ev, config, mesh,
+                                        make_eval_batches=batches)
 
 
 def test_vtm_eval_reproduces_the_reference_fixture(fixture_model):
@@ -91,7 +92,8 @@ def test_score_matrix_modes(fixture_model):
   the top-k videos by vtc, re-scored, and every other video below them."""
   model, x, ref = fixture_model
   # features from the evaluator's jitted encoder on 3-row batches (compiled once, shared)
-  encode = retrieval._jitted(alpro, nnx.graphdef(model), "vtm")[0]
+  encode = retrieval.common.jitted(alpro.FAMILY, nnx.graphdef(model),
+                                  ("encode_videos", "encode_texts"))
   video = lf.to_channels_last(x["ret_visual_inputs"])
   parts = [jax.device_get(encode(nnx.state(model), dict(
       video=video[s], text_ids=jnp.asarray(x["ret_text_input_ids"][s], jnp.int32),
@@ -103,10 +105,10 @@ def test_score_matrix_modes(fixture_model):
   ev = lambda **kw: ml_collections.ConfigDict(dict(video_chunk=3, text_chunk=3, pair_chunk=3,
                                                    **kw))
   with jax.default_matmul_precision("highest"):
-    vtm = retrieval.score_matrix(alpro, model, texts, videos, ev(mode="vtm"))
-    full = retrieval.score_matrix(alpro, model, texts, videos, ev(mode="rerank", k=4))
-    top2 = retrieval.score_matrix(alpro, model, texts, videos, ev(mode="rerank", k=2))
-    vtc = retrieval.score_matrix(alpro, model, texts, videos, ev(mode="vtc"))
+    vtm = retrieval.score_matrix(alpro.FAMILY, model, texts, videos, ev(mode="vtm"))
+    full = retrieval.score_matrix(alpro.FAMILY, model, texts, videos, ev(mode="rerank", k=4))
+    top2 = retrieval.score_matrix(alpro.FAMILY, model, texts, videos, ev(mode="rerank", k=2))
+    vtc = retrieval.score_matrix(alpro.FAMILY, model, texts, videos, ev(mode="vtc"))
   np.testing.assert_allclose(vtm, ref["ret_score_matrix"].T, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(full, vtm, atol=1e-5)
   np.testing.assert_array_equal(np.argsort(-np.round(full, 4), 1, kind="stable"),

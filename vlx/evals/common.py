@@ -18,6 +18,7 @@ import collections
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -112,8 +113,11 @@ def place(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh, rules) -> dict[
           for k, v in full.items()}
 
 
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Host numpy values that are equal on every host -> arrays replicated over the mesh."""
+def replicate(tree: Any, mesh: jax.sharding.Mesh | None) -> Any:
+  """Host numpy values that are equal on every host -> arrays replicated over the mesh (no mesh,
+  or an empty one: arrays on the default device, one process only)."""
+  if mesh is None or mesh.empty:
+    return jax.tree.map(jnp.asarray, tree)
   sharding = shd.replicated(mesh)
 
   def one(x):

@@ -130,7 +130,8 @@ def _chunks(n: int, size: int):
 def score_matrix(family: Family, model: nnx.Module, texts: dict, videos: dict,
                  eval_cfg: ml_collections.ConfigDict) -> np.ndarray:
   """[Nt, Nv] ranking scores of host-side text / video features (equal on every host; call under
-  the eval mesh), by `family.retrieval_scores(..., mode=eval_cfg.mode)`.
+  the eval mesh when there are several processes), by `family.retrieval_scores(...,
+  mode=eval_cfg.mode)`.
 
   A mode of BLOCKWISE_MODES (e.g. 'vtm': every pair through the fusion encoder, the exact
   reference protocol) is computed in blocks of `video_chunk` videos x `text_chunk` texts; any
@@ -139,9 +140,7 @@ def score_matrix(family: Family, model: nnx.Module, texts: dict, videos: dict,
   per call; the other videos keep their first-stage order below every re-scored one
   (score - row max - 2 < 0 <= P, pair_scores being probabilities)."""
   mode = check_mode(family, eval_cfg)
-  mesh = jax.sharding.get_mesh()
-  if mesh.empty:
-    raise ValueError("score_matrix: call it under `with jax.set_mesh(mesh)` (the eval mesh)")
+  mesh = jax.sharding.get_mesh()       # the eval mesh (`with jax.set_mesh(mesh)`), if any
   graphdef, state = nnx.split(model)
   jit = lambda name, **kw: common.jitted(family, graphdef, name, **kw)
   nt = len(next(iter(texts.values())))

@@ -15,6 +15,7 @@ import re
 from etils import epath
 
 from vlx.data import builder_base as bb
+from vlx.data import release_layout as rl
 
 FILE_ENV = "VLX_VIDEO_TEXT_FILE"   # path of the annotation file (overrides the config / defaults)
 EXTENSIONS = (".csv", ".tsv", ".jsonl")
@@ -32,7 +33,8 @@ Put your videos and one annotation file in the manual dir (--manual_dir, default
   MY_DIR/
     video_text.csv          (or video_text.tsv / video_text.jsonl; or per split:
                              video_text_train.csv, video_text_val.csv, ...)
-    clips/cat.mp4 ...       (any layout: paths in the file are relative to MY_DIR, or absolute)
+    clips/cat.mp4 ...       (any layout: paths in the file are relative to the file's folder or
+                             MY_DIR, or absolute; the file may sit one or two folders down)
 
 video_text.csv (header row; UTF-8; quote captions that contain commas):
   video,caption,split
@@ -113,8 +115,8 @@ def parse(path: str, task: str, manual_dir: str, default_split: str = "train") -
     if start is not None and end is not None and end <= start:
       raise bb.AnnotationError(path, line, "end", f"a time after start={start}, got {end}")
     clip = (video, start, end)
-    vpath = os.path.join(manual_dir, os.path.expanduser(video))
-    entry = splits[split].setdefault(clip, dict(video_path=os.path.abspath(vpath), texts=[],
+    entry = splits[split].setdefault(clip, dict(video_path=video_path(video, path, manual_dir),
+                                                texts=[],
                                                 label=None, line=line))
     if task == "captions":
       texts = value if isinstance(value, list) else [value]
@@ -128,9 +130,19 @@ def parse(path: str, task: str, manual_dir: str, default_split: str = "train") -
   return dict(splits)
 
 
+def video_path(video: str, annotation_file: str, manual_dir: str) -> str:
+  """A relative path resolves against the annotation file's folder, then manual_dir (the
+  path reported when neither exists); absolute and ~ paths are taken as they are."""
+  video = os.path.expanduser(video)
+  candidates = [os.path.abspath(os.path.join(d, video))
+                for d in (os.path.dirname(os.path.abspath(annotation_file)), manual_dir)]
+  return next((c for c in candidates if os.path.exists(c)), candidates[-1])
+
+
 def find_annotations(manual_dir: str, configured: str = "") -> dict[str, str]:
   """{'' or split: file} from, in order: VLX_VIDEO_TEXT_FILE, the config's `annotations`,
-  video_text.{csv,tsv,jsonl}, video_text_<split>.{csv,tsv,jsonl}."""
+  video_text.{csv,tsv,jsonl}, video_text_<split>.{csv,tsv,jsonl}, then video_text.* one or
+  two folders down (two candidates there: DatasetLayoutError naming both)."""
   explicit = os.environ.get(FILE_ENV) or configured
   if explicit:
     path = os.path.join(manual_dir, os.path.expanduser(explicit))
@@ -146,6 +158,11 @@ def find_annotations(manual_dir: str, configured: str = "") -> dict[str, str]:
     m = re.match(r"^video_text_([a-z][a-z0-9_]*)(\.csv|\.tsv|\.jsonl)$", name)
     if m:
       per_split[m.group(1)] = os.path.join(manual_dir, name)
+  if not per_split and os.path.isdir(manual_dir):   # a folder of its own, one or two levels down
+    lay = rl.Layout(manual_dir, "video_text", index_videos=False, max_depth=2)
+    found = lay.find([f"video_text{ext}" for ext in EXTENSIONS])
+    if found:
+      return {"": found}
   if not per_split:
     raise FileNotFoundError(
         f"video_text: no annotation file in {manual_dir}: expected video_text.csv, .tsv or "

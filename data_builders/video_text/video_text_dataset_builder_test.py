@@ -5,7 +5,8 @@ import pathlib
 import pytest
 
 from data_builders.video_text import video_text_dataset_builder as vt
-from vlx.data import testing
+from vlx.data import builder_base as bb
+from vlx.data import layout_testing, testing
 
 CSV = """video,caption,label,split,start,end
 clips/cat.mp4,a cat jumps,cat,train,,
@@ -70,3 +71,31 @@ def test_per_split_files_and_env_override(tmp_path):
     assert sorted(vt.load(str(tmp_path), vt.VideoTextConfig(name="c"))) == ["test"]
   with pytest.raises(FileNotFoundError, match="expected video_text.csv"):
     vt.load(str(tmp_path / "empty"), vt.VideoTextConfig(name="c"))
+
+
+def test_annotation_file_in_a_folder_of_its_own(tmp_path):
+  """The folder copied into the manual dir as a whole: video_text.csv one level down, paths
+  relative to it; a video that is nowhere is reported relative to the manual dir."""
+  (tmp_path / "mydata").mkdir()
+  (tmp_path / "mydata" / "video_text.csv").write_text(
+      "video,caption,split\nclips/a.mp4,one,train\nclips/b.mp4,two,train\ngone.mp4,x,val\n")
+  layout_testing.touch([tmp_path / "mydata" / "clips" / "a.mp4", tmp_path / "clips" / "b.mp4"])
+  recs = layout_testing.split_records(vt.Builder, "captions", tmp_path)
+  assert sorted(r.video_path for r in recs["train"]) == [
+      str(tmp_path / "clips" / "b.mp4"), str(tmp_path / "mydata" / "clips" / "a.mp4")]
+  assert [r.video_path for r in recs["val"]] == [str(tmp_path / "gone.mp4")]
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "video_text.csv").write_text("video,caption\nc.mp4,three\n")
+  with pytest.raises(bb.DatasetLayoutError, match=r"video_text: two candidates for video_text.csv"
+                     r" under .*: mydata/video_text.csv and other/video_text.csv"):
+    layout_testing.split_records(vt.Builder, "captions", tmp_path)
+
+
+def test_split_without_any_video_is_one_line(tmp_path):
+  (tmp_path / "video_text.csv").write_text("video,caption\nclips/a.mp4,one\nclips/b.mp4,two\n")
+  with pytest.raises(bb.DatasetLayoutError) as info:
+    testing.build(vt.Builder, "captions", tmp_path, tmp_path / "data")
+  assert str(info.value) == (
+      f"video_text/captions/train: none of the 2 annotated videos found under {tmp_path} "
+      "(searched 5 folder levels for <id>.mp4/.avi/.webm/.mkv/.mov/.m4v/.flv); e.g. tried "
+      f"{tmp_path / 'clips' / 'a.mp4'}")

@@ -149,7 +149,7 @@ def synthetic_batch(step: int, batch_size: int, cfg: ml_collections.ConfigDict,
 
 
 def make_train_iterator(config, mesh, *, start_step: int = 0):
-  """Synthetic stand-in for vlx.data.pipeline.make_train_iterator (global sharded batches)."""
+  """Synthetic stand-in for vlx.data.train_stream.make_train_iterator (global sharded batches)."""
   sharding = shd.batch_sharding(mesh, config.mesh.rules)
   step = start_step
   while True:
@@ -159,7 +159,7 @@ def make_train_iterator(config, mesh, *, start_step: int = 0):
 
 
 def make_eval_batches(eval_cfg, config, *, batch_size: int, num_videos: int = 20):
-  """Synthetic stand-in for vlx.data.pipeline.make_eval_batches (numpy, padded last batch)."""
+  """Synthetic stand-in for vlx.data.eval_stream.make_eval_batches (numpy, padded last batch)."""
   full = synthetic_batch(10 ** 6, num_videos, config, seed=7)
   for start in range(0, num_videos, batch_size):
     rows = {k: v[start:start + batch_size] for k, v in full.items()}

@@ -167,3 +167,80 @@ def test_index_videos_first_folder_wins(tmp_path):
   index = bb.index_videos([tmp_path / "a", tmp_path / "b", tmp_path / "absent"], (".mp4", ".webm"))
   assert index == {"x": str(tmp_path / "a" / "x.mp4"), "y": str(tmp_path / "b" / "sub" / "y.webm")}
   assert bb.index_videos(tmp_path / "b", (".webm",), recursive=False) == {}
+
+
+# ----------------------------------------------------------------------------- release layouts
+
+def _tree(root, names):
+  for name in names:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(name)
+
+
+def test_layout_prefers_documented_place_then_shallowest_and_names_ambiguity(tmp_path):
+  _tree(tmp_path, ["a/b/c/split.csv", "zip/data/split.csv", "x/LIST.CSV", "y/list.csv"])
+  lay = bb.Layout(tmp_path, "toy")
+  assert lay.find("split.csv", ("data",)) == str(tmp_path / "zip/data/split.csv")
+  assert lay.find("split.csv") == str(tmp_path / "zip/data/split.csv")  # shallower than a/b/c
+  assert lay.find(["nope.csv", "SPLIT.csv"], ("b/c",)) == str(tmp_path / "a/b/c/split.csv")
+  assert lay.find("nope.csv") is None
+  with pytest.raises(bb.DatasetLayoutError, match=r"^toy: two candidates for LIST.CSV under "
+                     r".*: x/LIST.CSV and y/list.csv; remove or rename one"):
+    lay.find("list.csv")
+  (tmp_path / "y/list.csv").write_text("x/LIST.CSV")   # the same bytes: not ambiguous
+  assert bb.Layout(tmp_path, "toy").find("list.csv") == str(tmp_path / "x/LIST.CSV")
+  with pytest.raises(bb.release_layout.FilesMissing, match=r"^toy: nope.csv or n2.csv not found"
+                     r" under .* \(searched 5 folder levels\)"):
+    lay.require(["nope.csv", "n2.csv"])
+
+
+def test_layout_videos_by_stem_any_extension_case_and_depth(tmp_path):
+  _tree(tmp_path, ["MSRVTT/videos/all/video1.MP4", "MSRVTT/videos/all/video2.webm",
+                   "copy/video2.mp4", "old/videos/all/video2.mkv", "notes/video3.txt",
+                   "1/2/3/4/5/deep.mp4", "1/2/3/4/5/6/too_deep.mp4", "__MACOSX/video4.mp4",
+                   "big/skipme/video5.mp4"])
+  lay = bb.Layout(tmp_path, "toy", video_dirs=("TrainValVideo", "videos/all"), skip=("skipme",))
+  assert lay.video("video1", "/d/video1.mp4") == str(tmp_path / "MSRVTT/videos/all/video1.MP4")
+  # documented folder first; among two there, the shallower; then the extension order
+  assert lay.video("video2", "") == str(tmp_path / "MSRVTT/videos/all/video2.webm")
+  assert lay.video(["video3", "video9"], "/d/video3.mp4") == "/d/video3.mp4"
+  assert lay.video("deep", "") == str(tmp_path / "1/2/3/4/5/deep.mp4")
+  assert [lay.video(v, "") for v in ("too_deep", "video4", "video5")] == ["", "", ""]
+  assert lay.find_dir("all", ("MSRVTT/videos",)) == str(tmp_path / "MSRVTT/videos/all")
+
+
+def test_split_helpers_warn_about_missing_splits_and_fail_when_none_is_left(tmp_path, capsys):
+  lay = bb.Layout(tmp_path, "toy/c")
+  def records(split):
+    return [bb.VideoRecord("k", str(tmp_path / "v.mp4"), {})] if split == "a" else \
+        lay.require(f"{split}.csv")
+  splits = bb.release_layout.per_split(["a", "b"], records)
+  assert splits["b"] == bb.Missing(("b.csv",))
+  assert list(bb.release_layout.buildable(splits, "toy/c", str(tmp_path))) == ["a"]
+  assert capsys.readouterr().out == (f"WARNING: toy/c: building a; not building b (needs b.csv):"
+                                     f" not found under {tmp_path}\n")
+  with pytest.raises(bb.DatasetLayoutError, match=r"^toy/c: no split can be built from .*: "
+                     r"b.csv not found \(searched 5 folder levels\)"):
+    bb.release_layout.buildable({"b": splits["b"]}, "toy/c", str(tmp_path))
+  with pytest.raises(bb.DatasetLayoutError, match=(
+      r"^toy/c/a: none of the 1 annotated videos found under /m \(searched 5 folder levels for "
+      r"<id>.mp4/.avi/.webm/.mkv/.mov/.m4v/.flv\); e.g. tried .*/v.mp4$")):
+    bb.release_layout.check_videos_present({"a": splits["a"]}, "toy/c", "/m")
+
+
+def test_generate_examples_stops_on_an_empty_split(tmp_path):
+  config = bb.VideoBuilderConfig(name="c")
+  testing.write_corrupt(tmp_path / "bad.mp4")
+  recs = [bb.VideoRecord("a", str(tmp_path / "gone.mp4"), {}),
+          bb.VideoRecord("b", str(tmp_path / "bad.mp4"), {})]
+  with testing.environ(VLX_BUILD_REPORT_DIR=str(tmp_path / "rep"), VLX_FRAME_CACHE=None):
+    with pytest.raises(bb.DatasetLayoutError, match=(
+        r"^toy/c/s: none of the 2 annotated videos could be decoded \(1 found, all "
+        r"undecodable\), e.g. .*bad.mp4")):
+      list(bb.generate_examples(recs, config, builder_name="toy", split="s", num_workers=1,
+                                where="/m"))
+    with pytest.raises(bb.DatasetLayoutError, match=(
+        r"^toy/c/s: none of the 1 annotated videos found under /m .*; e.g. tried .*gone.mp4$")):
+      list(bb.generate_examples(recs[:1], config, builder_name="toy", split="s", num_workers=1,
+                                where="/m"))

@@ -12,11 +12,17 @@ from safetensors.numpy import save_file
 
 import vlx  # noqa: F401
 from vlx import checkpoint as ckpt
-from vlx.convert.backbones import ALLINONE, init_from_backbones, layout_for, summary
+from vlx.convert.backbones import init_from_backbones, summary
 from vlx.convert.engine import abstract_model
 from vlx.convert.errors import ConversionError, ShapeMismatchError, WrongFamilyError
+from vlx.models.allinone import FAMILY
 from vlx.models.allinone.model import build, model_config
 from timm_state import random_timm_vit
+
+
+def _init(state, **kw):
+  """init_from_backbones with All-in-one's layout (Family.backbone_layout)."""
+  return init_from_backbones(state, layout=FAMILY.backbone_layout, **kw)
 
 pytestmark = pytest.mark.torch  # writes/reads .pth files
 
@@ -53,8 +59,8 @@ def test_timm_vit_lands_where_expected(tmp_path):
   rng = np.random.default_rng(0)
   vit = _vit(rng)
   params = _params()
-  assert layout_for(_flat(params)) is ALLINONE
-  state, report = init_from_backbones(params, vit_file=_save(tmp_path, vit, "vit.safetensors"))
+  assert FAMILY.backbone_layout.video == "transformer/"
+  state, report = _init(params, vit_file=_save(tmp_path, vit, "vit.safetensors"))
   got = _flat(state)
   t = "transformer/"
   np.testing.assert_array_equal(got[t + "cls_token"], vit["cls_token"])
@@ -93,7 +99,7 @@ def test_pos_embed_resized_like_the_reference(tmp_path):
   """A 2x2-grid table into the 4x4 model: CLS row kept, grid = torch bilinear, align_corners."""
   rng = np.random.default_rng(1)
   vit = _vit(rng, grid=2)
-  state, _ = init_from_backbones(_params(), vit_file=_save(tmp_path, vit))
+  state, _ = _init(_params(), vit_file=_save(tmp_path, vit))
   got = _flat(state)["transformer/pos_embed"]
   grid = torch.from_numpy(vit["pos_embed"][:, 1:]).reshape(1, 2, 2, D).permute(0, 3, 1, 2)
   want = torch.nn.functional.interpolate(grid, size=(4, 4), mode="bilinear", align_corners=True)
@@ -109,7 +115,7 @@ def test_distilled_deit_and_init_from(tmp_path):
   vit = _vit(rng, distilled=True)
   init = ml_collections.ConfigDict(dict(from_converted="", from_checkpoint="", bert_dir="",
                                         vit_file=_save(tmp_path, vit)))
-  state = ckpt.init_from({"params": _params(distilled=True)}, init)
+  state = ckpt.init_from({"params": _params(distilled=True)}, init, family=FAMILY)
   got = _flat(state["params"])
   np.testing.assert_array_equal(got["transformer/dist_token"], vit["dist_token"])
   np.testing.assert_array_equal(got["transformer/pos_embed"], vit["pos_embed"])
@@ -121,26 +127,26 @@ def test_clear_errors(tmp_path):
   rng = np.random.default_rng(3)
   params = _params()
   with pytest.raises(ConversionError, match="loads no BERT weights"):
-    init_from_backbones(params, bert_dir=str(tmp_path))
+    _init(params, bert_dir=str(tmp_path))
   missing = _vit(rng)
   del missing["pos_embed"]
   with pytest.raises(WrongFamilyError, match="not a timm ViT state dict"):
-    init_from_backbones(params, vit_file=_save(tmp_path, missing, "missing.pth"))
+    _init(params, vit_file=_save(tmp_path, missing, "missing.pth"))
   extra = dict(_vit(rng), **{"blocks.0.ls1.gamma": np.ones(D, np.float32)})
   with pytest.raises(ConversionError, match=r"match no rule.*blocks\.0\.ls1\.gamma"):
-    init_from_backbones(params, vit_file=_save(tmp_path, extra, "extra.pth"))
+    _init(params, vit_file=_save(tmp_path, extra, "extra.pth"))
   with pytest.raises(ShapeMismatchError, match="3 blocks but the model has"):
-    init_from_backbones(params, vit_file=_save(tmp_path, _vit(rng, depth=3), "deep.pth"))
+    _init(params, vit_file=_save(tmp_path, _vit(rng, depth=3), "deep.pth"))
   with pytest.raises(WrongFamilyError, match="is a distilled DeiT"):
-    init_from_backbones(params, vit_file=_save(tmp_path, _vit(rng, distilled=True), "s.pth"))
+    _init(params, vit_file=_save(tmp_path, _vit(rng, distilled=True), "s.pth"))
   wide = {k: (np.zeros((v.shape[0], 3 * v.shape[1]), v.dtype) if k.endswith("mlp.fc2.weight")
               else v) for k, v in _vit(rng).items()}
   with pytest.raises(ShapeMismatchError, match="mlp.fc2.weight"):
-    init_from_backbones(params, vit_file=_save(tmp_path, wide, "wide.pth"))
+    _init(params, vit_file=_save(tmp_path, wide, "wide.pth"))
   # a block weight absent from the file: partial load, reported (never silent)
   partial = _vit(rng)
   del partial["blocks.1.norm2.bias"]
-  _, report = init_from_backbones(params, vit_file=_save(tmp_path, partial, "partial.pth"))
+  _, report = _init(params, vit_file=_save(tmp_path, partial, "partial.pth"))
   assert [k for k in report["kept_init_paths"] if k.startswith("transformer/")] == [
       "transformer/blocks/1/norm2/bias"]
   assert report["kept_init"]["transformer/blocks"]["reason"] == "not in the ViT file: fresh init"

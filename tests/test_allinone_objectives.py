@@ -105,11 +105,22 @@ def test_losses_from_recorded_logits(reference_dir):
 def test_fixture_outputs_match_reference(fixture):
   """Every head / loss / gradient output of the fixture through the converted model."""
   from vlx.models.allinone import load_fixture as lf
+  from vlx.convert import parity, reverse
   name, d, _, ref = fixture
   cfg, x, sd = lf.read_fixture(d)
-  model = lf.build_from_fixture(cfg, sd)
+  result = lf.convert_fixture(cfg, sd)
   with jax.default_matmul_precision("highest"):
-    out = obj.fixture_outputs(model, lf.model_inputs(x), cfg, compiler_options=FAST_COMPILE)
+    out = obj.fixture_outputs(result.model, lf.model_inputs(x), cfg, lf.source_grads(result, sd),
+                              compiler_options=FAST_COMPILE)
+  # held-out fixtures check other parameters: the gradient names cover every parameter of the
+  # model (through the converter rules in reverse), the fixture's names are a subset
+  params = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(result.model,
+                                                                          nnx.Param))}
+  for tag in ("pretrain", "itc"):
+    names = [str(n) for n in out[f"grad_{tag}_names"]]
+    assert reverse.covered_targets(result, names) == params, tag
+    assert set(ref[f"grad_{tag}_names"]) <= set(names), tag
+  out = parity.align_named(out, ref)      # name-indexed outputs compare by name
   core = {"text_embeds", "image_embeds", "image_masks", "final_norm_per_frame", "final_seq",
           "text_feats", "image_feats", "cls_feats", "raw_cls_feats", "text_masks_out",
           "image_masks_out"}

@@ -4,7 +4,6 @@ from config.json), and the model's heads on the main fixture. Losses/gradients: 
 from __future__ import annotations
 
 import json
-import pathlib
 
 import jax
 import numpy as np
@@ -124,9 +123,11 @@ def test_heads_match_reference(reference_dir, fast_jit):
 
 
 def test_family_runner_and_tolerances():
-  fn, module = parity.family_runner("allinone")
-  assert fn is lf.compute_fixture_outputs and module.TOLERANCES is lf.TOLERANCES
-  t = lambda k: parity.tolerance(k, lf.TOLERANCES)
+  from vlx.models import allinone
+  fn, family = parity.family_runner("allinone")
+  assert fn is allinone.FAMILY.fixture_outputs and family is allinone.FAMILY
+  table = parity.tolerances(family)
+  t = lambda k: parity.tolerance(k, table)
   assert t("image_masks_out") == (0.0, 0.0) and t("grad_itc_norms") == (1e-6, 1e-3)
+  assert t("grad_itc_names") == (0.0, 0.0)
   assert t("itm_wpa_loss") == (1e-6, 1e-5) and t("block_1_out") == (1e-4, 1e-4)
-  assert pathlib.Path(lf.__file__).name == "load_fixture.py"

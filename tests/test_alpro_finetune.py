@@ -143,9 +143,9 @@ def test_init_from_resizes_time_embed_and_names_mismatches(monkeypatch, caplog):
   fresh = np.asarray(params["classifier"]["kernel"][...])
   init = ml_collections.ConfigDict(dict(from_converted="conv", from_checkpoint="", keep_init=()))
   with pytest.raises(ValueError, match=r"classifier/(kernel|bias) has shape \((3, )?7,?\).*\((3, )?5,?\)"):
-    ckpt.init_from(dict(params=params, other=other), init)
+    ckpt.init_from(dict(params=params, other=other), init, family=alpro.FAMILY)
   init.keep_init = ("^classifier/",)
-  out = ckpt.init_from(dict(params=params, other=other), init)
+  out = ckpt.init_from(dict(params=params, other=other), init, family=alpro.FAMILY)
   te = np.asarray(out["params"]["video"]["time_embed"][...])
   np.testing.assert_array_equal(te, src[:, [0, 0, 1, 1, 2, 2, 3, 3]])   # floor(i * 4 / 8)
   np.testing.assert_array_equal(out["params"]["classifier"]["kernel"][...], fresh)
@@ -154,7 +154,8 @@ def test_init_from_resizes_time_embed_and_names_mismatches(monkeypatch, caplog):
   _, params16, other16 = nnx.split(_Model(16), nnx.Param, ...)
   with caplog.at_level(logging.INFO):
     out = ckpt.init_from(dict(params=params16, other=other16),
-                         ml_collections.ConfigDict(dict(from_converted="conv", keep_init=())))
+                         ml_collections.ConfigDict(dict(from_converted="conv", keep_init=())),
+                         family=alpro.FAMILY)
   np.testing.assert_array_equal(out["params"]["video"]["time_embed"][...],
                                 np.repeat(src, 4, axis=1))
   assert "classifier/kernel" in caplog.text and "fresh init" in caplog.text

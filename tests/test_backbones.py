@@ -13,13 +13,18 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 import vlx  # noqa: F401
-from configs.alpro_pretrain import alpro_model
 from vlx.convert.engine import abstract_model
 from vlx.convert.backbones import init_from_backbones, summary
 from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, ShapeMismatchError,
                                 WrongFamilyError)
-from vlx.models.alpro import build
+from vlx.models.alpro import FAMILY, build
+from vlx.models.alpro.model import model_config as alpro_model
 from timm_state import random_timm_vit
+
+
+def _init(state, **kw):
+  """init_from_backbones with ALPRO's layout (Family.backbone_layout)."""
+  return init_from_backbones(state, layout=FAMILY.backbone_layout, **kw)
 
 pytestmark = pytest.mark.torch  # writes/reads .pth files
 
@@ -100,7 +105,7 @@ def _vit_file(tmp_path, sd, name="vit.pth") -> str:
 def test_values_land_where_expected(tmp_path):
   rng = np.random.default_rng(0)
   bert, vit = _bert(rng), _vit(rng)
-  state, report = init_from_backbones(_params(), bert_dir=_bert_dir(tmp_path, bert),
+  state, report = _init(_params(), bert_dir=_bert_dir(tmp_path, bert),
                                       vit_file=_vit_file(tmp_path, vit))
   got = _flat(state)
   # BERT: every layer k -> text layer k, fusion layers (k >= fusion_layer=2) included.
@@ -159,7 +164,7 @@ def test_abstract_state_and_partial_sources(tmp_path):
   """Only a BERT given: the video keeps its init and is reported; abstract leaves stay abstract."""
   rng = np.random.default_rng(1)
   bert = _bert(rng, prefix="", gamma=True, mlm=False, nsp=False)  # bare BertModel, gamma/beta
-  state, report = init_from_backbones(_params("retrieval", abstract=True),
+  state, report = _init(_params("retrieval", abstract=True),
                                       bert_dir=_bert_dir(tmp_path, bert), vit_file="")
   leaves = dict(nnx.to_flat_state(state))
   word = leaves[("text", "embeddings", "word", "embedding")]
@@ -173,7 +178,7 @@ def test_abstract_state_and_partial_sources(tmp_path):
   assert "no init.vit_file" in report["kept_init"]["video/blocks"]["reason"]
   assert "no MLM head" in report["kept_init"]["mlm_head"]["reason"]
   # nothing given: unchanged, everything reported as kept
-  same, empty = init_from_backbones(_params("retrieval", abstract=True), bert_dir="", vit_file=None)
+  same, empty = _init(_params("retrieval", abstract=True), bert_dir="", vit_file=None)
   assert not empty["initialised"] and not empty["sources"]
   assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(same))
   assert "no init.bert_dir" in empty["kept_init"]["text/layers"]["reason"]
@@ -189,7 +194,7 @@ def test_qa_model_and_other_file_formats(tmp_path):
   (pathlib.Path(_bert_dir(tmp_path, bert)) / "config.json").rename(d / "config.json")
   torch.save({k: torch.from_numpy(v) for k, v in bert.items()}, d / "pytorch_model.bin")
   save_file(vit, str(tmp_path / "vit.safetensors"))
-  state, report = init_from_backbones(_params("qa", abstract=True), bert_dir=str(d),
+  state, report = _init(_params("qa", abstract=True), bert_dir=str(d),
                                       vit_file=str(tmp_path / "vit.safetensors"))
   assert "has none" in report["unused"]["bert:cls.predictions.transform.dense.weight"]
   assert report["sources"]["bert"]["path"].endswith("pytorch_model.bin")
@@ -204,25 +209,25 @@ def test_wrong_files_give_clear_errors(tmp_path):
   rng = np.random.default_rng(3)
   params = _params(abstract=True)
   with pytest.raises(CheckpointNotFoundError, match="not a directory"):
-    init_from_backbones(params, bert_dir=str(tmp_path / "nope"))
+    _init(params, bert_dir=str(tmp_path / "nope"))
   with pytest.raises(ShapeMismatchError, match="num_hidden_layers=12 .* model.text.num_layers=4"):
-    init_from_backbones(params, bert_dir=_bert_dir(tmp_path, _bert(rng), num_hidden_layers=12))
+    _init(params, bert_dir=_bert_dir(tmp_path, _bert(rng), num_hidden_layers=12))
   vit = _vit(rng)
   with pytest.raises(WrongFamilyError, match="not a timm ViT"):  # a BERT file given as the ViT
-    init_from_backbones(params, vit_file=_vit_file(tmp_path, _bert(rng), "bert.pth"))
+    _init(params, vit_file=_vit_file(tmp_path, _bert(rng), "bert.pth"))
   with pytest.raises(ShapeMismatchError, match="3 blocks .* model.video.depth=2"):
-    init_from_backbones(params, vit_file=_vit_file(tmp_path, _vit(rng, depth=3), "deep.pth"))
+    _init(params, vit_file=_vit_file(tmp_path, _vit(rng, depth=3), "deep.pth"))
   bad = dict(vit, pos_embed=vit["pos_embed"][:, :3])
   with pytest.raises(ShapeMismatchError, match="pos_embed -> video/pos_embed"):
-    init_from_backbones(params, vit_file=_vit_file(tmp_path, bad, "bad.pth"))
+    _init(params, vit_file=_vit_file(tmp_path, bad, "bad.pth"))
   extra = dict(vit, **{"blocks.0.ls1.gamma": np.ones(D, np.float32)})
   with pytest.raises(ConversionError, match="blocks.0.ls1.gamma"):
-    init_from_backbones(params, vit_file=_vit_file(tmp_path, extra, "ls.pth"))
+    _init(params, vit_file=_vit_file(tmp_path, extra, "ls.pth"))
   untied = _bert(rng)
   untied["cls.predictions.decoder.weight"] += 1.0
   (tmp_path / "u").mkdir()
   with pytest.raises(ConversionError, match="decoder.weight should be the same tensor"):
-    init_from_backbones(params, bert_dir=_bert_dir(tmp_path / "u", untied))
+    _init(params, bert_dir=_bert_dir(tmp_path / "u", untied))
 
 
 def test_real_transformers_bert_matches_huggingface(tmp_path):
@@ -234,7 +239,7 @@ def test_real_transformers_bert_matches_huggingface(tmp_path):
       intermediate_size=I, max_position_embeddings=P)).eval()
   hf.save_pretrained(tmp_path / "hf")
   graphdef, params, rest = nnx.split(abstract_model(build, _config("retrieval")), nnx.Param, ...)
-  params, report = init_from_backbones(params, bert_dir=str(tmp_path / "hf"))
+  params, report = _init(params, bert_dir=str(tmp_path / "hf"))
   # the video side is not used here: give its abstract leaves some value
   params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype)
                         if isinstance(x, jax.ShapeDtypeStruct) else x, params)
@@ -259,7 +264,7 @@ def test_sharded_state_keeps_its_shardings(tmp_path):
                         _params("retrieval"))
   rng = np.random.default_rng(5)
   vit = _vit(rng)
-  state, _ = init_from_backbones(params, bert_dir=_bert_dir(tmp_path, _bert(rng)),
+  state, _ = _init(params, bert_dir=_bert_dir(tmp_path, _bert(rng)),
                                  vit_file=_vit_file(tmp_path, vit))
   before = jax.tree.map(lambda x: x.sharding, params)
   after = jax.tree.map(lambda x: x.sharding, state)

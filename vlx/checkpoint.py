@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -24,6 +25,7 @@ from etils import epath
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
+from vlx.layers import common
 from vlx.optim import path_str
 
 
@@ -125,25 +127,19 @@ def _resolve_checkpoint(path: str) -> pathlib.Path:
                           "(expected a vlx workdir, its checkpoints/ folder or checkpoints/<step>)")
 
 
-# Variables whose length may change between pre-training and fine-tuning: {key regex: axis}.
-# TimeSformer's time embedding (4 pre-training frames -> 8 / 16 fine-tuning frames) is resized
-# by nearest interpolation, index floor(i * T_old / T_new), as the reference does (spec §8).
-RESIZABLE = {r"(^|/)video/time_embed$": 1}
-
-
 def _adapt(key: str, src: Any, shape: tuple[int, ...], keep_init: tuple[str, ...],
-           what: str) -> np.ndarray | None:
-  """The source value fitted to `shape`; None = keep the fresh init (declared in keep_init)."""
+           what: str, resizable: Mapping[str, int]) -> np.ndarray | None:
+  """The source value fitted to `shape`; None = keep the fresh init (declared in keep_init).
+  `resizable` ({key regex: axis}, the family's resizable_params): nearest-resized along axis."""
   src = np.asarray(src)
   if tuple(src.shape) == tuple(shape):
     return src
-  for rx, axis in RESIZABLE.items():
+  for rx, axis in resizable.items():
     same_elsewhere = src.ndim == len(shape) and all(
         a == b for i, (a, b) in enumerate(zip(src.shape, shape)) if i != axis)
     if re.search(rx, key) and same_elsewhere:
-      idx = (np.arange(shape[axis]) * src.shape[axis]) // shape[axis]
       logging.info("%s: %s resized %s -> %s (nearest)", what, key, src.shape, shape)
-      return np.take(src, idx, axis=axis)
+      return common.nearest_resize_1d(src, shape[axis], axis)
   if any(re.search(rx, key) for rx in keep_init):
     logging.info("%s: %s keeps its fresh init (source shape %s != model shape %s; declared in "
                  "config.init.keep_init)", what, key, src.shape, shape)
@@ -154,11 +150,11 @@ def _adapt(key: str, src: Any, shape: tuple[int, ...], keep_init: tuple[str, ...
 
 
 def _load_into(target: Any, source: dict[str, Any], what: str,
-               keep_init: tuple[str, ...] = (),
-               reinit: tuple[str, ...] = ()) -> tuple[Any, list[str]]:
+               keep_init: tuple[str, ...] = (), reinit: tuple[str, ...] = (),
+               resizable: Mapping[str, int] | None = None) -> tuple[Any, list[str]]:
   """Copies source leaves into target (an nnx.State of arrays) by path.
 
-  Same shape: copied; `RESIZABLE` keys: resized; other shape changes: an error unless a regex of
+  Same shape: copied; `resizable` keys: resized; other shape changes: an error unless a regex of
   `keep_init` matches the key. Model keys absent in the source (e.g. a new QA classifier) or
   matched by a regex of `reinit` keep their fresh init and are logged by name."""
   loaded = []
@@ -170,7 +166,8 @@ def _load_into(target: Any, source: dict[str, Any], what: str,
     if src is not None and any(re.search(rx, key) for rx in reinit):
       logging.info("%s: %s re-initialised (config.init.reinit)", what, key)
       src = None
-    value = None if src is None else _adapt(key, src, tuple(leaf.shape), keep_init, what)
+    value = None if src is None else _adapt(key, src, tuple(leaf.shape), keep_init, what,
+                                                  resizable or {})
     if value is None:
       leaves.append(leaf)
       continue
@@ -201,28 +198,33 @@ def _load_converted_fn():
                     "not available in this installation")
 
 
-def init_from(state: dict[str, Any], init_cfg, *, training: bool = True) -> dict[str, Any]:
+def init_from(state: dict[str, Any], init_cfg, *, training: bool = True,
+              family: Any | None = None) -> dict[str, Any]:
   """Applies config.init: public backbones (bert_dir / vit_file), then params (and model
   variables) from another vlx run (from_checkpoint) or a converted dir (from_converted).
 
-  Shape changes: see `_load_into` (time_embed resized; others an error unless declared in
-  init_cfg.keep_init, a tuple of key regexes). init_cfg.reinit (key regexes): arrays that keep
-  their fresh init when a training run starts from those weights (All-in-one re-creates its ITM
-  head before multiple-choice fine-tuning); `training=False` (`--mode eval`, e.g. zero-shot
-  evaluation) loads them like every other array."""
+  `family` (the vlx.registry.Family of config.model.family) supplies the backbone layout
+  (bert_dir / vit_file need it) and `resizable_params`. Shape changes: see `_load_into` (the
+  family's resizable parameters, e.g. ALPRO's time_embed, are resized; others are an error
+  unless declared in init_cfg.keep_init, a tuple of key regexes). init_cfg.reinit (key regexes):
+  arrays that keep their fresh init when a training run starts from those weights (All-in-one
+  re-creates its ITM head before multiple-choice fine-tuning); `training=False` (`--mode eval`,
+  e.g. zero-shot evaluation) loads them like every other array."""
   keep_init = tuple(init_cfg.get("keep_init", ()) or ())
   reinit = tuple(init_cfg.get("reinit", ()) or ()) if training else ()
+  resizable = dict(getattr(family, "resizable_params", None) or {})
   if init_cfg.get("bert_dir") or init_cfg.get("vit_file"):
     from vlx.convert.backbones import init_from_backbones, summary  # lazy: reads torch files
     state = dict(state)
     state["params"], report = init_from_backbones(
-        state["params"], bert_dir=init_cfg.get("bert_dir"), vit_file=init_cfg.get("vit_file"))
+        state["params"], layout=getattr(family, "backbone_layout", None),
+        bert_dir=init_cfg.get("bert_dir"), vit_file=init_cfg.get("vit_file"))
     logging.info("init from backbones:\n%s", summary(report))
   if init_cfg.get("from_checkpoint"):
     path = _resolve_checkpoint(init_cfg.from_checkpoint)
     state = dict(state)
     state["params"], loaded = _load_into(state["params"], _flat(_restore_params_numpy(path)),
-                                         f"init from {path}", keep_init, reinit)
+                                         f"init from {path}", keep_init, reinit, resizable)
     if not loaded:
       raise ValueError(f"config.init.from_checkpoint={path}: no parameter matched the model")
   if init_cfg.get("from_converted"):
@@ -230,9 +232,10 @@ def init_from(state: dict[str, Any], init_cfg, *, training: bool = True) -> dict
     source = _flat(nnx.to_pure_dict(converted) if isinstance(converted, nnx.State) else converted)
     state = dict(state)
     what = f"init from converted {init_cfg.from_converted}"
-    state["params"], loaded = _load_into(state["params"], source, what, keep_init, reinit)
+    state["params"], loaded = _load_into(state["params"], source, what, keep_init, reinit,
+                                         resizable)
     state["other"], _ = _load_into(state["other"], source, what + " (non-Param variables)",
-                                   keep_init, reinit)
+                                   keep_init, reinit, resizable)
     if not loaded:
       raise ValueError(f"config.init.from_converted={init_cfg.from_converted}: no parameter "
                        "matched the model (wrong family or head?)")

@@ -42,12 +42,16 @@ class Family:
     converter: import path of the module with the converter rules (vlx.convert.engine reads it;
       imported on use), None = no converter.
     fixture_outputs(fixture_dir) -> {name: array}: the parity runner of the reference fixtures.
+    parity_tolerances: ((key regex, atol, rtol), ...) for `python -m vlx.convert.parity
+      --compare`, first fullmatch wins, atol = rtol = 0 means exact; keys no regex matches use
+      vlx.convert.parity.DEFAULT_TOLERANCES (gradients rtol 1e-3, everything else 1e-4).
     resizable_params: {regex: axis} of parameters nearest-resized along `axis` when a loaded
       checkpoint's shape differs there (e.g. a temporal position table).
-    backbone_layout: where public backbones (BERT, ViT) sit in the module tree (vlx.convert).
+    backbone_layout: a vlx.convert.backbones.Layout: where public backbones (BERT, ViT) sit in the
+      module tree (init.bert_dir / init.vit_file); None = not supported.
   Data:
-    data_hooks(config) -> sequence of extra per-row / per-batch producers (vlx.data) that add the
-      batch keys only this family needs; None = none.
+    data_hooks(config) -> sequence of vlx.data.hooks.RowHook: per-row / per-batch producers (and
+      zipped draw streams) that add the batch keys only this family needs; None = none.
   """
   name: str
   build: Callable[..., Any]
@@ -66,6 +70,7 @@ class Family:
   class_logits: Callable[..., Any] | None = None
   converter: str | None = None
   fixture_outputs: Callable[[Any], Mapping[str, Any]] | None = None
+  parity_tolerances: tuple[tuple[str, float, float], ...] = ()
   resizable_params: Mapping[str, int] = dataclasses.field(default_factory=dict)
   backbone_layout: Any = None
   data_hooks: Callable[[Any], Any] | None = None

@@ -6,15 +6,14 @@ converter's rule engine, with explicit partial-load semantics:
   * every source key is mapped or declared unused with a reason (anything else is an error);
   * every target variable the backbones do not cover is listed in the report (`kept_init`),
     grouped, with the reason it keeps its fresh initialisation.
-TimeSformer from a ViT: `attn.*` fills both `attn` and `temporal_attn`, `norm1.*` both `norm1` and
-`temporal_norm`, `time_embed` and every `temporal_fc` (block 0 included) become zeros, the
-ImageNet head is dropped. BERT layers 0..L-1 fill text and fusion layers alike (one BERT).
-All-in-one (`ALLINONE`, picked from the state's paths): a timm ViT/DeiT fills `transformer/*`
-(dist_token for the distilled S), pos_embed's patch grid is resized bilinearly (align_corners)
-when the image size differs, temporal_embed becomes zeros; the reference loads no BERT weights
-(its text embeddings start fresh), so init.bert_dir is refused for it.
+Where the BERT / ViT parts sit, and what else a family needs (TimeSformer temporal copies, zeroed
+tables, pos_embed resizing, refusing BERT), is the family's `Layout` (`Family.backbone_layout`,
+e.g. ALPRO: attn/norm1 also fill temporal_attn/temporal_norm, time_embed and temporal_fc start at
+zero, spec §11; All-in-one: the DeiT fills transformer/*, pos_embed's grid is resized bilinearly,
+no BERT). BERT layers 0..L-1 fill text and fusion layers alike (one BERT).
 
-  state["params"], report = init_from_backbones(state["params"], bert_dir=..., vit_file=...)
+  state["params"], report = init_from_backbones(state["params"], layout=family.backbone_layout,
+                                                bert_dir=..., vit_file=...)
 """
 from __future__ import annotations
 
@@ -32,10 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vlx.convert import torch_io
-from vlx.convert.backbone_rules import bert_rules, resize_pos_embed, vit_rules
 from vlx.convert.engine import map_keys
 from vlx.convert.errors import (CheckpointNotFoundError, ConversionError, ShapeMismatchError,
                                 WrongFamilyError)
+from vlx.layers import bert_rules, vit_rules
 from vlx.optim import path_str
 
 BERT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -43,50 +42,27 @@ BERT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """Where the shared BERT / ViT blocks sit in a family's module tree (ALPRO default)."""
+  """Where the shared BERT / ViT blocks sit in a family's module tree (`Family.backbone_layout`).
+
+  text / mlm_head / video: path prefixes (ending '/') of the BertEncoder, MlmHead and ViT-like
+  video tower; patch_embed: the patch convolution under `video`; temporal_attn: TimeSformer
+  blocks, whose temporal_attn / temporal_norm are filled from attn / norm1 too; zeros: regex (under
+  `video`) of variables that start at zero, with zeros_reason; resize_pos: resize pos_embed's patch
+  grid to the model's; no_bert: why init.bert_dir is refused ("" = accepted); vit_hint: appended to
+  a distilled/plain ViT mismatch error (which timm file each size expects); reasons: (first path
+  component, why that model part keeps its fresh init) for the report.
+  """
   text: str = "text/"
   mlm_head: str = "mlm_head/"
   video: str = "video/"
-  marker: str = "video/cls_token"           # a path only this family's state has
-  patch_embed: str = "patch_embed/"         # under `video`
-  temporal_attn: bool = True                # TimeSformer: attn / norm1 also fill the temporal copy
-  zeros: str = r"(?:time_embed|blocks/\d+/temporal_fc/(?:kernel|bias))"  # under `video`
-  zeros_reason: str = "zeros (TimeSformer from ViT, spec §11)"
-  resize_pos: bool = False                  # resize pos_embed's patch grid to the model's
-  no_bert: str = ""                         # why init.bert_dir is refused ("" = accepted)
-  # first path component -> why a model part keeps its fresh init (reported, never silent)
-  reasons: tuple[tuple[str, str], ...] = (
-      ("prompter", "the PEM prompter is a separately trained model (spec §9: pre-training loads "
-                   "the trained prompter); fill it with init.from_converted"),
-      ("temp", "learnable temperature: model.temp_init (spec §11: 0.07)"),
-      ("vision_proj", "ALPRO head: fresh init (spec §11)"),
-      ("text_proj", "ALPRO head: fresh init (spec §11)"),
-      ("itm_head", "ALPRO head: fresh init (spec §11)"),
-      ("pem_head", "ALPRO head: fresh init (spec §11)"),
-      ("classifier", "ALPRO head: fresh init (spec §11)"),
-  )
-
-
-_AIO_FRESH = "fresh init as the reference (spec §6.2: only the ViT is pretrained)"
-ALLINONE = Layout(
-    text="text_embeddings/", mlm_head="mlm_score/", video="transformer/",
-    marker="transformer/cls_token", patch_embed="patch_embed/proj/", temporal_attn=False,
-    zeros="temporal_embed", zeros_reason="zeros (All-in-one's temporal_embed init, spec §6.2)",
-    resize_pos=True,
-    no_bert=("All-in-one's reference loads no BERT weights: its text embeddings start fresh "
-             "(spec §3.1, §6.2; bert-base-uncased is only the tokenizer); leave init.bert_dir "
-             "empty"),
-    reasons=tuple((top, _AIO_FRESH) for top in (
-        "text_embeddings", "token_type_embeddings", "pooler", "mlm_score", "itm_score",
-        "rank_head", "vqa_classifier", "mc_vqa_classifier", "txt_proj", "vid_proj",
-        "vcop_head")))
-LAYOUTS = (Layout(), ALLINONE)
-
-
-def layout_for(paths) -> Layout:
-  """The family layout whose marker path the state has (ALPRO's when none matches)."""
-  paths = set(paths)
-  return next((l for l in LAYOUTS if l.marker in paths), Layout())
+  patch_embed: str = "patch_embed/proj"
+  temporal_attn: bool = False
+  zeros: str = ""
+  zeros_reason: str = ""
+  resize_pos: bool = False
+  no_bert: str = ""
+  vit_hint: str = ""
+  reasons: tuple[tuple[str, str], ...] = ()
 
 
 # -- reading the sources -------------------------------------------------------------------------
@@ -134,7 +110,7 @@ def read_bert_dir(bert_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
     raise ConversionError(f"{cfg_path}: not valid JSON ({e})") from None
   if config.get("model_type", "bert") != "bert":
     raise WrongFamilyError(f"{cfg_path}: model_type={config.get('model_type')!r}, expected "
-                           "'bert' (ALPRO's text encoder is bert-base-uncased)")
+                           "'bert' (the text encoder is a Hugging Face BERT)")
   weights = next((d / n for n in BERT_WEIGHTS if (d / n).is_file()), None)
   if weights is None:
     present = sorted(p.name for p in d.iterdir())
@@ -185,8 +161,9 @@ def _check_vit(source: Mapping[str, Any], targets: Mapping[str, Any], layout: La
   """A timm ViT state dict whose depth matches the model (other layouts get a pointed error)."""
   keys = list(source)
   if any(k.startswith("visual_encoder.") for k in keys):
-    raise WrongFamilyError(f"{where}: this is an ALPRO checkpoint (visual_encoder.* keys); "
-                           "convert it with `python -m vlx.convert` and use init.from_converted")
+    raise WrongFamilyError(f"{where}: this is a released video-language checkpoint "
+                           "(visual_encoder.* keys), not an ImageNet ViT; convert it with "
+                           "`python -m vlx.convert` and use init.from_converted")
   if any(".temporal_attn." in k for k in keys):
     raise WrongFamilyError(f"{where}: this is a TimeSformer checkpoint (temporal_attn keys), not "
                            "an ImageNet ViT state dict")
@@ -199,9 +176,7 @@ def _check_vit(source: Mapping[str, Any], targets: Mapping[str, Any], layout: La
   if has_dist != wants:
     raise WrongFamilyError(f"{where}: the file {'is' if has_dist else 'is not'} a distilled DeiT "
                            f"(dist_token) but the model {'has' if wants else 'has no'} "
-                           "dist_token (model.distilled); All-in-one-S expects "
-                           "deit_small_distilled_patch16_224, Ti deit_tiny_patch16_224, B "
-                           "vit_base_patch16_224")
+                           f"dist_token (model.distilled){layout.vit_hint}")
   depth = _count(keys, r"blocks\.(\d+)\.")
   blocks = _count(targets, re.escape(layout.video) + r"blocks/(\d+)/")
   if depth != blocks:
@@ -216,7 +191,7 @@ def _pos_hook(source: Mapping[str, Any], targets: Mapping[str, Any], layout: Lay
     return None
   prefix = 2 if "dist_token" in source else 1
   grid = math.isqrt(target.shape[1] - prefix)
-  return resize_pos_embed(grid, prefix)
+  return vit_rules.resize_pos_embed(grid, prefix)
 
 
 # -- the state ------------------------------------------------------------------------------------
@@ -232,6 +207,8 @@ def _place(value: np.ndarray, like: Any) -> Any:
 
 def _zero_targets(targets: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
   """Video parts without an ImageNet counterpart that start at zero (layout.zeros)."""
+  if not layout.zeros:
+    return {}
   rx = re.compile(re.escape(layout.video) + layout.zeros)
   return {k: np.zeros(v.shape, np.dtype(v.dtype)) for k, v in targets.items() if rx.fullmatch(k)}
 
@@ -243,8 +220,8 @@ def _group(path: str, layout: Layout) -> str:
   return "/".join(parts[:2]) if inside else parts[0]
 
 
-def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: str | None = None,
-                        layout: Layout | None = None, model_config: Any | None = None
+def init_from_backbones(state: Any, *, layout: Layout, bert_dir: str | None = None,
+                        vit_file: str | None = None, model_config: Any | None = None
                         ) -> tuple[Any, dict[str, Any]]:
   """Fills `state` (nnx.State / pytree of arrays or ShapeDtypeStructs) from the given backbones.
 
@@ -252,12 +229,14 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   Returns (state with the same structure, report); report keys: sources, initialised {target:
   source}, unused {source key: reason}, kept_init {group: {count, reason}}, kept_init_paths.
   `model_config` (optional, config.model) also checks what the weights cannot show (head count).
-  `layout` None: picked from the state's paths (`layout_for`: ALPRO or All-in-one).
+  `layout`: the family's `Family.backbone_layout`.
   """
   flat, treedef = jax.tree_util.tree_flatten_with_path(state)
   names = [path_str(p) for p, _ in flat]
   targets = dict(zip(names, (leaf for _, leaf in flat)))
-  layout = layout_for(names) if layout is None else layout
+  if not isinstance(layout, Layout):
+    raise ConversionError("initialising from public backbones (init.bert_dir / init.vit_file) "
+                          "needs the model family's backbone_layout; this family declares none")
   if bert_dir and layout.no_bert:
     raise ConversionError(f"init.bert_dir={os.fspath(bert_dir)!r}: {layout.no_bert}")
   filled: dict[str, Any] = {}
@@ -280,8 +259,9 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   if bert_dir:
     source, config, wpath = read_bert_dir(bert_dir)
     _check_bert_config(config, targets, layout, f"{bert_dir}/config.json", model_config)
-    rules, unused, tied, fmt = bert_rules(source, layout, has_mlm=any(
-        n.startswith(layout.mlm_head) for n in names), where=wpath)
+    rules, unused, tied, fmt = bert_rules.hf_bert(
+        source, layout.text, layout.mlm_head,
+        has_mlm=any(n.startswith(layout.mlm_head) for n in names), where=wpath)
     mapped = map_keys(source, rules, targets, unused=unused, tied=tied, what="bert")
     absorb(mapped, "bert", wpath)
     origin.update({t: f"bert:{wpath}" for t in mapped.filled})
@@ -294,7 +274,12 @@ def init_from_backbones(state: Any, *, bert_dir: str | None = None, vit_file: st
   if vit_file:
     source = read_weights(vit_file)
     _check_vit(source, targets, layout, os.fspath(vit_file))
-    rules, unused = vit_rules(layout, _pos_hook(source, targets, layout))
+    both = layout.temporal_attn
+    rules = vit_rules.vision_transformer(
+        "", layout.video, patch=layout.patch_embed, pos_hook=_pos_hook(source, targets, layout),
+        attn=("attn", "temporal_attn") if both else ("attn",),
+        norm1=("norm1", "temporal_norm") if both else ("norm1",))
+    unused = vit_rules.TIMM_UNUSED
     mapped = map_keys(source, rules, targets, unused=unused, what="vit")
     absorb(mapped, "vit", os.fspath(vit_file))
     origin.update({t: f"vit:{vit_file}" for t in mapped.filled})

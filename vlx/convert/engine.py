@@ -1,12 +1,12 @@
 """Generic checkpoint converter: family rules turn a flat torch state dict into a filled nnx model.
 
-A family's `vlx/models/<family>/convert.py` provides
+A family's converter module (`Family.converter`, e.g. vlx/models/<family>/convert.py) provides
   detect_variant(keys) -> str                     # raises WrongFamilyError if nothing fits
   infer_model_config(source, variant) -> ConfigDict  # sizes read from shapes
   rules(variant, model_config) -> list[Rule]      # source regex -> nnx path(s), hook
   unused(variant) -> dict[regex, reason]          # source keys dropped on purpose
   tied(variant) -> list[Tied]                     # optional: keys that alias another source key
-and the model is `vlx.models.<family>.build(model_config, rngs=...)`.
+and the model is the converter's `build` or else `Family.build(model_config, rngs=...)`.
 The engine never allocates the randomly initialised model: targets come from `nnx.eval_shape`.
 With `dry_run=True` the source may hold shapes only (`jax.ShapeDtypeStruct`): hooks are traced
 with `jax.eval_shape`, so a full-size mapping is checked in seconds.
@@ -14,7 +14,6 @@ with `jax.eval_shape`, so a full-size mapping is checked in seconds.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import types
 from collections.abc import Callable, Mapping
@@ -27,26 +26,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vlx import registry
 from vlx.convert import hooks as hk
 from vlx.convert.errors import ConversionError, ShapeMismatchError, WrongFamilyError
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-  """`pattern` fullmatches a source key; `target` is an nnx path template ('/'-joined, \\1 groups)
-  or a tuple of them (one source -> several targets; then `hook` returns a tuple)."""
-  pattern: str
-  target: str | tuple[str, ...]
-  hook: hk.Hook | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Tied:
-  """A source key that stores the same tensor as `same_as` (template with \\1 groups): not a
-  parameter of its own in vlx. The engine checks both exist and, with arrays, are equal."""
-  pattern: str
-  same_as: str
-  reason: str
+from vlx.convert.rules import Rule, Tied  # noqa: F401 (re-exported: vlx.convert.engine.Rule)
 
 
 @dataclasses.dataclass
@@ -55,18 +38,20 @@ class ConversionResult:
   model_config: ml_collections.ConfigDict
   variant: str
   report: dict[str, Any]
+  # how the model was filled, for running the rules in reverse (vlx.convert.reverse):
+  # source key -> (target nnx paths, hook); tied source key -> the key it aliases
+  sources: dict[str, tuple[tuple[str, ...], hk.Hook]] = dataclasses.field(default_factory=dict)
+  ties: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _family_modules(family: str) -> tuple[ModuleType, Callable]:
+  """(converter module, build) of a registered family (`Family.converter`, `Family.build`)."""
   try:
-    converter = importlib.import_module(f"vlx.models.{family}.convert")
-  except ModuleNotFoundError as e:
-    raise ConversionError(f"no converter for family {family!r} "
-                          f"(vlx/models/{family}/convert.py not found: {e})") from None
-  build = getattr(converter, "build", None)
-  if build is None:
-    build = importlib.import_module(f"vlx.models.{family}").build
-  return converter, build
+    fam = registry.get(family)
+    converter = fam.converter_module()
+  except ValueError as e:
+    raise ConversionError(f"no converter for family {family!r}: {e}") from None
+  return converter, getattr(converter, "build", fam.build)
 
 
 def abstract_model(build: Callable, cfg: ml_collections.ConfigDict) -> nnx.Module:
@@ -119,12 +104,11 @@ def _run_hook(hook: hk.Hook | None, value: Any, dry_run: bool) -> Any:
 
 def _suggest_family(keys: list[str], family: str) -> str:
   """Names another family whose converter recognises these keys, if any."""
-  from vlx import registry  # pylint: disable=import-outside-toplevel
   for other in registry.available():
     if other == family:
       continue
     try:
-      conv = importlib.import_module(f"vlx.models.{other}.convert")
+      conv = registry.get(other).converter_module()
       return f"; it looks like a {other!r} ({conv.detect_variant(keys)}) checkpoint"
     except Exception:  # noqa: BLE001 - any failure means "not this family either"
       continue
@@ -140,6 +124,8 @@ class _Mapped:
   mismatches: list[str] = dataclasses.field(default_factory=list)
   bad_targets: list[str] = dataclasses.field(default_factory=list)
   mapped: int = 0
+  sources: dict[str, tuple[tuple[str, ...], hk.Hook]] = dataclasses.field(default_factory=dict)
+  ties: dict[str, str] = dataclasses.field(default_factory=dict)  # tied key -> the key it aliases
 
 
 def _map_keys(source: Mapping[str, Any], converter: Any, variant: str,
@@ -159,6 +145,7 @@ def _map_keys(source: Mapping[str, Any], converter: Any, variant: str,
       m.mapped += 1
       names = (rule.target,) if isinstance(rule.target, str) else tuple(rule.target)
       names = tuple(match.expand(n) for n in names)
+      m.sources[key] = (names, rule.hook or hk.identity)
       try:
         out = _run_hook(rule.hook, source[key], dry_run)
       except (ValueError, TypeError, IndexError) as e:
@@ -193,6 +180,7 @@ def _map_keys(source: Mapping[str, Any], converter: Any, variant: str,
         raise ConversionError(f"{key} should be the same tensor as {other} ({tie.reason}) "
                               "but differs; the vlx model stores it only once")
       unused[key] = f"{tie.reason} (tied to {other})"
+      m.ties[key] = other
       continue
     reason = next((r for rx, r in drops if rx.fullmatch(key)), None)
     if reason is not None:
@@ -273,4 +261,5 @@ def convert_with(converter: Any, build: Callable, family: str, source: Mapping[s
       name = "/".join(str(k) for k in path)
       new_flat.append((path, var.replace(jnp.asarray(np.asarray(m.filled[name], spec.dtype)))))
     model = nnx.merge(graphdef, nnx.from_flat_state(new_flat))
-  return ConversionResult(model=model, model_config=cfg, variant=variant, report=report)
+  return ConversionResult(model=model, model_config=cfg, variant=variant, report=report,
+                          sources=m.sources, ties=m.ties)

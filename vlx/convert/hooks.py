@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
+from vlx.layers import common
 
 Hook = Callable[[Any], Any]
 
@@ -63,13 +63,7 @@ def resize_nearest(length: int, axis: int = 1) -> Hook:
   Index floor(i * L_old / L_new), i.e. torch `F.interpolate(mode='nearest')`: a T=4 time embedding
   becomes [e0, e0, e1, e1, ...] for 8 frames. Identity when the lengths already agree.
   """
-  def hook(x: Any) -> Any:
-    old = x.shape[axis]
-    if old == length:
-      return x
-    index = (np.arange(length) * old) // length
-    return x[(slice(None),) * (axis % x.ndim) + (index,)]
-  return hook
+  return lambda x: common.nearest_resize_1d(x, length, axis)
 
 
 def chain(*hooks: Hook) -> Hook:

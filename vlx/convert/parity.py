@@ -1,9 +1,9 @@
 """`python -m vlx.convert.parity --family F --fixture DIR --out OUT.npz [--compare REF.npz]`.
 
 Runs a reference fixture (e.g. ../shared/reference/alpro/tiny, or any directory of the same format)
-through vlx and writes every output under the fixture's key names. The family provides
-`compute_fixture_outputs(fixture_dir) -> {name: np.ndarray}` in `vlx.models.<family>.parity` or,
-failing that, `vlx.models.<family>.load_fixture`; it may also define `TOLERANCES` (see below).
+through vlx and writes every output under the fixture's key names: the family's
+`Family.fixture_outputs(fixture_dir) -> {name: np.ndarray}`, compared at the family's
+`Family.parity_tolerances` before DEFAULT_TOLERANCES (see below).
 Everything runs under `jax.default_matmul_precision('highest')` (CPU/GPU/TPU give float32 matmuls).
 
 `--compare REF.npz` prints, per key, the max abs error and pass/fail at the fixture README
@@ -14,7 +14,6 @@ User errors (unknown family, missing fixture or reference file) print one line
 from __future__ import annotations
 
 import argparse
-import importlib
 import pathlib
 import re
 import sys
@@ -26,14 +25,13 @@ import numpy as np
 
 from vlx import cli
 
-# (key regex, atol, rtol): first match wins; atol = rtol = 0 means exact equality. These are the
-# ALPRO fixture README values (labels/masks/metrics exact, gradients rtol 1e-3, forward 1e-4).
+# (key regex, atol, rtol): first match wins; atol = rtol = 0 means exact equality. The generic
+# fixture README values (gradients rtol 1e-3, everything else 1e-4); a family puts its exact keys
+# (labels, masks, metrics) and other rows first in `Family.parity_tolerances`.
 DEFAULT_TOLERANCES: tuple[tuple[str, float, float], ...] = (
-    (r"vtm_labels|pem_ignore_masks.*|ret_metric/.*", 0.0, 0.0),
     (r"grad.*", 1e-6, 1e-3),
     (r".*", 1e-4, 1e-4),
 )
-FAMILY_MODULES = ("parity", "load_fixture")
 
 
 class ParityError(cli.UserError):
@@ -41,22 +39,20 @@ class ParityError(cli.UserError):
 
 
 def family_runner(family: str) -> tuple[Callable[[str], Mapping[str, Any]], Any]:
-  """(compute_fixture_outputs, its module) of `vlx.models.<family>`."""
-  tried = []
-  for name in FAMILY_MODULES:
-    module_name = f"vlx.models.{family}.{name}"
-    try:
-      module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-      if e.name and module_name.startswith(e.name):  # the module itself (or family) is absent
-        tried.append(module_name)
-        continue
-      raise
-    fn = getattr(module, "compute_fixture_outputs", None)
-    if fn is not None:
-      return fn, module
-    tried.append(f"{module_name} (no compute_fixture_outputs)")
-  raise ParityError(f"family {family!r} has no fixture runner: tried {', '.join(tried)}")
+  """(the family's `fixture_outputs`, its `vlx.registry.Family` record)."""
+  from vlx import registry  # pylint: disable=import-outside-toplevel
+  try:
+    fam = registry.get(family)
+  except ValueError as e:
+    raise ParityError(f"family {family!r} has no fixture runner: {e}") from None
+  if fam.fixture_outputs is None:
+    raise ParityError(f"family {family!r} has no fixture runner (Family.fixture_outputs)")
+  return fam.fixture_outputs, fam
+
+
+def tolerances(family: Any) -> tuple[tuple[str, float, float], ...]:
+  """The family's `parity_tolerances` first, then DEFAULT_TOLERANCES."""
+  return tuple(getattr(family, "parity_tolerances", ())) + DEFAULT_TOLERANCES
 
 
 def tolerance(key: str, table: Sequence[tuple[str, float, float]] = DEFAULT_TOLERANCES
@@ -67,10 +63,39 @@ def tolerance(key: str, table: Sequence[tuple[str, float, float]] = DEFAULT_TOLE
   return 0.0, 0.0
 
 
+def align_named(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
+                ) -> dict[str, np.ndarray]:
+  """`ours` with its name-indexed outputs reordered to the reference's names.
+
+  A string array `P_names` labels the leading axis of the outputs `P_*` of the same length (e.g.
+  grad_pretrain_names / grad_pretrain_norms). vlx writes such outputs for every parameter, so
+  they hold for any fixture of the format; a fixture lists the names it checks, and the two
+  compare by name. Left as they are when a reference name is absent (the row then fails)."""
+  out = dict(ours)
+  for key, names in ref.items():
+    names = np.asarray(names)
+    if not key.endswith("_names") or names.dtype.kind not in "US" or key not in ours:
+      continue
+    mine = [str(n) for n in np.asarray(ours[key]).reshape(-1)]
+    index = {n: i for i, n in enumerate(mine)}
+    want = [str(n) for n in names.reshape(-1)]
+    if any(n not in index for n in want):
+      continue
+    idx = np.asarray([index[n] for n in want], np.int64)
+    prefix = key[:-len("names")]
+    for k in ours:
+      if (k.startswith(prefix) and k in ref and np.ndim(ref[k]) and np.ndim(ours[k])
+          and np.shape(ref[k])[0] == len(want) and np.shape(ours[k])[0] == len(mine)):
+        out[k] = np.asarray(ours[k])[idx]
+  return out
+
+
 def compare(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
             table: Sequence[tuple[str, float, float]] = DEFAULT_TOLERANCES
             ) -> tuple[list[dict[str, Any]], bool]:
-  """One row per reference key (+ keys only in `ours`, informational); ok = every row passes."""
+  """One row per reference key (+ keys only in `ours`, informational); ok = every row passes.
+  Name-indexed outputs compare by name (`align_named`)."""
+  ours = align_named(ours, ref)
   rows, ok = [], True
   for key in ref:
     want = np.asarray(ref[key])
@@ -98,15 +123,20 @@ def compare(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-  width = max([len(r["key"]) for r in rows] + [6])
+  """One line per reference output; outputs the reference does not hold are counted, not listed
+  (e.g. the gradient norms of parameters a fixture does not check)."""
+  checked = [r for r in rows if r["status"] != "extra"]
+  extra = len(rows) - len(checked)
+  width = max([len(r["key"]) for r in checked] + [6])
   lines = [f"{'output':{width}s} {'shape':>14s} {'max abs err':>11s} {'tolerance':>17s}  result"]
-  for r in rows:
+  for r in checked:
     tol = "exact" if r["atol"] == r["rtol"] == 0.0 else f"a{r['atol']:.0e} r{r['rtol']:.0e}"
     err = "-" if np.isnan(r["err"]) else f"{r['err']:.2e}"
     lines.append(f"{r['key']:{width}s} {str(r['shape']):>14s} {err:>11s} {tol:>17s}  {r['status']}")
-  failed = [r for r in rows if r["status"] not in ("ok", "extra")]
-  lines.append(f"{len(rows) - len(failed)} of {len(rows)} outputs pass"
-               + (f"; FAILED: {', '.join(r['key'] for r in failed[:10])}" if failed else ""))
+  failed = [r for r in checked if r["status"] != "ok"]
+  lines.append(f"{len(checked) - len(failed)} of {len(checked)} outputs pass"
+               + (f"; FAILED: {', '.join(r['key'] for r in failed[:10])}" if failed else "")
+               + (f" ({extra} further outputs not in the reference)" if extra else ""))
   return "\n".join(lines)
 
 
@@ -145,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
   start = time.time()
   if args.compare and not pathlib.Path(args.compare).is_file():  # fail before the long run
     raise ParityError(f"--compare {args.compare}: file not found")
-  _, module = family_runner(args.family)  # an unknown family fails before the long run too
+  _, family = family_runner(args.family)  # an unknown family fails before the long run too
   ref = _load_reference(args.compare) if args.compare else None
   outputs = run(args.family, args.fixture)
   out = pathlib.Path(args.out)
@@ -155,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
   print(f"wrote {len(outputs)} outputs to {out} in {time.time() - start:.1f} s")
   if ref is None:
     return 0
-  rows, ok = compare(outputs, ref, getattr(module, "TOLERANCES", DEFAULT_TOLERANCES))
+  rows, ok = compare(outputs, ref, tolerances(family))
   print(format_table(rows))
   return 0 if ok else 1
 

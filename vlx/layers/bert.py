@@ -90,12 +90,8 @@ class BertEncoder(nnx.Module):
     """Layers [start, end) on hidden states x [B, L, D]; mask is the 0/1 padding mask [B, L]."""
     end = len(self.layers) if end is None else end
     add = None if mask is None else additive_mask(mask)
-    call = lambda layer, h, m, r: layer(h, m, deterministic=deterministic, rngs=r)
-    if self.remat:
-      call = nnx.remat(call)
-    for i in range(start, end):
-      x = call(self.layers[i], x, add, rngs)
-    return x
+    call = lambda layer, h, r: layer(h, add, deterministic=deterministic, rngs=r)
+    return common.run_blocks(list(self.layers)[start:end], x, call, remat=self.remat, rngs=rngs)
 
   def __call__(self, ids: jax.Array, mask: jax.Array, start: int = 0, end: int | None = None, *,
                deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:

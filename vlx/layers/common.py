@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Dtype = Any
@@ -108,6 +109,24 @@ def drop_path(x: jax.Array, rate: float, *, deterministic: bool,
   return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
+def run_blocks(blocks: Sequence[Any], x: jax.Array, call: Callable[..., jax.Array], *,
+               remat: bool, rngs: nnx.Rngs | None = None,
+               before: Callable[[int, jax.Array], jax.Array] | None = None,
+               after: Callable[[int, jax.Array], None] | None = None) -> jax.Array:
+  """x through `call(block, x, rngs)` for each block in order; with `remat` each call runs under
+  nnx.remat (its activations are recomputed in the backward pass instead of stored).
+  before(i, x) -> x runs ahead of block i (e.g. a token shift between blocks); after(i, x) sees
+  block i's output (recorded intermediates)."""
+  step = nnx.remat(call) if remat else call
+  for i, blk in enumerate(blocks):
+    if before is not None:
+      x = before(i, x)
+    x = step(blk, x, rngs)
+    if after is not None:
+      after(i, x)
+  return x
+
+
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   """F.normalize: x / max(||x||, eps), in float32."""
   x = x.astype(jnp.float32)
@@ -115,10 +134,13 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(norm, eps)
 
 
-def nearest_resize_1d(x: jax.Array, size: int, axis: int) -> jax.Array:
-  """torch F.interpolate(mode='nearest') along one axis: index floor(i * n_old / n_new)."""
+def nearest_resize_1d(x: Any, size: int, axis: int) -> Any:
+  """torch F.interpolate(mode='nearest') along one axis: index floor(i * n_old / n_new).
+
+  Indexing only, so numpy arrays stay numpy (checkpoint loading, converter hooks) and jax arrays /
+  tracers stay jax (on-the-fly resizing in a model)."""
   n_old = x.shape[axis]
   if n_old == size:
     return x
-  idx = (jnp.arange(size) * n_old) // size
-  return jnp.take(x, idx, axis=axis)
+  idx = (np.arange(size) * n_old) // size
+  return x[(slice(None),) * (axis % x.ndim) + (idx,)]

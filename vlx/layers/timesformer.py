@@ -15,6 +15,7 @@ from flax import nnx
 from vlx.layers import common
 from vlx.layers.attention import Attention
 from vlx.layers.mlp import Mlp
+from vlx.layers.vit import patch_conv
 
 _POS_INIT = nnx.initializers.truncated_normal(stddev=0.02)
 
@@ -69,11 +70,8 @@ class TimeSformer(nnx.Module):
     self.patch_size = patch_size
     self.grid = img_size // patch_size
     num_patches = self.grid ** 2
-    self.patch_embed = nnx.Conv(
-        in_chans, width, (patch_size, patch_size), strides=(patch_size, patch_size),
-        padding="VALID", dtype=common.as_dtype(dtype), param_dtype=pd,
-        kernel_init=nnx.with_partitioning(common.default_kernel_init,
-                                          (None, None, None, "embed")), rngs=rngs)
+    self.patch_embed = patch_conv(patch_size, in_chans, width, dtype=dtype,
+                                  param_dtype=param_dtype, rngs=rngs)
     self.cls_token = nnx.Param(_POS_INIT(rngs.params(), (1, 1, width), pd))
     self.pos_embed = nnx.Param(_POS_INIT(rngs.params(), (1, 1 + num_patches, width), pd))
     self.time_embed = nnx.Param(jnp.zeros((1, num_frames, width), pd))
@@ -115,11 +113,7 @@ class TimeSformer(nnx.Module):
   def run_blocks(self, x: jax.Array, num_frames: int, start: int = 0, end: int | None = None, *,
                  deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
     call = lambda blk, h, r: blk(h, num_frames, deterministic=deterministic, rngs=r)
-    if self.remat:
-      call = nnx.remat(call)
-    for blk in list(self.blocks)[start:end]:
-      x = call(blk, x, rngs)
-    return x
+    return common.run_blocks(list(self.blocks)[start:end], x, call, remat=self.remat, rngs=rngs)
 
   def all_tokens(self, video: jax.Array, *, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None) -> jax.Array:

@@ -14,18 +14,25 @@ from vlx.layers.attention import Attention
 from vlx.layers.mlp import Mlp
 
 
+def patch_conv(patch_size: int, in_chans: int, dim: int, *, tubelet: int = 1, dtype=None,
+               param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
+  """The patch (tubelet > 1: tubelet) embedding convolution, stride = kernel, output axis 'embed'.
+  PatchEmbed wraps it; TimeSformer holds it directly (its module tree has no proj level)."""
+  kernel = (tubelet, patch_size, patch_size) if tubelet > 1 else (patch_size, patch_size)
+  names = (None,) * len(kernel) + (None, "embed")
+  return nnx.Conv(in_chans, dim, kernel, strides=kernel, padding="VALID",
+                  dtype=common.as_dtype(dtype), param_dtype=common.as_dtype(param_dtype),
+                  kernel_init=nnx.with_partitioning(common.default_kernel_init, names), rngs=rngs)
+
+
 class PatchEmbed(nnx.Module):
   """Channels-last frames [..., H, W, C] (or clips [B, T, H, W, C] with tubelet > 1) -> [..., N, D]."""
 
   def __init__(self, patch_size: int, in_chans: int, dim: int, *, tubelet: int = 1, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.tubelet = tubelet
-    kernel = (tubelet, patch_size, patch_size) if tubelet > 1 else (patch_size, patch_size)
-    names = (None,) * len(kernel) + (None, "embed")
-    self.proj = nnx.Conv(in_chans, dim, kernel, strides=kernel, padding="VALID",
-                         dtype=common.as_dtype(dtype), param_dtype=common.as_dtype(param_dtype),
-                         kernel_init=nnx.with_partitioning(common.default_kernel_init, names),
-                         rngs=rngs)
+    self.proj = patch_conv(patch_size, in_chans, dim, tubelet=tubelet, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Image [B, H, W, C] -> [B, N, D]; with tubelet > 1, video [B, T, H, W, C] -> [B, T', N, D]."""

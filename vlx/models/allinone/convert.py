@@ -24,8 +24,9 @@ import ml_collections
 import numpy as np
 
 from vlx.convert import hooks as hk
-from vlx.convert.engine import Rule
 from vlx.convert.errors import ConversionError, WrongFamilyError
+from vlx.convert.rules import Rule, linear, norm
+from vlx.layers import bert_rules, vit_rules
 from vlx.models.allinone.model import SIZES, model_config
 
 VARIANTS = ("pretrain", "downstream")
@@ -52,14 +53,6 @@ def detect_variant(keys) -> str:
 
 
 # -- rules --------------------------------------------------------------------------------------
-def _linear(src: str, dst: str) -> list[Rule]:
-  return [Rule(src + r"\.weight", dst + "/kernel", hk.linear), Rule(src + r"\.bias", dst + "/bias")]
-
-
-def _norm(src: str, dst: str) -> list[Rule]:
-  return [Rule(src + r"\.weight", dst + "/scale"), Rule(src + r"\.bias", dst + "/bias")]
-
-
 def _first_frames(num_frames: int) -> hk.Hook:
   """temporal_embed [1, T_file, D] -> [1, num_frames, D]: first rows kept, extra rows zero."""
   def hook(x):
@@ -74,56 +67,38 @@ def _first_frames(num_frames: int) -> hk.Hook:
 
 def _classifier(src: str, dst: str) -> list[Rule]:
   """torch Sequential(Dropout, Linear, LayerNorm, GELU, Linear) = keys .1 .2 .4 -> NormMlp."""
-  return [*_linear(src + r"\.1", dst + "/fc1"), *_norm(src + r"\.2", dst + "/norm"),
-          *_linear(src + r"\.4", dst + "/fc2")]
+  return [*linear(src + r"\.1", dst + "/fc1"), *norm(src + r"\.2", dst + "/norm"),
+          *linear(src + r"\.4", dst + "/fc2")]
 
 
 def rules(variant: str, c: ml_collections.ConfigDict) -> list[Rule]:
   if variant not in VARIANTS:
     raise ConversionError(f"unknown All-in-one variant {variant!r}; expected one of {VARIANTS}")
-  b, db = r"transformer\.blocks\.(\d+)\.", r"transformer/blocks/\1/"
-  qkv = tuple(db + f"attn/{n}" for n in ("query", "key", "value"))
   out = [
-      Rule(r"text_embeddings\.word_embeddings\.weight", "text_embeddings/word/embedding"),
-      Rule(r"text_embeddings\.position_embeddings\.weight", "text_embeddings/position/embedding"),
-      Rule(r"text_embeddings\.token_type_embeddings\.weight",
-           "text_embeddings/token_type/embedding"),
-      *_norm(r"text_embeddings\.LayerNorm", "text_embeddings/norm"),
+      *bert_rules.embeddings(r"text_embeddings\.", "text_embeddings/"),
       Rule(r"token_type_embeddings\.weight", "token_type_embeddings/embedding"),
-      Rule(r"transformer\.(cls_token|dist_token|pos_embed)", r"transformer/\1"),
+      *vit_rules.vision_transformer(r"transformer\.", "transformer/"),
       Rule(r"transformer\.temporal_embed", "transformer/temporal_embed",
            _first_frames(c.num_frames)),
-      Rule(r"transformer\.patch_embed\.proj\.weight", "transformer/patch_embed/proj/kernel",
-           hk.conv2d),
-      Rule(r"transformer\.patch_embed\.proj\.bias", "transformer/patch_embed/proj/bias"),
-      Rule(b + r"attn\.qkv\.weight", tuple(q + "/kernel" for q in qkv),
-           hk.chain(hk.split_qkv(3), hk.linear)),
-      Rule(b + r"attn\.qkv\.bias", tuple(q + "/bias" for q in qkv), hk.split_qkv(3)),
-      *_linear(b + r"attn\.proj", db + "attn/out"),
-      *_norm(b + r"(norm1|norm2)", db + r"\2"),
-      *_linear(b + r"mlp\.(fc1|fc2)", db + r"mlp/\2"),
-      *_norm(r"transformer\.norm", "transformer/norm"),
-      *_linear(r"pooler\.dense", "pooler"),
+      *linear(r"pooler\.dense", "pooler"),
   ]
   h = c.heads
   if h.mlm:
-    out += [Rule(r"mlm_score\.bias", "mlm_score/bias"),
-            *_linear(r"mlm_score\.transform\.dense", "mlm_score/dense"),
-            *_norm(r"mlm_score\.transform\.LayerNorm", "mlm_score/norm"),
+    out += [*bert_rules.mlm_head(r"mlm_score\.", "mlm_score/"),
             Rule(r"mlm_score\.decoder\.weight", "mlm_score/decoder/kernel", hk.linear)]
   if h.itm:
-    out += _linear(r"itm_score\.fc", "itm_score")
+    out += linear(r"itm_score\.fc", "itm_score")
   if variant == "downstream":
     if h.rank_untied:
-      out += _linear(r"rank_output", "rank_head")
+      out += linear(r"rank_output", "rank_head")
     if h.num_qa_labels > 0:
       out += _classifier(r"vqa_classifier", "vqa_classifier")
     if h.mc_vqa:
       out += _classifier(r"mc_vqa_classifier", "mc_vqa_classifier")
     if h.itc:
-      out += [*_linear(r"txt_proj", "txt_proj"), *_linear(r"vid_proj", "vid_proj")]
+      out += [*linear(r"txt_proj", "txt_proj"), *linear(r"vid_proj", "vid_proj")]
     if h.vcop:
-      out += _linear(r"vcop_classifier\.(fc7|fc8)", r"vcop_head/\1")
+      out += linear(r"vcop_classifier\.(fc7|fc8)", r"vcop_head/\1")
   return out
 
 

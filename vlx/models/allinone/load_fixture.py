@@ -9,6 +9,7 @@ the heads, losses and gradients come from `vlx.models.allinone.objectives.fixtur
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pathlib
@@ -20,7 +21,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vlx.convert import convert_state_dict, load_state_dict
+from vlx.convert import ConversionResult, convert_state_dict, load_state_dict, reverse
 from vlx.models.allinone.model import AllInOne, model_config
 
 # Released ViT factories (spec §1): name -> (img, patch, width, depth, heads, distilled).
@@ -30,17 +31,6 @@ FACTORIES = {
     "vit_deit_small_distilled_patch16_224": (224, 16, 384, 12, 6, True),
     "vit_base_patch16_224": (224, 16, 768, 12, 12, False),
 }
-# Parity tolerances (fixture README): masks/labels exact, losses rtol 1e-5, gradients rtol 1e-3,
-# everything else (activations, logits, scores, metrics) 1e-4.
-TOLERANCES = (
-    (r"image_masks|image_masks_out|text_masks_out|wpa_(txt|img)_valid|vcop_labels|itm_labels"
-     r"|grad_.*_names", 0.0, 0.0),
-    (r"grad_.*", 1e-6, 1e-3),
-    (r".*_loss", 1e-6, 1e-5),
-    (r".*", 1e-4, 1e-4),
-)
-
-
 def _need(d: dict, key: str, where: str = "config.json") -> Any:
   if key not in d:
     raise KeyError(f"fixture {where}: missing key {key!r}")
@@ -92,8 +82,8 @@ def read_fixture(fixture_dir) -> tuple[dict, dict, dict]:
       d / "checkpoint.ckpt")
 
 
-def build_from_fixture(cfg: dict, sd: dict) -> AllInOne:
-  """The fixture's model filled by the generic converter; unmapped/missing keys are errors."""
+def convert_fixture(cfg: dict, sd: dict) -> ConversionResult:
+  """The fixture's checkpoint through the generic converter; unmapped/missing keys are errors."""
   c = model_config_from_fixture(cfg)
   overrides = c.to_dict()
   overrides["heads"].pop("rank_untied")          # decided by the file's values
@@ -102,7 +92,17 @@ def build_from_fixture(cfg: dict, sd: dict) -> AllInOne:
   if r["unmapped"] or r["missing"]:
     raise ValueError(f"fixture checkpoint: unmapped source keys {r['unmapped']}; unfilled model "
                      f"variables {r['missing']}")
-  return result.model
+  return result
+
+
+def build_from_fixture(cfg: dict, sd: dict) -> AllInOne:
+  """The fixture's model (see convert_fixture)."""
+  return convert_fixture(cfg, sd).model
+
+
+def source_grads(result: ConversionResult, sd: dict):
+  """{nnx path: gradient} -> {checkpoint key: gradient in its layout} for this conversion."""
+  return functools.partial(reverse.source_gradients, result, sd)
 
 
 def model_inputs(x: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -164,10 +164,12 @@ def _objectives_hook():
 def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
   """outputs.npz recomputed with vlx (eval mode, recorded patch orders and random draws)."""
   cfg, x, sd = read_fixture(fixture_dir)
-  model = build_from_fixture(cfg, sd)
+  result = convert_fixture(cfg, sd)
+  model = result.model
   inputs = model_inputs(x)
   out = {k: np.asarray(v) for k, v in core_outputs(model, inputs).items()}
   hook = _objectives_hook()
   if hook is not None:
-    out.update({k: np.asarray(v) for k, v in hook(model, inputs, cfg).items()})
+    out.update({k: np.asarray(v) for k, v in hook(model, inputs, cfg,
+                                                   source_grads(result, sd)).items()})
   return out

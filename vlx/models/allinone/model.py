@@ -138,19 +138,21 @@ class AllInOne(nnx.Module):
     """Every block on x [rows, N, D]; roll = (text_len, num_frames, fold) rolls x[:, text_len:]."""
     add = additive_mask(mask)
     call = lambda blk, y, r: blk(y, add, deterministic=deterministic, rngs=r)
-    if self.remat:
-      call = nnx.remat(call)
-    for i, blk in enumerate(self.transformer.blocks):
-      if roll is not None:
-        n_text, t, fold = roll
-        video = x[:, n_text:]
-        rolled = temporal_roll(video, t, fold)
-        if record is not None:
-          record[f"roll_in_{i}"], record[f"roll_out_{i}"] = video, rolled
-        x = jnp.concatenate([x[:, :n_text], rolled], axis=1)
-      x = call(blk, x, rngs)
+
+    def shift(i: int, x: jax.Array) -> jax.Array:   # temporal roll of the video tokens
+      n_text, t, fold = roll
+      video = x[:, n_text:]
+      rolled = temporal_roll(video, t, fold)
       if record is not None:
-        record[f"block_{i}_out"] = x
+        record[f"roll_in_{i}"], record[f"roll_out_{i}"] = video, rolled
+      return jnp.concatenate([x[:, :n_text], rolled], axis=1)
+
+    def keep(i: int, x: jax.Array) -> None:
+      record[f"block_{i}_out"] = x
+
+    x = common.run_blocks(self.transformer.blocks, x, call, remat=self.remat, rngs=rngs,
+                          before=None if roll is None else shift,
+                          after=None if record is None else keep)
     return self.transformer.norm(x)
 
   def _video_inputs(self, b, video, patch_perm, video_embeds, video_masks, deterministic, rngs):

@@ -12,8 +12,6 @@ the batch (`other_rows`, model.irtr_false_texts of them for irtr).
 """
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,46 +204,11 @@ def objectives(model, batch: dict, *, active: frozenset[str], rng: jax.Array,
 
 
 # -- reference fixture (tiny/README.md outputs) ---------------------------------------------
-# reference parameter name -> nnx state paths (several: the gradient norm is over all of them)
-_REF_PATHS = (
-    (r"transformer\.blocks\.(\d+)\.attn\.qkv\.weight",
-     ("transformer/blocks/{0}/attn/query/kernel", "transformer/blocks/{0}/attn/key/kernel",
-      "transformer/blocks/{0}/attn/value/kernel")),
-    (r"transformer\.blocks\.(\d+)\.attn\.proj\.weight",
-     ("transformer/blocks/{0}/attn/out/kernel",)),
-    (r"transformer\.blocks\.(\d+)\.(norm1|norm2)\.weight", ("transformer/blocks/{0}/{1}/scale",)),
-    (r"transformer\.blocks\.(\d+)\.mlp\.(fc1|fc2)\.weight",
-     ("transformer/blocks/{0}/mlp/{1}/kernel",)),
-    (r"transformer\.patch_embed\.proj\.weight", ("transformer/patch_embed/proj/kernel",)),
-    (r"transformer\.(cls_token|dist_token|pos_embed|temporal_embed)", ("transformer/{0}",)),
-    (r"text_embeddings\.(word|position|token_type)_embeddings\.weight",
-     ("text_embeddings/{0}/embedding",)),
-    (r"text_embeddings\.LayerNorm\.weight", ("text_embeddings/norm/scale",)),
-    (r"token_type_embeddings\.weight", ("token_type_embeddings/embedding",)),
-    (r"pooler\.dense\.weight", ("pooler/kernel",)),
-    (r"itm_score\.fc\.weight", ("itm_score/kernel",)),
-    (r"mlm_score\.decoder\.weight", ("mlm_score/decoder/kernel",)),
-    (r"(txt_proj|vid_proj)\.weight", ("{0}/kernel",)),
-)
-
-
-# The parameters whose gradient norms the fixtures record (tiny/README.md).
-GRAD_PRETRAIN_NAMES = (
-    "transformer.blocks.0.attn.qkv.weight", "transformer.patch_embed.proj.weight",
-    "text_embeddings.word_embeddings.weight", "transformer.temporal_embed",
-    "token_type_embeddings.weight", "transformer.pos_embed", "pooler.dense.weight",
-    "itm_score.fc.weight", "mlm_score.decoder.weight", "transformer.blocks.1.mlp.fc2.weight")
-GRAD_ITC_NAMES = ("txt_proj.weight", "vid_proj.weight", "transformer.blocks.0.attn.qkv.weight",
-                  "text_embeddings.LayerNorm.weight")
-
-
-def nnx_paths(ref_name: str) -> tuple[str, ...]:
-  """The vlx parameter paths holding a reference parameter (grad-norm bookkeeping)."""
-  for pattern, paths in _REF_PATHS:
-    m = re.fullmatch(pattern, ref_name)
-    if m:
-      return tuple(p.format(*m.groups()) for p in paths)
-  raise KeyError(f"no vlx path known for reference parameter {ref_name!r}")
+# Full gradients the format records: output key -> reference parameter (zeros when the model has
+# no such parameter, e.g. a file without temporal_embed: the reference's gradient is then 0).
+FULL_GRADS = {"grad_pretrain_token_type_embeddings": "token_type_embeddings.weight",
+              "grad_pretrain_temporal_embed": "transformer.temporal_embed",
+              "grad_pretrain_cls_token": "transformer.cls_token"}
 
 
 def _flat_params(tree) -> dict[str, jax.Array]:
@@ -259,23 +222,6 @@ def _grads(model, loss_of):
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   g = jax.grad(lambda p: loss_of(nnx.merge(graphdef, p, rest)))(params)
   return _flat_params(g)
-
-
-def _grad_norms(grads: dict[str, jax.Array], names) -> np.ndarray:
-  out = []
-  for name in names:
-    paths = nnx_paths(str(name))
-    missing = [p for p in paths if p not in grads]
-    out.append(0.0 if missing else float(np.sqrt(sum(float(jnp.sum(grads[p] ** 2))
-                                                      for p in paths))))
-  return np.asarray(out, np.float32)
-
-
-def _full_grad(grads: dict[str, jax.Array], name: str, shape: tuple[int, ...]) -> np.ndarray:
-  path = nnx_paths(name)[0]
-  if path not in grads:      # e.g. no temporal_embed in the distilled ViT: the reference's is 0
-    return np.zeros(shape, np.float32)
-  return np.asarray(grads[path], np.float32)
 
 
 def _fixture_arrays(model, x: dict, active: frozenset, k_false: int, k_opts: int) -> dict:
@@ -332,13 +278,15 @@ def _fixture_arrays(model, x: dict, active: frozenset, k_false: int, k_opts: int
   return out, grads
 
 
-def fixture_outputs(model, inputs: dict, fixture_config: dict, reference: dict | None = None,
+def fixture_outputs(model, inputs: dict, fixture_config: dict, source_grads,
                     compiler_options: dict | None = None) -> dict[str, np.ndarray]:
   """The head / loss / gradient outputs of tiny/README.md from the fixture's recorded inputs
-  (eval mode; patch orders, ITM labels and VCOP orders as recorded). `reference` (the
-  fixture's outputs.npz, optional) may replace the gradient name lists; `compiler_options` go
-  to XLA (tests compile unoptimised)."""
-  ref = reference or {}
+  (eval mode; patch orders, ITM labels and VCOP orders as recorded). `source_grads(grads)` maps
+  {nnx path: gradient} to {reference parameter name: gradient in its layout} (the converter rules
+  in reverse, vlx.convert.reverse); grad_*_names / grad_*_norms then list every parameter of the
+  fixture's checkpoint, so any fixture of the format is covered. `compiler_options` go to XLA
+  (tests compile unoptimised)."""
+  from vlx.convert import reverse  # pylint: disable=import-outside-toplevel
   active = frozenset(k for k, v in fixture_config.get("loss_names", {}).items() if v >= 1)
   x = {k: jnp.asarray(v) for k, v in inputs.items()}
   k_false = int(fixture_config.get("draw_false_text", 0))
@@ -351,17 +299,14 @@ def fixture_outputs(model, inputs: dict, fixture_config: dict, reference: dict |
   if "ind_itc" in active:
     out["itc_metrics_t2v"], out["itc_metrics_v2t"] = tasks.reference_retrieval_metrics(
         out["itc_sim_t2v"])
-  names = ref.get("grad_pretrain_names", GRAD_PRETRAIN_NAMES)
-  out["grad_pretrain_names"] = np.asarray(names)
-  out["grad_pretrain_norms"] = _grad_norms(grads["pretrain"], names)
+  ref = {tag: source_grads({k: np.asarray(v) for k, v in g.items()}) for tag, g in grads.items()}
+  for tag, by_name in ref.items():
+    out[f"grad_{tag}_names"] = np.asarray(list(by_name))
+    out[f"grad_{tag}_norms"] = np.asarray([reverse.norm(g) for g in by_name.values()],
+                                          np.float32)
   d, t = int(model.pooler.kernel.shape[0]), int(x["video"].shape[1])
-  for key, name, shape in (
-      ("grad_pretrain_token_type_embeddings", "token_type_embeddings.weight", (2, d)),
-      ("grad_pretrain_temporal_embed", "transformer.temporal_embed", (1, t, d)),
-      ("grad_pretrain_cls_token", "transformer.cls_token", (1, 1, d))):
-    out[key] = _full_grad(grads["pretrain"], name, shape)
-  if "itc" in grads:
-    names = ref.get("grad_itc_names", GRAD_ITC_NAMES)
-    out["grad_itc_names"] = np.asarray(names)
-    out["grad_itc_norms"] = _grad_norms(grads["itc"], names)
+  zeros = {"grad_pretrain_token_type_embeddings": (2, d), "grad_pretrain_temporal_embed": (1, t, d),
+           "grad_pretrain_cls_token": (1, 1, d)}
+  for key, name in FULL_GRADS.items():
+    out[key] = np.asarray(ref["pretrain"].get(name, np.zeros(zeros[key])), np.float32)
   return out

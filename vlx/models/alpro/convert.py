@@ -16,10 +16,10 @@ from typing import Any
 
 import ml_collections
 
-from vlx.models.alpro.model import model_config as alpro_model
-from vlx.convert import hooks as hk
-from vlx.convert.engine import Rule, Tied
 from vlx.convert.errors import ConversionError, WrongFamilyError
+from vlx.convert.rules import Rule, Tied, linear
+from vlx.layers import bert_rules, timesformer_rules
+from vlx.models.alpro.model import model_config as alpro_model
 
 VARIANTS = ("pretrain", "prompter", "retrieval", "qa")
 _TEXT = r"text_encoder\.(?:bert\.)?"
@@ -54,72 +54,24 @@ def detect_variant(keys) -> str:
 
 
 # -- rules --------------------------------------------------------------------------------------
-def _linear(src: str, dst: str) -> list[Rule]:
-  return [Rule(src + r"\.weight", dst + "/kernel", hk.linear), Rule(src + r"\.bias", dst + "/bias")]
-
-
-def _norm(src: str, dst: str) -> list[Rule]:
-  return [Rule(src + r"\.weight", dst + "/scale"), Rule(src + r"\.bias", dst + "/bias")]
-
-
-def _video_rules(s: str, d: str, num_frames: int) -> list[Rule]:
-  v, b = s + _VIDEO, s + _VIDEO + r"blocks\.(\d+)\."
-  out, db = d + "video/", d + r"video/blocks/\1/"
-  qkv = tuple(db + rf"\2/{n}" for n in ("query", "key", "value"))
-  return [
-      Rule(v + "cls_token", out + "cls_token"), Rule(v + "pos_embed", out + "pos_embed"),
-      Rule(v + "time_embed", out + "time_embed", hk.resize_nearest(num_frames, axis=1)),
-      Rule(v + r"patch_embed\.proj\.weight", out + "patch_embed/kernel", hk.conv2d),
-      Rule(v + r"patch_embed\.proj\.bias", out + "patch_embed/bias"),
-      Rule(b + r"(attn|temporal_attn)\.qkv\.weight", tuple(q + "/kernel" for q in qkv),
-           hk.chain(hk.split_qkv(3), hk.linear)),
-      Rule(b + r"(attn|temporal_attn)\.qkv\.bias", tuple(q + "/bias" for q in qkv),
-           hk.split_qkv(3)),
-      *_linear(b + r"(attn|temporal_attn)\.proj", db + r"\2/out"),
-      *_norm(b + r"temporal_norm1", db + "temporal_norm"),
-      *_norm(b + r"(norm1|norm2)", db + r"\2"),
-      *_linear(b + r"temporal_fc", db + "temporal_fc"),
-      *_linear(b + r"mlp\.(fc1|fc2)", db + r"mlp/\2"),
-      *_norm(v + "norm", out + "norm"),
-  ]
-
-
-def _text_rules(s: str, d: str) -> list[Rule]:
-  e, l = s + _TEXT + r"embeddings\.", s + _TEXT + r"encoder\.layer\.(\d+)\."
-  out, dl = d + "text/", d + r"text/layers/\1/"
-  return [
-      Rule(e + r"word_embeddings\.weight", out + "embeddings/word/embedding"),
-      Rule(e + r"position_embeddings\.weight", out + "embeddings/position/embedding"),
-      Rule(e + r"token_type_embeddings\.weight", out + "embeddings/token_type/embedding"),
-      *_norm(e + "LayerNorm", out + "embeddings/norm"),
-      *_linear(l + r"attention\.self\.(query|key|value)", dl + r"attn/\2"),
-      *_linear(l + r"attention\.output\.dense", dl + "attn/out"),
-      *_norm(l + r"attention\.output\.LayerNorm", dl + "attn_norm"),
-      *_linear(l + r"intermediate\.dense", dl + "mlp/fc1"),
-      *_linear(l + r"output\.dense", dl + "mlp/fc2"),
-      *_norm(l + r"output\.LayerNorm", dl + "mlp_norm"),
-  ]
-
-
 def _model_rules(s: str, d: str, head: str, num_frames: int) -> list[Rule]:
   """Rules of one AlproModel whose torch keys start with `s` (regex) and nnx paths with `d`."""
-  rules = [Rule(s + "temp", d + "temp"), *_video_rules(s, d, num_frames), *_text_rules(s, d),
-           *_linear(s + "vision_proj", d + "vision_proj"),
-           *_linear(s + "text_proj", d + "text_proj"), *_linear(s + "itm_head", d + "itm_head")]
+  rules = [Rule(s + "temp", d + "temp"),
+           *timesformer_rules.timesformer(s + _VIDEO, d + "video/", num_frames),
+           *bert_rules.encoder(s + _TEXT, d + "text/"),
+           *linear(s + "vision_proj", d + "vision_proj"),
+           *linear(s + "text_proj", d + "text_proj"), *linear(s + "itm_head", d + "itm_head")]
   if head != "qa":
-    p = s + r"text_encoder\.cls\.predictions\."
-    rules += [Rule(p + "bias", d + "mlm_head/bias"),
-              *_linear(p + r"transform\.dense", d + "mlm_head/dense"),
-              *_norm(p + r"transform\.LayerNorm", d + "mlm_head/norm")]
+    rules += bert_rules.mlm_head(s + r"text_encoder\.cls\.predictions\.", d + "mlm_head/")
   if head == "pretrain":
-    rules += [*_linear(s + r"mpm_head\.0", d + "pem_head/fc1"),
-              *_linear(s + r"mpm_head\.2", d + "pem_head/fc2"),
+    rules += [*linear(s + r"mpm_head\.0", d + "pem_head/fc1"),
+              *linear(s + r"mpm_head\.2", d + "pem_head/fc2"),
               *_model_rules(s + r"prompter\.", d + "prompter/", "prompter", num_frames)]
   if head == "prompter":
     rules += [Rule(s + r"(video_prompt_feat|image_prompt_feat)", d + r"\1")]
   if head == "qa":
-    rules += [*_linear(s + r"classifier\.0", d + "classifier/fc1"),
-              *_linear(s + r"classifier\.2", d + "classifier/fc2")]
+    rules += [*linear(s + r"classifier\.0", d + "classifier/fc1"),
+              *linear(s + r"classifier\.2", d + "classifier/fc2")]
   return rules
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from vlx.models.alpro.model import model_config as alpro_model
-from vlx.convert import convert_state_dict, load_state_dict
+from vlx.convert import ConversionResult, convert_state_dict, load_state_dict, reverse
 from vlx.evals.retrieval import retrieval_metrics
 from vlx.layers import common
 from vlx.models.alpro.model import AlproModel, pem_pooled
@@ -92,49 +92,33 @@ def to_channels_last(video: np.ndarray) -> jax.Array:
 
 
 # -- fixture outputs -----------------------------------------------------------------------
-_GRAD_PATHS = {   # reference parameter name -> (vlx paths, how to assemble torch's layout)
-    "temp": (["temp"], None),
-    "visual_encoder.model.time_embed": (["video/time_embed"], None),
-    "visual_encoder.model.blocks.0.temporal_attn.qkv.weight":
-        ([f"video/blocks/0/temporal_attn/{n}/kernel" for n in ("query", "key", "value")], "qkv"),
-    "visual_encoder.model.patch_embed.proj.weight": (["video/patch_embed/kernel"], "conv"),
-    "text_encoder.bert.embeddings.word_embeddings.weight":
-        (["text/embeddings/word/embedding"], None),
-    "text_encoder.bert.encoder.layer.2.attention.self.query.weight":
-        (["text/layers/2/attn/query/kernel"], "T"),
-    "itm_head.weight": (["itm_head/kernel"], "T"),
-    "mpm_head.2.bias": (["pem_head/fc2/bias"], None),
-}
+# Full gradients the format records (tiny/README.md `grad/<name>`); `grad_norm/<name>` is written
+# for every parameter of the checkpoint.
+FULL_GRADS = ("temp", "itm_head.weight", "mpm_head.2.bias")
 
 
-def _torch_layout(grads: dict[str, np.ndarray], name: str) -> np.ndarray:
-  paths, kind = _GRAD_PATHS[name]
-  g = [grads[p] for p in paths]
-  if kind == "qkv":
-    return np.concatenate([x.T for x in g], axis=0)
-  if kind == "conv":
-    return g[0].transpose(3, 2, 0, 1)
-  if kind == "T":
-    return g[0].T
-  return g[0]
-
-
-def _build(cfg: dict, task: str, sd: dict) -> AlproModel:
-  """The fixture's model for `task`, filled by the generic converter (strict: every source key
-  used or declared unused, every model variable filled)."""
+def convert_fixture(cfg: dict, task: str, sd: dict) -> ConversionResult:
+  """The fixture's checkpoint converted for `task` by the generic converter (strict: every
+  source key used or declared unused, every model variable filled)."""
   config = model_config_from_fixture(cfg, task)
   result = convert_state_dict("alpro", sd, variant=TASKS[task], model_config=config)
   r = result.report
   if r["unmapped"] or r["missing"]:
     raise ValueError(f"fixture checkpoint for task {task!r}: unmapped source keys {r['unmapped']}; "
                      f"unfilled model variables {r['missing']}")
-  return result.model
+  return result
+
+
+def _build(cfg: dict, task: str, sd: dict) -> AlproModel:
+  """The fixture's model for `task` (see convert_fixture)."""
+  return convert_fixture(cfg, task, sd).model
 
 
 def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
   """Every key of the fixture's outputs.npz, recomputed with vlx (eval mode, fixed negatives)."""
   cfg, x, sd = read_fixture(fixture_dir)
-  model = _build(cfg, "pretrain", sd)
+  result = convert_fixture(cfg, "pretrain", sd)
+  model = result.model
   batch = dict(video=to_channels_last(x["visual_inputs"]),
                text_ids=jnp.asarray(x["text_input_ids"]),
                text_mask=jnp.asarray(x["text_input_mask"]),
@@ -150,13 +134,11 @@ def compute_fixture_outputs(fixture_dir) -> dict[str, np.ndarray]:
   n_templates = (int(cfg["pretrain"].get("n_video_prompt_templates", 12)),
                  int(cfg["pretrain"].get("n_image_prompt_templates", 12)))
   out = dict(_pretrain_outputs(model, batch, prompts, n_templates))
-  flat = {"/".join(str(q) for q in k): np.asarray(v[...])
-          for k, v in nnx.to_flat_state(out.pop("grads"))}
-  for name in _GRAD_PATHS:
-    g = _torch_layout(flat, name)
-    out[f"grad_norm/{name}"] = np.linalg.norm(g.astype(np.float64).ravel()).astype(np.float32)
-  for name in ("temp", "itm_head.weight", "mpm_head.2.bias"):
-    out[f"grad/{name}"] = _torch_layout(flat, name)
+  grads = {"/".join(str(q) for q in k): np.asarray(v[...])
+           for k, v in nnx.to_flat_state(out.pop("grads"))}
+  ref_grads = reverse.source_gradients(result, sd, grads)   # reference names and layouts
+  out.update({f"grad_norm/{name}": reverse.norm(g) for name, g in ref_grads.items()})
+  out.update({f"grad/{name}": ref_grads[name] for name in FULL_GRADS})
   out.update(retrieval_fixture_outputs(cfg, x, sd))
   out.update(_qa_outputs(cfg, x, sd, fixture_dir))
   return {k: np.asarray(v, np.float32) for k, v in out.items()}

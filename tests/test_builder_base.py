@@ -244,3 +244,15 @@ def test_generate_examples_stops_on_an_empty_split(tmp_path):
         r"^toy/c/s: none of the 1 annotated videos found under /m .*; e.g. tried .*gone.mp4$")):
       list(bb.generate_examples(recs[:1], config, builder_name="toy", split="s", num_workers=1,
                                 where="/m"))
+
+
+def test_layout_big_media_folders_skip_sidecars_not_annotations(tmp_path, monkeypatch):
+  """10k videos unpacked beside the annotation json (MSR-VTT without TrainValVideo/): the json
+  is found; img2dataset / video2dataset sidecars of a big folder are not indexed."""
+  monkeypatch.setattr(bb.release_layout, "_BIG_DIR", 3)
+  _tree(tmp_path, ["video0.mp4", "video1.mp4", "video1.json", "000.jpg", "000.json",
+                   "train_val_videodatainfo.json", "shard/a.mp4"])
+  lay = bb.Layout(tmp_path, "toy")
+  assert lay.find("train_val_videodatainfo.json") == str(tmp_path / "train_val_videodatainfo.json")
+  assert (lay.find("video1.json"), lay.find("000.json")) == (None, None)
+  assert lay.video("video1", "") == str(tmp_path / "video1.mp4")

@@ -25,6 +25,8 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".flv")
 MAX_DEPTH = 5            # folder levels below the manual dir that are searched
 _BIG_DIR = 5000          # entries: a folder this large holds media (+ sidecars), not annotations
 _SKIP_DIRS = ("__MACOSX",)
+_MEDIA = {*VIDEO_EXTENSIONS, ".gif", ".jpg", ".jpeg", ".png", ".webp", ".mpg", ".mpeg", ".3gp",
+          ".wmv", ".ogv"}
 
 
 class DatasetLayoutError(UserError, ValueError):
@@ -76,8 +78,8 @@ class Layout:
 
   `builder` names the dataset in messages ('msrvtt/retrieval'); `video_dirs` are the documented
   video folders (a candidate inside one wins over others); `video_extensions` are matched in any
-  case. Folders with more than 5000 entries are indexed for videos only (they hold media and
-  img2dataset / video2dataset sidecars, never annotation files); folders named in `skip` are
+  case. In folders with more than 5000 entries, files named like a media file with another
+  extension (img2dataset / video2dataset sidecars) are not indexed; folders named in `skip` are
   listed but not entered (a 10M-file video tree a builder reads its own way).
   """
 
@@ -111,7 +113,11 @@ class Layout:
         entries = sorted(os.scandir(path), key=lambda e: e.name)
       except OSError:
         continue
-      big = len(entries) > _BIG_DIR
+      # A big folder holds media; of its other files only those that are not a media file's
+      # sidecar (img2dataset / video2dataset <key>.json / .txt) can be annotation files.
+      media = ({os.path.splitext(e.name)[0] for e in entries
+                if os.path.splitext(e.name)[1].lower() in _MEDIA}
+               if len(entries) > _BIG_DIR else set())
       subdirs = []
       for e in entries:
         child = f"{rel}/{e.name}" if rel else e.name
@@ -129,7 +135,7 @@ class Layout:
         stem, ext = os.path.splitext(e.name)
         if index_videos and ext.lower() in exts:
           self.videos.setdefault(stem, []).append(child)
-        elif not big:
+        elif stem not in media:
           self.files.setdefault(e.name.lower(), []).append(child)
       stack.extend(reversed(subdirs))
 

@@ -95,11 +95,11 @@ def test_good_overrides_pass_the_check():
 def test_user_error_classes():
   """Every entry point catches exactly cli.USER_ERRORS: the project's user-error classes derive
   from cli.UserError; a programming error (e.g. KeyError) does not and keeps its traceback."""
-  from vlx import config_validation, distributed, search  # pylint: disable=import-outside-toplevel
-  from vlx.convert import errors, parity  # pylint: disable=import-outside-toplevel
-  from vlx.data import annotations, pipeline, release_layout  # pylint: disable=import-outside-toplevel
+  from vlx import config_validation, distributed, search
+  from vlx.convert import errors, parity
+  from vlx.data import annotations, pipeline, release_layout
   for cls in (config_validation.ConfigError, errors.ConversionError, errors.WrongFamilyError,
-              pipeline.DatasetNotBuiltError, pipeline.BuilderMissingError,
+              pipeline.DatasetNotBuiltError, pipeline.BuilderMissingError, pipeline.SplitError,
               annotations.AnnotationError, release_layout.DatasetLayoutError, search.SearchError,
               parity.ParityError, distributed.DistributedConfigError):
     assert issubclass(cls, cli.UserError), cls
@@ -137,7 +137,7 @@ def test_eval_name_follows_an_overridden_builder():
 # --- vlx.convert and vlx.convert.parity (argparse mains returning the exit status).
 
 def test_convert_errors_and_help(tmp_path, capsys):
-  from vlx.convert import __main__ as convert  # pylint: disable=import-outside-toplevel
+  from vlx.convert import __main__ as convert
   text = tmp_path / "notes.txt"
   text.write_text("not a checkpoint\n")
   out = ["--out", str(tmp_path / "out")]
@@ -164,7 +164,7 @@ def test_convert_errors_and_help(tmp_path, capsys):
 
 
 def test_parity_errors_and_help(tmp_path, capsys):
-  from vlx.convert import parity  # pylint: disable=import-outside-toplevel
+  from vlx.convert import parity
   bad_npz = tmp_path / "ref.npz"
   bad_npz.write_text("x")
   out = ["--out", str(tmp_path / "o.npz")]
@@ -187,7 +187,7 @@ def test_parity_errors_and_help(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def bad_csv_folder(tmp_path_factory):
-  from vlx.data import testing  # pylint: disable=import-outside-toplevel
+  from vlx.data import testing
   manual = tmp_path_factory.mktemp("bad_csv")
   for i in range(2):
     testing.write_video(manual / f"v{i}.mp4", num_frames=2, height=16, width=16, fps=2, seed=i)
@@ -196,7 +196,7 @@ def bad_csv_folder(tmp_path_factory):
 
 
 def test_pipeline_errors_and_help(bad_csv_folder, tmp_path, capsys):
-  from vlx.data import pipeline  # pylint: disable=import-outside-toplevel
+  from vlx.data import pipeline
   prog, data = "python -m vlx.data.pipeline: error: ", ["--data_dir", str(tmp_path / "d")]
   cases = [
       (["--builder", "video_text", "--config", "captions", "--manual_dir", str(bad_csv_folder)],
@@ -218,7 +218,7 @@ def test_pipeline_errors_and_help(bad_csv_folder, tmp_path, capsys):
 
 
 def test_dataset_not_built_is_one_line(tmp_path):
-  from vlx.data import pipeline  # pylint: disable=import-outside-toplevel
+  from vlx.data import pipeline
   with pytest.raises(pipeline.DatasetNotBuiltError) as e:
     pipeline.get_builder("video_text", "captions", str(tmp_path))
   line = cli.describe(e.value)
@@ -238,8 +238,8 @@ def test_tfds_cli_subprocess(repo_root, bad_csv_folder, tmp_path):
 def test_tfds_cli_in_process(capsys, tmp_path):
   """vlx-tfds's main on parsed arguments (the parser itself registers absl flags that clash with
   vlx.search's in one process: built here as the namespace it returns)."""
-  from types import SimpleNamespace as NS  # pylint: disable=import-outside-toplevel
-  from vlx.data import tfds_cli  # pylint: disable=import-outside-toplevel
+  from types import SimpleNamespace as NS
+  from vlx.data import tfds_cli
   args = NS(command=NS(positional_datasets=["data_builders/video_text"], datasets=[],
                        generation=NS(config="capt"),
                        paths=NS(manual_dir=None, add_name_to_manual_dir=False, data_dir=tmp_path)))
@@ -251,8 +251,8 @@ def test_tfds_cli_in_process(capsys, tmp_path):
 # --- vlx.search (its absl main in-process, as tests/test_search.py runs it).
 
 def test_search_errors_and_help(repo_root, monkeypatch, capsys, tmp_path):
-  from absl import app  # pylint: disable=import-outside-toplevel
-  from vlx import search  # pylint: disable=import-outside-toplevel
+  from absl import app
+  from vlx import search
 
   def call(*args):
     argv = ["vlx.search", "--config", f"{repo_root}/{CONFIG}", "--workdir", str(tmp_path), *args]
@@ -302,3 +302,20 @@ def test_finished_workdir_is_left_alone(monkeypatch, tmp_path):
       "eval/toy_test/r1"]
   assert "--mode eval" in train.finished_message(str(tmp_path), 2, 2)
   assert [json.loads(l)["step"] for l in rows.splitlines()] == [2, 2]
+
+
+def test_unknown_split_is_named_before_training(tiny_data_dir):
+  from vlx.data import pipeline
+  c = alpro_pretrain.get_config("tiny")
+  c.data.data_dir = tiny_data_dir
+  c.data.train.split = "tran"
+  with pytest.raises(pipeline.SplitError) as e:
+    pipeline.check_datasets(c, train=True, evals=True)
+  assert cli.describe(e.value).startswith("config.data.train.split='tran': dataset "
+                                          "'moving_shapes' in ")
+  assert cli.describe(e.value).endswith("has splits ['test', 'train', 'val']")
+  c.data.train.split = "train[:50%]+test"
+  c.evals.moving_shapes_test.split = "valid"
+  with pytest.raises(pipeline.SplitError,
+                     match=r"^config\.evals\.moving_shapes_test\.split='valid'"):
+    pipeline.check_datasets(c, train=True, evals=True)

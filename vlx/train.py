@@ -123,6 +123,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
       if mode != "eval" and 0 < num_steps <= start:  # nothing to train: no duplicate eval rows
         logging.warning(finished_message(workdir, start, num_steps))
         return read_metrics(workdir).get(start, {})
+      if make_train_iterator is None or make_eval_batches is None:  # the datasets it will read
+        from vlx.data import pipeline  # lazy: imports TF
+        pipeline.check_datasets(config, train=make_train_iterator is None and mode != "eval",
+                                evals=make_eval_batches is None and mode != "train")
       train_iter = None
       if mode != "eval" and start < num_steps:
         if make_train_iterator is None:

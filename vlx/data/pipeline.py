@@ -88,6 +88,33 @@ def build(builder: str, builder_config: str = "", data_dir: str = "",
   return b
 
 
+class SplitError(UserError, ValueError):
+  """A split the built dataset does not have."""
+
+
+def check_split(builder: tfds.core.DatasetBuilder, split: str, where: str) -> None:
+  """Every part of a TFDS split string ('train', 'train[:10%]+val') must be a built split."""
+  known = sorted(builder.info.splits.keys())
+  for part in str(split).split("+"):
+    if part.split("[")[0].strip() not in known:
+      raise SplitError(f"{where}={split!r}: dataset {builder.name!r} in {builder.data_dir} has "
+                       f"splits {known}")
+
+
+def check_datasets(config, *, train: bool, evals: bool) -> None:
+  """The datasets a run reads (data.train or its mixture; every eval block) are built and have
+  their splits: one line each, before any model work or hours of training."""
+  from vlx.data import mixture  # pylint: disable=import-outside-toplevel
+  data_dir, manual = config.data.data_dir, config.data.get("manual_dir", "")
+  if train:
+    for e in mixture.parse(config.data.train):
+      b = get_builder(e.builder, e.builder_config, data_dir, manual)
+      check_split(b, config.data.train.split, "config.data.train.split")
+  for name, ev in (config.evals.items() if evals else ()):
+    b = get_builder(ev.builder, ev.get("builder_config", ""), data_dir, manual)
+    check_split(b, ev.split, f"config.evals.{name}.split")
+
+
 def num_examples(builder: str, builder_config: str, split: str, data_dir: str) -> int:
   """Examples in `split` (a TFDS split string such as 'test' or 'train[:10%]')."""
   return get_builder(builder, builder_config, data_dir).info.splits[split].num_examples

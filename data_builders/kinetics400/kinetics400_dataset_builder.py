@@ -3,8 +3,9 @@
 The csvs (label, youtube_id, time_start, time_end, split[, is_cc]) name ~10 s clips, released as
 <youtube_id>_<time_start:06d>_<time_end:06d>.mp4 (the CVDF mirror) either flat in the split folder
 or in per-label folders; clips are found by name anywhere under manual_dir (release_layout), so
-both layouts work, and the mirror's replacement_for_corrupted_k400 files take precedence. `label` is a ClassLabel over the
-400 class names of train.csv, sorted (the official class list is alphabetical).
+both layouts work, and the mirror's replacement_for_corrupted_k400 files take precedence.
+`label` is a ClassLabel over the 400 class names of train.csv, sorted (the official class list is
+alphabetical).
 """
 from __future__ import annotations
 

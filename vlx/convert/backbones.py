@@ -247,12 +247,8 @@ def init_from_backbones(state: Any, *, layout: Layout, bert_dir: str | None = No
     if mapped.unmapped:
       raise ConversionError(f"{where}: {len(mapped.unmapped)} key(s) match no rule and are not "
                             f"declared unused: {mapped.unmapped[:10]}")
-    if mapped.bad_targets:
-      raise ConversionError(f"{where}: the model has no variable for {mapped.bad_targets[:10]} "
-                            "(does the model match the backbone?)")
-    if mapped.mismatches:
-      raise ShapeMismatchError(f"{where}: shape mismatch for {len(mapped.mismatches)} key(s): "
-                               + "; ".join(mapped.mismatches[:10]))
+    mapped.check(f"{where}: ", "the model has no variable for these targets (does the model "
+                 "match the backbone?)")
     filled.update(mapped.filled)
     report["unused"].update({f"{tag}:{k}": r for k, r in mapped.unused.items()})
 

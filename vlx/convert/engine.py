@@ -127,6 +127,16 @@ class _Mapped:
   sources: dict[str, tuple[tuple[str, ...], hk.Hook]] = dataclasses.field(default_factory=dict)
   ties: dict[str, str] = dataclasses.field(default_factory=dict)  # tied key -> the key it aliases
 
+  def check(self, where: str, bad_targets: str) -> None:
+    """Raises for rule targets the model lacks (`bad_targets`: what that means here), then for
+    shape mismatches (ShapeMismatchError naming the first ten)."""
+    if self.bad_targets:
+      raise ConversionError(f"{where}{bad_targets}: {self.bad_targets[:10]}")
+    if self.mismatches:
+      raise ShapeMismatchError(f"{where}shape mismatch for {len(self.mismatches)} key(s): "
+                               + "; ".join(self.mismatches[:10])
+                               + (" ..." if len(self.mismatches) > 10 else ""))
+
 
 def _map_keys(source: Mapping[str, Any], converter: Any, variant: str,
               cfg: ml_collections.ConfigDict, targets: dict[str, Any], family: str,
@@ -242,13 +252,8 @@ def convert_with(converter: Any, build: Callable, family: str, source: Mapping[s
         f"{len(m.unmapped)} of {len(keys)} checkpoint keys match no {family} ({variant}) rule: "
         f"this does not look like a {family} {variant} checkpoint (e.g. {m.unmapped[:5]})"
         + _suggest_family(keys, family))
-  if m.bad_targets:
-    raise ConversionError(f"{family} rules name targets the model does not have (rules and "
-                          f"model tree disagree): {m.bad_targets[:10]}")
-  if m.mismatches:
-    raise ShapeMismatchError(f"shape mismatch for {len(m.mismatches)} key(s): "
-                             + "; ".join(m.mismatches[:10])
-                             + (" ..." if len(m.mismatches) > 10 else ""))
+  m.check("", f"{family} rules name targets the model does not have (rules and model tree "
+             "disagree)")
 
   missing = sorted(set(targets) - set(m.filled))
   report = {"family": family, "variant": variant, "mapped": m.mapped, "unused": m.unused,
@@ -263,3 +268,13 @@ def convert_with(converter: Any, build: Callable, family: str, source: Mapping[s
     model = nnx.merge(graphdef, nnx.from_flat_state(new_flat))
   return ConversionResult(model=model, model_config=cfg, variant=variant, report=report,
                           sources=m.sources, ties=m.ties)
+
+
+def require_complete(result: ConversionResult, what: str) -> ConversionResult:
+  """`result`, or a ValueError naming its unmapped source keys and unfilled model variables
+  (strict loading, e.g. of a parity fixture)."""
+  r = result.report
+  if r["unmapped"] or r["missing"]:
+    raise ValueError(f"{what}: unmapped source keys {r['unmapped']}; unfilled model variables "
+                     f"{r['missing']}")
+  return result

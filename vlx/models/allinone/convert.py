@@ -35,11 +35,6 @@ _TASK_HEADS = ("vqa_classifier.", "mc_vqa_classifier.", "rank_output.", "txt_pro
 _IMAGE_HEADS = r"(?:nlvr2_classifier|rank_output_2)\..*"
 
 
-def build(model_config_: ml_collections.ConfigDict, *, rngs):
-  from vlx.models.allinone.model import build as _build  # pylint: disable=import-outside-toplevel
-  return _build(model_config_, rngs=rngs)
-
-
 def detect_variant(keys) -> str:
   keys = set(keys)
   if not {"transformer.cls_token", "token_type_embeddings.weight"} <= keys or not any(

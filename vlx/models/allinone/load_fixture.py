@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from vlx.convert import ConversionResult, convert_state_dict, load_state_dict, reverse
+from vlx.convert.engine import require_complete
 from vlx.models.allinone.model import AllInOne, model_config
 
 # Released ViT factories (spec §1): name -> (img, patch, width, depth, heads, distilled).
@@ -87,12 +88,8 @@ def convert_fixture(cfg: dict, sd: dict) -> ConversionResult:
   c = model_config_from_fixture(cfg)
   overrides = c.to_dict()
   overrides["heads"].pop("rank_untied")          # decided by the file's values
-  result = convert_state_dict("allinone", sd, model_config=overrides)
-  r = result.report
-  if r["unmapped"] or r["missing"]:
-    raise ValueError(f"fixture checkpoint: unmapped source keys {r['unmapped']}; unfilled model "
-                     f"variables {r['missing']}")
-  return result
+  return require_complete(convert_state_dict("allinone", sd, model_config=overrides),
+                          "fixture checkpoint")
 
 
 def build_from_fixture(cfg: dict, sd: dict) -> AllInOne:

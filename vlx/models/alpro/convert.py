@@ -26,11 +26,6 @@ _TEXT = r"text_encoder\.(?:bert\.)?"
 _VIDEO = r"visual_encoder\.model\."
 
 
-def build(model_config: ml_collections.ConfigDict, *, rngs):
-  from vlx.models.alpro.model import build as _build  # pylint: disable=import-outside-toplevel
-  return _build(model_config, rngs=rngs)
-
-
 def detect_variant(keys) -> str:
   """Which reference class wrote the state dict (spec §8 key groups)."""
   keys = set(keys)

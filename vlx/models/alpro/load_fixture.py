@@ -15,6 +15,7 @@ from flax import nnx
 
 from vlx.models.alpro.model import model_config as alpro_model
 from vlx.convert import ConversionResult, convert_state_dict, load_state_dict, reverse
+from vlx.convert.engine import require_complete
 from vlx.evals.retrieval import retrieval_metrics
 from vlx.layers import common
 from vlx.models.alpro.model import AlproModel, pem_pooled
@@ -101,12 +102,9 @@ def convert_fixture(cfg: dict, task: str, sd: dict) -> ConversionResult:
   """The fixture's checkpoint converted for `task` by the generic converter (strict: every
   source key used or declared unused, every model variable filled)."""
   config = model_config_from_fixture(cfg, task)
-  result = convert_state_dict("alpro", sd, variant=TASKS[task], model_config=config)
-  r = result.report
-  if r["unmapped"] or r["missing"]:
-    raise ValueError(f"fixture checkpoint for task {task!r}: unmapped source keys {r['unmapped']}; "
-                     f"unfilled model variables {r['missing']}")
-  return result
+  return require_complete(convert_state_dict("alpro", sd, variant=TASKS[task],
+                                            model_config=config),
+                          f"fixture checkpoint for task {task!r}")
 
 
 def _build(cfg: dict, task: str, sd: dict) -> AlproModel:

@@ -29,7 +29,8 @@ class Family:
     build(model_config, *, rngs) -> nnx.Module.
     objectives / objective_names: see `Objectives`; names config.objectives may use.
     frozen_params: regexes (re.search on 'a/b/c' parameter paths) of parameters that never train:
-      they get no gradient, no update and no optimizer state (e.g. a frozen teacher).
+      they get no gradient, no update and no optimizer state (e.g. a frozen teacher). They stay
+      in TrainState['params'] (saved, loaded); vlx.steps splits them off before differentiation.
     validate_config(config): family checks, raising ValueError naming the field.
     prepare_fresh_state(model, config): fills model state after a fresh init (not on restore).
   Evaluation (None = this eval type is not supported):

@@ -280,10 +280,11 @@ def test_search_errors_and_help(repo_root, monkeypatch, capsys, tmp_path):
 def test_eta_in_minutes_and_seconds():
   assert [format_eta(s) for s in (0, 7.4, 59.6, 65, 3723)] == [
       "0s", "7s", "1m 00s", "1m 05s", "1h 02m 03s"]
-  now = [0.0]
-  progress = Progress(300, every=100, clock=lambda: now[0])
-  now[0] = 30.0
-  assert progress(100) == "step 100/300 (33.3%), 3.33 steps/s, ETA 1m 00s"
+  now = [5.0]
+  progress = Progress(301, every=100, clock=lambda: now[0])
+  assert progress(1) is None                  # the clock starts after the first (compiled) step
+  now[0] = 38.0
+  assert progress(100) == "step 100/301 (33.2%), 3.00 steps/s, ETA 1m 07s"
   assert progress(150) is None
 
 

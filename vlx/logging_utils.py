@@ -89,26 +89,26 @@ def format_eta(seconds: float) -> str:
 
 
 class Progress:
-  """Logs 'step S/N (P%), R steps/s, ETA 4m 05s' every `every` steps and at the last step; the
-  rate is measured since the previous report (the first one includes compilation)."""
+  """Logs 'step S/N (P%), R steps/s, ETA 4m 05s' every `every` steps and at the last step. The
+  clock starts at the first call (after the first step: compilation is not a step's time)."""
 
-  def __init__(self, num_steps: int, every: int, start_step: int = 0,
-               clock: Any = time.monotonic):
+  def __init__(self, num_steps: int, every: int, clock: Any = time.monotonic):
     self.num_steps, self.every, self.clock = int(num_steps), max(int(every), 1), clock
-    self._step, self._time = int(start_step), clock()
+    self._step: int | None = None
+    self._time = 0.0
 
-  def message(self, step: int, now: float) -> str:
+  def __call__(self, step: int) -> str | None:
+    now = self.clock()
+    if self._step is None:
+      self._step, self._time = step, now
+      return None
+    if step % self.every and step != self.num_steps:
+      return None
     rate = (step - self._step) / max(now - self._time, 1e-9)
     eta = (self.num_steps - step) / rate if rate > 0 else float("inf")
     pct = 100.0 * step / self.num_steps if self.num_steps else 100.0
-    return (f"step {step}/{self.num_steps} ({pct:.1f}%), {rate:.2f} steps/s, "
+    text = (f"step {step}/{self.num_steps} ({pct:.1f}%), {rate:.2f} steps/s, "
             f"ETA {format_eta(eta)}")
-
-  def __call__(self, step: int) -> str | None:
-    if step % self.every and step != self.num_steps:
-      return None
-    now = self.clock()
-    text = self.message(step, now)
     self._step, self._time = step, now
     logging.info("%s", text)
     return text

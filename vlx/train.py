@@ -155,7 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mode:
       train_step = prog.train_step
 
       # --- Loop.
-      report = Progress(num_steps, every=max(int(config.train.log_every), 1), start_step=start)
+      report = Progress(num_steps, every=max(int(config.train.log_every), 1))
       log_every, ckpt_every = int(config.train.log_every), int(config.train.ckpt_every)
       pending: tuple[int, dict] | None = None
       t_last, step_last = time.time(), start

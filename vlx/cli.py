@@ -1,15 +1,18 @@
 """What every command-line entry point shares (vlx.main, vlx.search, vlx.convert,
-vlx.convert.parity, vlx.data.pipeline, vlx-tfds): the user-error classes and ONE wrapper that prints them as one line,
-`<prog>: error: <message>`, on stderr with exit status 2 and no traceback.
+vlx.convert.parity, vlx.data.pipeline, vlx-tfds): the user-error classes and ONE wrapper
+(`entry_point`) that prints them as one line, `<prog>: error: <message>`, on stderr with exit
+status 2 and no traceback.
 
 A user error is bad input the user can fix: a flag, a config field, a file or folder, a dataset.
 Its class derives from `UserError` (ConfigError, ConversionError, DatasetNotBuiltError,
-AnnotationError, DatasetLayoutError, SearchError, ParityError, the distributed flag errors), or it
+BuilderMissingError, SplitError, AnnotationError, DatasetLayoutError, SearchError, ParityError,
+the distributed flag errors), or it
 is one of the OS's path errors (`PATH_ERRORS`: a missing, unreadable or wrong-kind path the user
 named). Anything else is a programming error and keeps its traceback.
 
 Also here: absl flag parsing that exits 0 on --help and turns a bad `--config.*` override into one
-line naming the field (its nearest existing names for a typo, the expected type for a bad value).
+line naming the field (its nearest existing names for a typo, the expected type for a bad value),
+and the eval-block naming rule of the command line (`eval_names_follow_builders`).
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ def entry_point(prog: str, extra: tuple[type[BaseException], ...] = (),
 
 
 def help_requested(argv: Sequence[str]) -> bool:
+  """Whether argv (argv[0] = program) asks for help."""
   return any(a.split("=")[0] in HELP_FLAGS for a in argv[1:])
 
 

@@ -4,8 +4,9 @@
 is its `Task`: the features a training example needs, its records (one per clip, or per QA pair),
 its row fields and its batch keys (`train_keys` / `eval_keys`, besides the inputs' keys, which the
 modality readers yield: vlx.data.modalities). Training rows are built with TF ops inside tf.data
-(texts tokenized per batch in a py_function, `TrainText`); evaluation rows with numpy (`EvalText`). The data_contract feature names are read: `captions` (or any
-`text_field`), `qa`, `question` / `mc_choices` / `mc_answer`, `label` (ClassLabel).
+(texts tokenized per batch in a py_function, `TrainText`); evaluation rows with numpy
+(`EvalText`). The data_contract feature names are read: `captions` (or any `text_field`), `qa`,
+`question` / `mc_choices` / `mc_answer`, `label` (ClassLabel).
 """
 from __future__ import annotations
 

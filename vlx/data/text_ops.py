@@ -1,10 +1,11 @@
-"""Tokenizers, ALPRO's MLM corruption (spec §5.3) and All-in-one's whole-word masking.
+"""Tokenizers and MLM corruption: token masking (ALPRO spec §5.3) or whole words (All-in-one).
 
 `load_tokenizer('moving_shapes')` gives the WordPiece vocab shipped with vlx (every word of the
-synthetic captions and of ALPRO's entity-prompt templates, vlx/models/alpro/prompts.py; < 128 ids, so the
-demo's text.vocab_size=128 fits); a directory gives a local
-BERT tokenizer (e.g. a copy of bert-base-uncased). `mask_tokens` and `whole_word_mask` are written
-with stateless TF ops so they run inside tf.data and depend on their seed only.
+synthetic captions and of ALPRO's entity-prompt templates, vlx/models/alpro/prompts.py; < 128
+ids, so the demo's text.vocab_size=128 fits); a directory gives a local BERT tokenizer (e.g. a
+copy of bert-base-uncased). `mask_tokens` and `whole_word_mask` are written with stateless TF ops
+so they run inside tf.data and depend on their seed only; `mlm_corruption` picks one by
+config.data.mlm_masking.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 A data block (config.data.train or evals.<name>) reads `inputs`, an optional ConfigDict
 {batch-key prefix: ConfigDict(reader=<kind>, feature=<TFDS feature>, ...)}. Without it (every
 shipped config) the block has one input, `video`, read by `frames` from the block's own frame
-fields. With it the listed inputs are read (each with its own seed, input_seed); an entry's fields default to the block's
-(so `video=ConfigDict(reader='frames')` keeps the frames beside e.g. an audio input).
+fields. With it the listed inputs are read (each with its own seed, input_seed); an entry's
+fields default to the block's (so `video=ConfigDict(reader='frames')` keeps the frames beside e.g.
+an audio input).
 """
 from __future__ import annotations
 

@@ -327,8 +327,6 @@ def test_offender_scan_finds_names_and_skips_docstrings(tmp_path):
   assert any("pem_weight" in g for g in got) and any("all-in-one" in g for g in got)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 part 2 in progress (helpers A1/B/C): generic "
-                   "modules still name families; see the assertion message for the offenders")
 def test_generic_code_names_no_family():
   offenders = generic_code_offenders()
   assert not offenders, "generic code names a family:\n" + "\n".join(offenders)

@@ -131,13 +131,21 @@ def _flag_value(argv: Sequence[str], name: str) -> str | None:
   return out
 
 
+def _example_config() -> str:
+  """A config file that exists, for messages (the first registered family's pre-training)."""
+  from vlx import registry  # pylint: disable=import-outside-toplevel
+  families = registry.available()
+  return f"{families[0]}_pretrain.py" if families else "<family>_pretrain.py"
+
+
 def _check_config_file(argv: Sequence[str], prog: str | None) -> None:
   """--config FILE[:preset] whose FILE does not exist: one line (ml_collections defers it)."""
   import os  # pylint: disable=import-outside-toplevel
   value = _flag_value(argv, "config")
   if value and not os.path.isfile(value.split(":", 1)[0]) and not help_requested(argv):
     fail(f"--config={value}: no such file {value.split(':', 1)[0]!r} (expected a config file "
-         "such as configs/alpro_pretrain.py[:preset])", EXIT_USER_ERROR, prog)
+         "such as configs/<family>_<task>.py[:preset], e.g. configs/"
+         f"{_example_config()}[:demo])", EXIT_USER_ERROR, prog)
 
 
 def _config_file_error(e: BaseException) -> str | None:

@@ -27,7 +27,8 @@ from ml_collections import config_flags  # noqa: E402
 from vlx import cli  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file with get_config(arg), e.g. configs/alpro_pretrain.py:demo.",
+    "config", None, "Config file with get_config(arg): configs/<family>_<task>.py[:preset] (presets: "
+    "'' = the paper's setting, demo, tiny; modifier own = your videos, e.g. :demo,own).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory whose latest checkpoint is used.")
 _QUERY = flags.DEFINE_multi_string("query", None, "A text query (repeat for several).")

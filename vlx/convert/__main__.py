@@ -80,7 +80,7 @@ def families_help() -> str:
 def _parser(epilog: str | None = None) -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0], epilog=epilog,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--family", required=True, help="model family (listed below), e.g. alpro")
+  ap.add_argument("--family", required=True, help="model family (listed below)")
   ap.add_argument("--checkpoint", required=True, help="released .pt/.pth/.ckpt file")
   ap.add_argument("--out", required=True, help="output directory (config.init.from_converted)")
   ap.add_argument("--variant", default=None,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vlx import cli
+from vlx import cli, registry
 
 # (key regex, atol, rtol): first match wins; atol = rtol = 0 means exact equality. The generic
 # fixture README values (gradients rtol 1e-3, everything else 1e-4); a family puts its exact keys
@@ -40,7 +40,6 @@ class ParityError(cli.UserError):
 
 def family_runner(family: str) -> tuple[Callable[[str], Mapping[str, Any]], Any]:
   """(the family's `fixture_outputs`, its `vlx.registry.Family` record)."""
-  from vlx import registry  # pylint: disable=import-outside-toplevel
   try:
     fam = registry.get(family)
   except ValueError as e:
@@ -166,7 +165,8 @@ def _load_reference(path: str) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
   """Exit status: 0 written (and every key passes), 1 some key fails, 2 user error (one line)."""
   ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-  ap.add_argument("--family", required=True, help="model family, e.g. alpro")
+  ap.add_argument("--family", required=True,
+                  help=f"model family: one of {', '.join(registry.available())}")
   ap.add_argument("--fixture", required=True, help="fixture directory (config.json, *.pt, *.npz)")
   ap.add_argument("--out", required=True, help="where to write the outputs (.npz)")
   ap.add_argument("--compare", default=None, metavar="REF.npz",

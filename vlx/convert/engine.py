@@ -71,7 +71,10 @@ def abstract_model(build: Callable, cfg: ml_collections.ConfigDict) -> nnx.Modul
     except (AttributeError, TypeError):  # other flax internals: stay correct, just slower
       rngs = nnx.Rngs(0)
     return build(cfg, rngs=rngs)
-  return nnx.eval_shape(make)
+  # Outside any mesh context: under the training mesh, eval_shape would read the variables'
+  # logical axis names (metadata only here) as mesh axes.
+  with jax.set_mesh(None):
+    return nnx.eval_shape(make)
 
 
 def _apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any], where=""):

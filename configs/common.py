@@ -12,8 +12,9 @@ def parse_preset(arg: str | None) -> str:
   """`get_config('demo')` -> 'demo'; '' is the paper's setting. Rejects unknown presets."""
   arg = (arg or "").strip()
   if arg not in PRESETS:
-    raise ValueError(f"unknown config preset {arg!r}; expected one of {PRESETS} "
-                     "(e.g. --config configs/alpro_pretrain.py:demo)")
+    raise ValueError(f"unknown config preset {arg!r}; expected one of {PRESETS}, optionally "
+                     f"with the modifiers {tuple(MODIFIERS)} (e.g. --config "
+                     "configs/alpro_pretrain.py:demo or configs/alpro_msrvtt_ret.py:demo,own)")
   return arg
 
 
@@ -55,7 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
           sampling="rand", resolution=224, crop=0, resize="square", norm="clip",
           max_text_len=40, task="retrieval", text_field="captions",
           mc_template="{question} {choice}", class_prompt="", mixture=(), augment="",
-          image_augment="", false_videos=0, false_texts=0)),
+          image_augment="", false_videos=0, false_texts=0,
+          # inputs: {batch-key prefix: ConfigDict(reader=..., feature=..., ...)}; empty = one
+          # `video` input read by 'frames' from the fields above (vlx.data.modalities)
+          inputs=ml_collections.ConfigDict())),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.0, grad_clip=0.0,

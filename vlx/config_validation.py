@@ -106,12 +106,13 @@ def _validate_train_data(train: ml_collections.ConfigDict) -> None:
   _check(len(entries) == 1 or task == "retrieval",
          f"config.data.train.mixture={tuple(train.mixture)!r} needs task 'retrieval' (got "
          f"{task!r}): a mixture's datasets must give batches of one structure")
-  for field in ("false_videos", "false_texts"):  # All-in-one's draw_false_image / _text
-    n = int(train.get(field, 0) or 0)
-    _check(n >= 0, f"config.data.train.{field}={n} must be >= 0")
-    _check(n == 0 or task == "retrieval",
-           f"config.data.train.{field}={n} needs task 'retrieval' (got {task!r}): false "
-           "videos / texts are the negatives of ITM and irtr; set it to 0")
+  if train.get("inputs", None):  # modality readers (vlx.data.modalities; imported only if used)
+    from vlx.data import modalities  # pylint: disable=import-outside-toplevel
+    for prefix, entry in train.inputs.items():
+      kind = entry.get("reader", "") if hasattr(entry, "get") else None
+      _check(kind in modalities.READERS,
+             f"config.data.train.inputs.{prefix}.reader={kind!r}: expected one of "
+             f"{tuple(sorted(modalities.READERS))}")
 
 
 MLM_MASKINGS = ("token", "whole_word")

@@ -37,7 +37,8 @@ _BUILDER = flags.DEFINE_string("builder", None, "Dataset builder (default: the f
 _BUILDER_CONFIG = flags.DEFINE_string("builder_config", None, "Builder config, e.g. captions.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to search, e.g. val.")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Clips listed per query.")
-_MODE = flags.DEFINE_enum("mode", "vtc", ["vtc", "vtm", "rerank"],
+_MODE = flags.DEFINE_string("mode", "vtc",
+                          "a retrieval mode of the config's family (Family.retrieval_modes), e.g. "
                           "vtc: embedding similarity (fast); vtm: every pair through the fusion "
                           "head (exact); rerank: vtc top-k re-scored by vtm")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
@@ -160,6 +161,7 @@ def search(config, workdir: str, queries: Sequence[str], *, builder: str | None 
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from vlx import sharding as shd
+  from vlx import registry
   from vlx.data import text_ops
   from vlx.evals import retrieval
   queries = [str(q) for q in queries or ()]
@@ -168,6 +170,11 @@ def search(config, workdir: str, queries: Sequence[str], *, builder: str | None 
   if top_k < 1:
     raise SearchError(f"--top_k={top_k}: expected >= 1")
   ev = retrieval_block(config, builder, builder_config, split, mode)
+  try:  # the modes come from the family (Family.retrieval_modes)
+    retrieval.check_mode(registry.get(config.model.family), ev)
+  except ValueError as e:
+    raise SearchError(f"--mode={mode}: " + str(e).replace(f"evals.<name>.mode={mode!r}: ", "")
+                      ) from None
   _require_weights(config, workdir)
   _check_split(config, ev)
   config, family, model, mesh, source = load_model(config, workdir)

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from vlx import registry
+from vlx.padding import pad_rows
 from vlx import sharding as shd
 
 
@@ -216,16 +217,4 @@ def host_eval_batches(eval_cfg, config, *, batch_size: int, process_index: int |
   rows["valid"] = np.ones(len(mine) * per, bool)
   for b in range(-(-max(sizes) * per // batch_size)):
     chunk = {k: v[b * batch_size:(b + 1) * batch_size] for k, v in rows.items()}
-    k = len(chunk["valid"])
-    pad = {}
-    for key, v in chunk.items():
-      if key == "valid":
-        fill = np.zeros(batch_size - k, bool)
-      elif key.endswith("_index"):
-        fill = np.full(batch_size - k, -1, np.int32)
-      elif k:
-        fill = np.repeat(v[:1], batch_size - k, axis=0)
-      else:
-        fill = np.zeros((batch_size,) + v.shape[1:], v.dtype)
-      pad[key] = np.concatenate([v, fill])
-    yield pad
+    yield pad_rows(chunk, batch_size)

@@ -219,7 +219,8 @@ def test_split_helpers_warn_about_missing_splits_and_fail_when_none_is_left(tmp_
   assert splits["b"] == bb.Missing(("b.csv",))
   assert list(bb.release_layout.buildable(splits, "toy/c", str(tmp_path))) == ["a"]
   assert capsys.readouterr().out == (f"WARNING: toy/c: building a; not building b (needs b.csv):"
-                                     f" not found under {tmp_path}\n")
+                                     f" not found under {tmp_path} (add them and rebuild with "
+                                     "--overwrite to get those splits too)\n")
   with pytest.raises(bb.DatasetLayoutError, match=r"^toy/c: no split can be built from .*: "
                      r"b.csv not found \(searched 5 folder levels\)"):
     bb.release_layout.buildable({"b": splits["b"]}, "toy/c", str(tmp_path))

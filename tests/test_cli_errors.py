@@ -71,10 +71,12 @@ def test_bad_override_names_the_field(repo_root, monkeypatch, capsys, args, line
 
 @pytest.mark.parametrize("config, line", [
     ("configs/nope.py", "prog: error: --config=configs/nope.py: no such file 'configs/nope.py' "
-     "(expected a config file such as configs/alpro_pretrain.py[:preset])"),
+     "(expected a config file such as configs/<family>_<task>.py[:preset], e.g. "
+     "configs/allinone_pretrain.py[:demo])"),
     ("configs/alpro_pretrain.py:huge", "prog: error: --config=configs/alpro_pretrain.py:huge: "
-     "unknown config preset 'huge'; expected one of ('', 'demo', 'tiny') (e.g. --config "
-     "configs/alpro_pretrain.py:demo)"),
+     "unknown config preset 'huge'; expected one of ('', 'demo', 'tiny'), optionally with the "
+     "modifiers ('own',) (e.g. --config configs/alpro_pretrain.py:demo or "
+     "configs/alpro_msrvtt_ret.py:demo,own)"),
 ])
 def test_bad_config_file_or_preset(repo_root, monkeypatch, capsys, config, line):
   monkeypatch.chdir(repo_root)

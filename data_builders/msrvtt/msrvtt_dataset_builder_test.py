@@ -251,7 +251,8 @@ def test_2016_release_without_jsfusion_builds_val_and_test_full(tmp_path, capsys
   assert warning == [f"WARNING: msrvtt/retrieval: building val, test_full; not building "
                      f"train_9k (needs MSRVTT_train.9k.csv); train_7k (needs "
                      f"MSRVTT_train.7k.csv); test_1ka (needs MSRVTT_JSFUSION_test.csv): not "
-                     f"found under {manual}"]
+                     f"found under {manual} (add them and rebuild with --overwrite to get those "
+                     "splits too)"]
 
 
 def test_no_videos_is_one_line_before_decoding(tmp_path):

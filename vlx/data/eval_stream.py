@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from vlx.data import modalities, qa, tasks, text_ops, video_ops
 from vlx.data.pipeline import get_builder
+from vlx.padding import pad_rows
 
 
 def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
@@ -114,13 +115,13 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
     for row in ctx.rows(rows, ex):
       buf.append(row)
       if len(buf) == batch_size:
-        yield _pad_rows(ctx.finish(buf, start), batch_size)
+        yield pad_rows(ctx.finish(buf, start), batch_size)
         emitted, start, buf = emitted + 1, start + batch_size, []
   if buf:
-    yield _pad_rows(ctx.finish(buf, start), batch_size)
+    yield pad_rows(ctx.finish(buf, start), batch_size)
     emitted += 1
   while num_batches is not None and emitted < num_batches:  # this host's share ended first
-    yield _pad_rows(empty, batch_size)
+    yield pad_rows(empty, batch_size)
     emitted += 1
 
 
@@ -145,20 +146,3 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf
   return out
 
 
-def _pad_rows(batch: dict, size: int) -> dict:
-  """Fills a short batch to `size` rows by repeating its first row, marked invalid."""
-  n = len(batch["valid"])
-  if n == size:
-    return batch
-  out = {}
-  for k, v in batch.items():
-    if k == "valid":
-      pad = np.zeros(size - n, bool)
-    elif k in tasks.INDEX_KEYS:
-      pad = np.full(size - n, -1, np.int32)
-    elif n:
-      pad = np.repeat(v[:1], size - n, axis=0)
-    else:
-      pad = np.zeros((size,) + v.shape[1:], v.dtype)
-    out[k] = np.concatenate([v, pad])
-  return out

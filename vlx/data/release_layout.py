@@ -252,7 +252,8 @@ def buildable(splits: Mapping[str, object], builder: str, root: str) -> dict[str
   if missing and ready:
     msg = (f"{builder}: building {', '.join(ready)}; not building "
            + "; ".join(f"{s} (needs {', '.join(f)})" for s, f in missing.items())
-           + f": not found under {root}")
+           + f": not found under {root} (add them and rebuild with --overwrite to get those "
+           "splits too)")
     log.warning(msg)
     print(f"WARNING: {msg}", flush=True)
   if not ready:

@@ -19,9 +19,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vlx.data import qa, seeds, text_ops
+from vlx.padding import INDEX_KEYS  # noqa: F401  (batch keys, -1 on padding rows)
 
 TASKS = ("retrieval", "qa", "multiple_choice", "classification")
-INDEX_KEYS = ("video_index", "example_index", "view_index")  # -1 on padding rows
 MC_TEMPLATE = "{question} {choice}"
 MC_FIELDS = ("question", "choice", "options")
 _num_choices_cache: dict[tuple, int] = {}

@@ -25,10 +25,10 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from vlx import sharding as shd
+from vlx.padding import INDEX_KEYS, pad_rows
 from vlx.registry import Family
 
 # Row indices a family may key per-row randomness on; -1 on padding rows.
-INDEX_KEYS = ("video_index", "example_index", "view_index")
 # Host columns never passed to the model.
 HOST_ONLY_KEYS = ("label", "qtype", "valid")
 _CACHE_SIZE = 32
@@ -54,33 +54,6 @@ def to_host(x: jax.Array) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(jax.device_get(x))
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def pad_rows(batch: dict[str, np.ndarray], multiple: int,
-             at_least: int = 0) -> dict[str, np.ndarray]:
-  """`batch` with its rows filled up to the smallest multiple of `multiple` (> 0) that is >= its
-  rows and `at_least`: padding rows repeat the first row (zeros if there is none), valid=False,
-  index keys -1. Adds 'valid' (all True) if absent."""
-  n = len(next(iter(batch.values())))
-  batch = dict(batch)
-  if "valid" not in batch:
-    batch["valid"] = np.ones(n, bool)
-  pad = max(-(-max(n, at_least, 1) // multiple) * multiple - n, 0)
-  if not pad:
-    return batch
-  out = {}
-  for k, v in batch.items():
-    v = np.asarray(v)
-    if k == "valid":
-      fill = np.zeros(pad, bool)
-    elif k in INDEX_KEYS:
-      fill = np.full(pad, -1, v.dtype)
-    elif n:
-      fill = np.repeat(v[:1], pad, axis=0)
-    else:
-      fill = np.zeros((pad,) + v.shape[1:], v.dtype)
-    out[k] = np.concatenate([v, fill])
-  return out
 
 
 def host_shards(mesh: jax.sharding.Mesh, rules) -> int:

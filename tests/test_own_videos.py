@@ -1,6 +1,9 @@
 """The users' path end to end: their own videos + a CSV -> video_text -> ALPRO training and a
 retrieval eval on their val split, with the same config fields as every dataset."""
+import importlib
 import json
+
+import pytest
 
 from configs import alpro_pretrain
 from vlx import train
@@ -21,3 +24,26 @@ def test_own_videos_build_train_and_evaluate(tmp_path, own_videos, fast_compile)
   assert 0.0 <= out[f"eval/{name}/r1"] <= 100.0
   logged = [json.loads(l) for l in open(tmp_path / "W" / "metrics.jsonl")]
   assert any("train/loss" in r for r in logged)
+
+
+@pytest.mark.parametrize("config_module", ["alpro_msrvtt_ret", "allinone_msrvtt_ret"])
+def test_own_modifier_trains_and_evaluates_every_family(tmp_path, own_videos, fast_compile,
+                                                        config_module):
+  """`:tiny,own` of each family's retrieval config: train split trains, val split evaluates,
+  under the eval names the modifier gives (video_text[_<mode>])."""
+  c = importlib.import_module(f"configs.{config_module}").get_config("tiny,own")
+  assert (c.data.train.builder, c.data.train.builder_config, c.data.train.split) == (
+      "video_text", "captions", "train")
+  assert all(e.builder == "video_text" and e.split == "val" for e in c.evals.values())
+  c.data.data_dir = own_videos["data_dir"]
+  out = train.train_and_evaluate(c, str(tmp_path / "W"), compiler_options=fast_compile)
+  for name in c.evals:
+    assert name.startswith("video_text")
+    assert out[f"eval/{name}/num_videos"] == 3          # the val clips that exist
+    assert out[f"eval/{name}/num_texts"] == 3           # every caption (one per val clip)
+
+
+def test_own_modifier_rejects_tasks_without_captions_or_labels():
+  from configs import alpro_msrvtt_qa  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="preset modifier 'own'.*task is 'qa'"):
+    alpro_msrvtt_qa.get_config("tiny,own")

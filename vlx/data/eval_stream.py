@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vlx.data import modalities, qa, tasks, text_ops, video_ops
+from vlx.data.errors import DataConfigError
 from vlx.data.pipeline import get_builder
 from vlx.padding import pad_rows
 
@@ -40,7 +41,7 @@ def _eval_context(eval_cfg, config, builder, task: str,
     ctx.qtypes = tuple(eval_cfg.get("qtypes", qa.MSRVTT_QTYPES))
     ctx.qtype_source = eval_cfg.get("qtype_source", "first_word")
     if ctx.qtype_source not in qa.QTYPE_SOURCES:
-      raise ValueError(f"{where}.qtype_source={ctx.qtype_source!r}: expected one of "
+      raise DataConfigError(f"{where}.qtype_source={ctx.qtype_source!r}: expected one of "
                        f"{qa.QTYPE_SOURCES}")
   elif task == "multiple_choice":
     ctx.num_choices = tasks.num_choices(builder, eval_cfg.split, where)
@@ -83,7 +84,7 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
       "captions" if eval_cfg.get("all_captions", False) else "clip")
   views = int(eval_cfg.get("num_views", 1) or 1) if task == "classification" else 1
   if views < 1:
-    raise ValueError(f"evals.<name>.num_views={views} must be >= 1")
+    raise DataConfigError(f"evals.<name>.num_views={views} must be >= 1")
   splits = [tfds.split_for_jax_process(eval_cfg.split, process_index=i, process_count=process_count)
             for i in range(process_count)]
   clip_sizes = [builder.info.splits[s].num_examples for s in splits]

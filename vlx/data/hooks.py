@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import tensorflow as tf
 
 from vlx.data import seeds
+from vlx.data.errors import DataConfigError
 from vlx.data.modalities.base import Reader
 
 
@@ -59,7 +60,7 @@ class StreamContext:
     for reader in self.readers.values():
       if key in reader.keys:
         return reader
-    raise ValueError(f"{who} needs the input {key!r}; the training inputs yield "
+    raise DataConfigError(f"{who} needs the input {key!r}; the training inputs yield "
                      f"{[k for r in self.readers.values() for k in r.keys]}")
 
 
@@ -95,6 +96,6 @@ def check_keys(hooks: Sequence[RowHook], taken: Sequence[str]) -> None:
   for hook in hooks:
     clash = seen & set(hook.keys)
     if clash:
-      raise ValueError(f"data hook {type(hook).__name__} adds batch keys {sorted(clash)} that "
+      raise DataConfigError(f"data hook {type(hook).__name__} adds batch keys {sorted(clash)} that "
                        "the task, the inputs or another hook already yield")
     seen |= set(hook.keys)

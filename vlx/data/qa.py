@@ -23,6 +23,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from vlx.data.errors import DataConfigError
+
 MSRVTT_QTYPES = ("what", "who", "how", "where", "when")
 MIN_NUM_LABELS = 1500           # num_labels = max(len(ans2label), 1500) in the reference
 VOCAB_FILENAME = "train_ans2label.json"
@@ -33,7 +35,7 @@ _cache: dict[tuple, dict[str, int]] = {}
 def build_answer_vocab(answers: Iterable[str], top_k: int = 0) -> dict[str, int]:
   """{answer: index} over the `top_k` most frequent answers (0 = all); ties by first appearance."""
   if top_k < 0:
-    raise ValueError(f"answer vocabulary top_k={top_k} must be >= 0 (0 = every answer)")
+    raise DataConfigError(f"answer vocabulary top_k={top_k} must be >= 0 (0 = every answer)")
   counts = collections.Counter(_text(a) for a in answers)   # insertion order = first appearance
   ranked = sorted(counts.items(), key=lambda kv: -kv[1])     # stable: ties keep first appearance
   if top_k:
@@ -59,22 +61,22 @@ def load_answer_vocab(path: str | os.PathLike) -> dict[str, int]:
     raise FileNotFoundError(f"answer vocabulary {path} (config.data.answer_vocab) not found; "
                             "leave the field empty to build it from the train split") from None
   except json.JSONDecodeError as e:
-    raise ValueError(f"answer vocabulary {path}: not valid JSON ({e})") from None
+    raise DataConfigError(f"answer vocabulary {path}: not valid JSON ({e})") from None
   _validate(vocab, str(path))
   return vocab
 
 
 def _validate(vocab, where: str) -> None:
   if not isinstance(vocab, dict) or not vocab:
-    raise ValueError(f"answer vocabulary {where}: expected a non-empty JSON object "
+    raise DataConfigError(f"answer vocabulary {where}: expected a non-empty JSON object "
                      "{answer: index}")
   bad = [k for k, v in vocab.items() if not isinstance(k, str) or isinstance(v, bool)
          or not isinstance(v, int)]
   if bad:
-    raise ValueError(f"answer vocabulary {where}: keys must be answers and values int indices; "
+    raise DataConfigError(f"answer vocabulary {where}: keys must be answers and values int indices; "
                      f"bad entries: {bad[:3]}")
   if sorted(vocab.values()) != list(range(len(vocab))):
-    raise ValueError(f"answer vocabulary {where}: indices must be 0..{len(vocab) - 1}, each once")
+    raise DataConfigError(f"answer vocabulary {where}: indices must be 0..{len(vocab) - 1}, each once")
 
 
 def num_labels(vocab: dict[str, int], minimum: int = MIN_NUM_LABELS) -> int:
@@ -100,10 +102,10 @@ def qtype_ids(questions: Sequence, qtypes: Sequence[str], *, source: str = "firs
     names = [question_type(q) for q in questions]
   elif source == "feature":
     if features is None:
-      raise ValueError("qtype_source='feature' needs the builder's qa/qtype feature")
+      raise DataConfigError("qtype_source='feature' needs the builder's qa/qtype feature")
     names = [_text(t) for t in features]
   else:
-    raise ValueError(f"qtype_source={source!r}: expected one of {QTYPE_SOURCES}")
+    raise DataConfigError(f"qtype_source={source!r}: expected one of {QTYPE_SOURCES}")
   index = {t: i for i, t in enumerate(qtypes)}
   return np.asarray([index.get(n, -1) for n in names], np.int32).reshape(-1)
 
@@ -117,7 +119,7 @@ def read_split_texts(builder, split: str, feature: str) -> list[dict[str, list[s
   'captions' -> {'captions': [...]}) without decoding the videos."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top (TF stays lazy)
   if feature not in builder.info.features:
-    raise ValueError(f"dataset {builder.name} has no {feature!r} feature (needed by the "
+    raise DataConfigError(f"dataset {builder.name} has no {feature!r} feature (needed by the "
                      f"{'QA' if feature == 'qa' else 'all-captions'} data path); it has "
                      f"{sorted(builder.info.features.keys())}")
   ds = builder.as_dataset(split=split, shuffle_files=False,
@@ -149,7 +151,7 @@ def resolve_answer_vocab(config, workdir: str = "") -> dict[str, int]:
                                      d.get("manual_dir", ""))
       answers = [a for clip in read_split_texts(builder, t.split, "qa") for a in clip["answer"]]
       if not answers:
-        raise ValueError(f"no QA answers in {t.builder}/{t.split} to build the answer vocabulary")
+        raise DataConfigError(f"no QA answers in {t.builder}/{t.split} to build the answer vocabulary")
       _cache[key] = build_answer_vocab(answers, key[-1])
     vocab = dict(_cache[key])
   if workdir:

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vlx.data import qa, seeds, text_ops
+from vlx.data.errors import DataConfigError
 from vlx.padding import INDEX_KEYS  # noqa: F401  (batch keys, -1 on padding rows)
 
 TASKS = ("retrieval", "qa", "multiple_choice", "classification")
@@ -35,7 +36,7 @@ def train_task(t) -> str:
   """config.data.train.task, checked."""
   task = t.get("task", "retrieval") or "retrieval"
   if task not in TASKS:
-    raise ValueError(f"config.data.train.task={task!r}: expected one of {TASKS}")
+    raise DataConfigError(f"config.data.train.task={task!r}: expected one of {TASKS}")
   return task
 
 
@@ -44,7 +45,7 @@ def eval_task(e) -> str:
   kind = e.get("type", "")
   task = e.get("task", "") or (kind if kind in TASKS else "retrieval")
   if task not in TASKS:
-    raise ValueError(f"evals.<name>.task={task!r}: expected one of {TASKS}")
+    raise DataConfigError(f"evals.<name>.task={task!r}: expected one of {TASKS}")
   return task
 
 
@@ -53,9 +54,9 @@ def check_template(template: str, where: str) -> str:
   try:
     names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
   except ValueError as e:
-    raise ValueError(f"{where}.mc_template={template!r}: not a format string ({e})") from None
+    raise DataConfigError(f"{where}.mc_template={template!r}: not a format string ({e})") from None
   if "choice" not in names or names - set(MC_FIELDS):
-    raise ValueError(f"{where}.mc_template={template!r}: expected fields among "
+    raise DataConfigError(f"{where}.mc_template={template!r}: expected fields among "
                      f"{{{', '.join(MC_FIELDS)}}} including {{choice}}")
   return template
 
@@ -74,7 +75,7 @@ def mc_texts(question, choices: Sequence, template: str = MC_TEMPLATE) -> list[s
 def require_features(builder, names: Sequence[str], where: str) -> None:
   missing = [n for n in names if n not in builder.info.features]
   if missing:
-    raise ValueError(f"dataset {builder.name} has no {missing} feature(s), needed by {where}; "
+    raise DataConfigError(f"dataset {builder.name} has no {missing} feature(s), needed by {where}; "
                      f"it has {sorted(builder.info.features.keys())}")
 
 
@@ -103,13 +104,13 @@ def num_choices(builder, split: str, where: str) -> int:
     if k is None:
       k = n
     if n != k or n == 0:
-      raise ValueError(f"{builder.name}/{split}: {name} has {n} options but the first example "
+      raise DataConfigError(f"{builder.name}/{split}: {name} has {n} options but the first example "
                        f"has {k}: task 'multiple_choice' needs the same number of options (K) "
                        "in every example of a split")
     if not 0 <= ans < n:
-      raise ValueError(f"{builder.name}/{split}: {name} has mc_answer={ans}, expected 0..{n - 1}")
+      raise DataConfigError(f"{builder.name}/{split}: {name} has mc_answer={ans}, expected 0..{n - 1}")
   if k is None:
-    raise ValueError(f"{builder.name}/{split}: no examples for task 'multiple_choice'")
+    raise DataConfigError(f"{builder.name}/{split}: no examples for task 'multiple_choice'")
   _num_choices_cache[key] = k
   return k
 
@@ -119,7 +120,7 @@ def num_classes(builder, where: str) -> int:
   require_features(builder, ("label",), f"{where}.task='classification'")
   feature = builder.info.features["label"]
   if not isinstance(feature, tfds.features.ClassLabel):
-    raise ValueError(f"dataset {builder.name}: feature 'label' is {type(feature).__name__}, "
+    raise DataConfigError(f"dataset {builder.name}: feature 'label' is {type(feature).__name__}, "
                      "expected a ClassLabel (task 'classification')")
   return int(feature.num_classes)
 
@@ -135,7 +136,7 @@ def check_num_labels(config, n: int, what: str) -> None:
   """`n` labels fit config.model.num_labels (when the model sets it)."""
   limit = int(config.model.get("num_labels", 0) or 0)
   if limit and n > limit:
-    raise ValueError(f"the {what} has {n} entries but config.model.num_labels={limit}; set "
+    raise DataConfigError(f"the {what} has {n} entries but config.model.num_labels={limit}; set "
                      f"num_labels >= {n}" + (f" (the reference uses max(len(ans2label), "
                                              f"{qa.MIN_NUM_LABELS}))" if "answer" in what
                                              else ""))
@@ -362,7 +363,7 @@ class EvalText:
     elif self.task == "qa":
       t = ex["text"]
       if self.qtype_source == "feature" and "qtype" not in t:
-        raise ValueError("evals.<name>.qtype_source='feature' but the dataset has no qa/qtype "
+        raise DataConfigError("evals.<name>.qtype_source='feature' but the dataset has no qa/qtype "
                          "feature")
       for j, q in enumerate(t["question"]):
         yield dict(base, text=q, answer=t["answer"][j],

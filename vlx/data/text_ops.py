@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
+from vlx.data.errors import DataConfigError
+
 VOCAB_DIR = pathlib.Path(__file__).resolve().parent / "vocab"
 SHIPPED = {"moving_shapes": VOCAB_DIR / "moving_shapes_vocab.txt"}
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -33,7 +35,8 @@ def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
   raise FileNotFoundError(
       f"tokenizer {name_or_path!r} (config.data.tokenizer) is neither a shipped vocab "
       f"{sorted(SHIPPED)}, a vocab.txt file, nor a folder with a BERT tokenizer (e.g. a local "
-      "copy of bert-base-uncased with vocab.txt / tokenizer.json)")
+      "copy of bert-base-uncased with vocab.txt / tokenizer.json): pass "
+      "--config.data.tokenizer=/path/to/bert-base-uncased (nothing is downloaded)")
 
 
 def tokenizer_name(config) -> str:
@@ -57,7 +60,7 @@ def mlm_corruption(config, tokenizer):
   if masking == "token":
     return lambda ids, mask, seed: mask_tokens(ids, seed=seed, mask=mask, **kw)
   if masking != "whole_word":
-    raise ValueError(f"config.data.mlm_masking={masking!r}: expected one of {MLM_MASKINGS}")
+    raise DataConfigError(f"config.data.mlm_masking={masking!r}: expected one of {MLM_MASKINGS}")
   if tokenizer_name(config) in SHIPPED:  # demo vocabularies hold whole words only
     subword = np.zeros(len(tokenizer), bool)
   else:
@@ -139,7 +142,7 @@ def subword_table(tokenizer) -> np.ndarray:
     table[index] = token.startswith("##")
   if not table.any():
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    raise ValueError(
+    raise DataConfigError(
         f"tokenizer {name!r} has no '##' continuation pieces among its {len(vocab)} tokens: "
         "whole-word masking (config.data.mlm_masking='whole_word') needs a WordPiece vocabulary "
         "such as bert-base-uncased")

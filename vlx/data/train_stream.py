@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vlx.data import hooks as hooks_lib
 from vlx.data import mixture, modalities, seeds, tasks, text_ops
+from vlx.data.errors import DataConfigError
 from vlx.data.pipeline import get_builder, is_image_dataset
 
 _ENTRY_SEED_STRIDE = 100_003  # mixture entry i > 0 reads with seed + i * stride (own streams)
@@ -59,7 +60,7 @@ def _train_dataset(config, *, process_index: int, process_count: int, start_step
   for field in ("augment", "image_augment"):
     mixture.check_augment(t.get(field, "") or "", f"config.data.train.{field}")
   if len(entries) > 1 and task != "retrieval":
-    raise ValueError(f"config.data.train.mixture={tuple(t.mixture)!r} needs task 'retrieval' "
+    raise DataConfigError(f"config.data.train.mixture={tuple(t.mixture)!r} needs task 'retrieval' "
                      f"(got {task!r}): a mixture's datasets must give batches of one structure")
   hooks = hooks_lib.family_hooks(config) if hooks is None else tuple(hooks)
   builders = [get_builder(e.builder, e.builder_config, d.data_dir, d.get("manual_dir", ""))
@@ -127,7 +128,7 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
   name = tasks.train_task(t)
   task = tasks.TASK[name]
   if d.global_batch_size % process_count:
-    raise ValueError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
+    raise DataConfigError(f"config.data.global_batch_size={d.global_batch_size} is not divisible by "
                      f"the {process_count} processes")
   local_batch = d.global_batch_size // process_count
   readers = _readers(t, is_image)
@@ -141,7 +142,7 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
                              + tuple(extra_keys)))
   base, n_host = task.records(config, builder, split, decoders, keep)
   if n_host == 0:
-    raise ValueError(f"split {t.split!r} of {builder.name} has no {task.unit} for process "
+    raise DataConfigError(f"split {t.split!r} of {builder.name} has no {task.unit} for process "
                      f"{process_index}/{process_count}")
   text = _text_settings(config, name, builder, local_batch)
 

@@ -14,6 +14,7 @@ import zlib
 import ml_collections
 import tensorflow as tf
 
+from vlx.data.errors import DataConfigError
 from vlx.data.modalities import audio, features, frames, token_grid
 from vlx.data.modalities.base import Reader
 
@@ -26,7 +27,7 @@ DEFAULT_INPUT = "video"                    # the key prefix of the frames input 
 def make_reader(kind: str, cfg, where: str) -> Reader:
   """The reader `kind` (a READERS key) configured by `cfg`; errors name `where`."""
   if kind not in READERS:
-    raise ValueError(f"{where}.reader={kind!r}: unknown reader; expected one of "
+    raise DataConfigError(f"{where}.reader={kind!r}: unknown reader; expected one of "
                      f"{tuple(sorted(READERS))}")
   return READERS[kind](cfg, where)
 
@@ -47,12 +48,12 @@ def make_readers(block, where: str) -> dict[str, Reader]:
   out = {}
   for prefix, entry in inputs.items():
     if not isinstance(entry, (dict, ml_collections.ConfigDict)):
-      raise ValueError(f"{where}.inputs.{prefix}: expected a ConfigDict(reader=..., ...)")
+      raise DataConfigError(f"{where}.inputs.{prefix}: expected a ConfigDict(reader=..., ...)")
     out[prefix] = make_reader(entry.get("reader", "") or "", _entry_config(block, prefix, entry),
                               f"{where}.inputs.{prefix}")
   keys = [k for r in out.values() for k in r.keys]
   if len(set(keys)) != len(keys):
-    raise ValueError(f"{where}.inputs: readers yield the same batch key twice: {keys}")
+    raise DataConfigError(f"{where}.inputs: readers yield the same batch key twice: {keys}")
   return out
 
 

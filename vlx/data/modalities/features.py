@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from vlx.data import video_ops
+from vlx.data.errors import DataConfigError
 from vlx.data.modalities import windows
 from vlx.data.modalities.fields import Fields
 
@@ -58,11 +59,11 @@ class FeaturesReader:
     x = tf.cast(tf.convert_to_tensor(encoded), tf.float32)
     where = f"{self.feature}: stored features"
     if x.shape.rank is not None and x.shape.rank != 2:
-      raise ValueError(f"{where} have shape {x.shape}, expected [N, {self.dim}]")
+      raise DataConfigError(f"{where} have shape {x.shape}, expected [N, {self.dim}]")
     stored = x.shape[-1]
     if stored is not None:
       if stored != self.dim:
-        raise ValueError(f"{where} have D={stored} but the reader's dim is {self.dim}")
+        raise DataConfigError(f"{where} have D={stored} but the reader's dim is {self.dim}")
       return x
     check = tf.debugging.assert_equal(tf.shape(x)[-1], self.dim,
                                       message=f"{where}: D differs from config dim "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from vlx.data.errors import DataConfigError
+
 
 class Fields:
   """Reads fields of `cfg` (a ConfigDict or dict), checking type and range."""
@@ -22,7 +24,7 @@ class Fields:
     return default if value is None else value
 
   def error(self, name: str, msg: str) -> ValueError:
-    return ValueError(f"{self.where}.{name}: {msg}")
+    return DataConfigError(f"{self.where}.{name}: {msg}")
 
   def str(self, name: str, default: str, choices: Iterable[str] | None = None) -> str:
     value = self._get(name, default)

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vlx.data import video_ops
+from vlx.data.errors import DataConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +67,11 @@ def from_config(cfg, where: str) -> Frames:
                                 ("resize", reader.resize_mode, video_ops.RESIZES),
                                 ("norm", reader.norm, tuple(video_ops.NORMS))):
     if value not in allowed:
-      raise ValueError(f"{where}.{field}={value!r}: expected one of {allowed}")
+      raise DataConfigError(f"{where}.{field}={value!r}: expected one of {allowed}")
   if reader.num_frames < 1 or reader.resolution < 1:
-    raise ValueError(f"{where}: num_frames={reader.num_frames} and resolution="
+    raise DataConfigError(f"{where}: num_frames={reader.num_frames} and resolution="
                      f"{reader.resolution} must be >= 1")
   if reader.crop > reader.resolution:
-    raise ValueError(f"{where}.crop={reader.crop} is larger than {where}.resolution="
+    raise DataConfigError(f"{where}.crop={reader.crop} is larger than {where}.resolution="
                      f"{reader.resolution}")
   return reader

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from vlx.data.errors import DataConfigError
 from vlx.data.modalities import windows
 from vlx.data.modalities.fields import Fields
 
@@ -56,11 +57,11 @@ class TokenGridReader:
   def _checked(self, encoded: tf.Tensor) -> tf.Tensor:
     x = tf.cast(tf.convert_to_tensor(encoded), tf.int32)
     if x.shape.rank is not None and x.shape.rank != 3:
-      raise ValueError(f"{self.feature}: stored token grid has shape {x.shape}, expected [T, H, W]")
+      raise DataConfigError(f"{self.feature}: stored token grid has shape {x.shape}, expected [T, H, W]")
     for axis, want, name in ((1, self.height, "height"), (2, self.width, "width")):
       have = x.shape[axis]
       if have is not None and have != want:
-        raise ValueError(f"{self.feature}: stored grid {name} is {have} but the reader's {name} "
+        raise DataConfigError(f"{self.feature}: stored grid {name} is {have} but the reader's {name} "
                          f"is {want}")
       if have is None:
         check = tf.debugging.assert_equal(tf.shape(x)[axis], want,

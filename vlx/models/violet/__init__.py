@@ -1,0 +1,42 @@
+"""VIOLET family (README "Design": the family contract): Video Swin + cross-modal BERT with VTM,
+MLM and MVM on DALL-E dVAE tokens (shared/reference/violet/spec.md), downstream retrieval, QA and
+multiple choice, converters for the released state dicts, OpenAI's dVAE encoder and the Kinetics
+Video Swin, and the parity runner of both fixture formats.
+
+Functions are looked up in their modules on first call, so importing the family stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+from vlx import registry
+
+# Pre-training (spec §5) then downstream (spec §6) objectives.
+OBJECTIVES = ("vtm", "mlm", "mvm", "ret", "vtc", "qa", "mc")
+
+
+def _late(module: str, attr: str) -> Callable[..., Any]:
+  """`vlx.models.violet.<module>.<attr>`, imported when first called."""
+  def call(*args, **kwargs):
+    fn = getattr(importlib.import_module(f"vlx.models.violet.{module}"), attr)
+    return fn(*args, **kwargs)
+  call.__name__ = attr
+  call.__doc__ = f"vlx.models.violet.{module}.{attr}"
+  return call
+
+
+FAMILY = registry.Family(
+    name="violet", build=_late("model", "build"), objectives=_late("objectives", "objectives"),
+    objective_names=OBJECTIVES, frozen_params=(r"^dvae/",),
+    validate_config=_late("validate", "validate_config"),
+    prepare_fresh_state=_late("dvae_targets", "prepare_fresh_state"),
+    encode_videos=_late("tasks", "encode_videos"), encode_texts=_late("tasks", "encode_texts"),
+    retrieval_scores=_late("tasks", "retrieval_scores"), retrieval_modes=("vtm", "vtc", "rerank"),
+    pair_scores=_late("tasks", "pair_scores"), qa_logits=_late("tasks", "qa_logits"),
+    mc_scores=_late("tasks", "mc_scores"),
+    converter="vlx.models.violet.convert",
+    fixture_outputs=_late("load_fixture", "compute_fixture_outputs"),
+    data_hooks=_late("data", "data_hooks"))
+
+__all__ = ["FAMILY", "OBJECTIVES"]

@@ -132,7 +132,7 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf
   feature with `seed`)."""
   out = {}
   for prefix, reader in readers.items():
-    s = modalities.input_seed(seed, prefix)
+    s = modalities.input_seed(seed, prefix, reader)
     encoded = ex[reader.feature]
     if not views:
       out.update(reader.read(encoded, s, train=False))

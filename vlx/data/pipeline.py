@@ -56,8 +56,13 @@ def _builder_module(builder: str):
 
 def get_builder(builder: str, builder_config: str = "", data_dir: str = "",
                 manual_dir: str = "") -> tfds.core.DatasetBuilder:
-  """The prepared builder of data_builders/<builder>; builds moving_shapes if it is missing."""
+  """The prepared builder of data_builders/<builder>; builds moving_shapes if it is missing. A
+  dataset with no builder module that a vlx tool wrote into data_dir (`python -m vlx.tokenize`'s
+  token datasets) is opened from its folder."""
   data_dir = _data_dir(data_dir)
+  written = _written_dataset(builder, builder_config, data_dir)
+  if written is not None:
+    return written
   _check_builder_config(builder, builder_config)
   b = _builder_module(builder).Builder(config=builder_config or None, data_dir=data_dir)
   if b.is_prepared():
@@ -77,6 +82,22 @@ def get_builder(builder: str, builder_config: str = "", data_dir: str = "",
       f"(`tfds build` with the same arguments where apache_beam is installed; or python -m "
       f"vlx.data.pipeline --builder={builder}{config_flag} --manual_dir={manual} "
       f"--data_dir={data_dir})")
+
+
+def _written_dataset(builder: str, builder_config: str, data_dir: str):
+  """tfds.builder_from_directory of data_dir/<builder>[/<config>]/<newest version> when
+  data_builders/<builder> does not exist and that folder holds a dataset; else None."""
+  root = pathlib.Path(__file__).resolve().parents[2] / "data_builders" / builder
+  folder = pathlib.Path(data_dir, builder, builder_config) if builder_config else \
+      pathlib.Path(data_dir, builder)
+  if root.exists() or not folder.is_dir():
+    return None
+  versions = [d for d in folder.iterdir() if (d / "dataset_info.json").is_file()]
+  if not versions:
+    return None
+  newest = max(versions, key=lambda d: tuple(int(x) if x.isdigit() else -1
+                                               for x in d.name.split(".")))
+  return tfds.builder_from_directory(str(newest))
 
 
 def build(builder: str, builder_config: str = "", data_dir: str = "",

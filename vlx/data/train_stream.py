@@ -100,7 +100,8 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor) -> dict[str, tf.Tensor]:
   """Every input of one training row, each with its seed (modalities.input_seed)."""
   out = {}
   for prefix, reader in readers.items():
-    out.update(reader.read(ex[reader.feature], modalities.input_seed(seed, prefix), train=True))
+    out.update(reader.read(ex[reader.feature], modalities.input_seed(seed, prefix, reader),
+                           train=True))
   return out
 
 

@@ -51,15 +51,20 @@ def make_readers(block, where: str) -> dict[str, Reader]:
       raise DataConfigError(f"{where}.inputs.{prefix}: expected a ConfigDict(reader=..., ...)")
     out[prefix] = make_reader(entry.get("reader", "") or "", _entry_config(block, prefix, entry),
                               f"{where}.inputs.{prefix}")
+  for prefix, reader in out.items():  # e.g. token_grid's align_with: the frames input's settings
+    if getattr(reader, "seed_of", ""):
+      out[prefix] = reader.aligned(out, f"{where}.inputs.{prefix}")
   keys = [k for r in out.values() for k in r.keys]
   if len(set(keys)) != len(keys):
     raise DataConfigError(f"{where}.inputs: readers yield the same batch key twice: {keys}")
   return out
 
 
-def input_seed(seed: tf.Tensor, prefix: str) -> tf.Tensor:
+def input_seed(seed: tf.Tensor, prefix: str, reader: Reader | None = None) -> tf.Tensor:
   """The seed input `prefix` reads with: the row's `seed` for the default `video` input (as
-  without `inputs`), else a fold-in of its name, so inputs never change each other's draws."""
+  without `inputs`), else a fold-in of its name, so inputs never change each other's draws. A
+  reader with `seed_of` (token_grid's align_with) reads with that input's seed instead."""
+  prefix = getattr(reader, "seed_of", "") or prefix
   if prefix == DEFAULT_INPUT:
     return seed
   return tf.random.experimental.stateless_fold_in(seed, zlib.crc32(prefix.encode()) & 0x7FFFFFFF)

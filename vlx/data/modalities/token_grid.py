@@ -11,9 +11,17 @@ frame_size / 8), a clip is `num_frames` frames taken every `stride`-th stored fr
   `pad_id` (VIMPAC's PAD_TOKEN_ID is 8193: set pad_id there; the generic default is 0).
 `<key>_mask` int32 [num_frames] marks the real frames (an empty grid: all pad, mask 0).
 
+`align_with` (a frames input's prefix, e.g. 'video'; '' = off): the tokens of exactly the frames
+that input samples (MVM targets, VIOLET spec §5.5), for a token dataset holding both (python -m
+vlx.tokenize): the reader then reads with that input's seed (`seed_of`) and its num_frames and
+sampling (make_readers copies them), and picks the frames with video_ops.sample_indices as
+video_ops.preprocess_clip does; stride must be 1 and the mask is all ones (clips shorter than
+num_frames repeat frames, as the frames reader does).
+
 Config (reader='token_grid'): feature ('vq_tokens'), key ('vq_tokens'; the mask is 'vq_mask'),
 num_frames, height, width (required; height / width are checked against the stored grid),
-stride (1), pad_id (0). An input inherits its data block's fields: num_frames defaults to the block's.
+stride (1), pad_id (0), align_with (''). An input inherits its data block's fields: num_frames
+defaults to the block's.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from vlx.data import video_ops
 from vlx.data.errors import DataConfigError
 from vlx.data.modalities import windows
 from vlx.data.modalities.fields import Fields
@@ -38,6 +47,21 @@ class TokenGridReader:
   key: str = "vq_tokens"
   stride: int = 1
   pad_id: int = 0
+  align_with: str = ""
+  sampling: str = ""     # align_with only: the aligned frames input's sampling
+
+  @property
+  def seed_of(self) -> str:
+    """The input whose seed this reader reads with ('' = its own)."""
+    return self.align_with
+
+  def aligned(self, readers: dict, where: str) -> "TokenGridReader":
+    """This reader with the num_frames / sampling of the frames input it aligns with."""
+    target = readers.get(self.align_with)
+    if target is None or not hasattr(target, "sampling"):
+      raise DataConfigError(f"{where}.align_with={self.align_with!r}: not a frames input of the "
+                            f"block (inputs: {sorted(readers)})")
+    return dataclasses.replace(self, num_frames=target.num_frames, sampling=target.sampling)
 
   @property
   def mask_key(self) -> str:
@@ -74,6 +98,8 @@ class TokenGridReader:
            ) -> dict[str, tf.Tensor]:
     del view  # evaluation views arrive as the view's temporal window of `encoded`
     x = self._checked(encoded)
+    if self.align_with:
+      return self._read_aligned(x, seed, train)
     n, s = tf.shape(x)[0], self.stride
     # delta over the stride-expanded length (T + s - 1) as the spec's get_start_end_idx.
     start = windows.window_start(n + s - 1, self.num_frames * s, seed, train=train,
@@ -83,6 +109,14 @@ class TokenGridReader:
                                     pad_value=self.pad_id)
     return {self.key: out, self.mask_key: mask}
 
+  def _read_aligned(self, x: tf.Tensor, seed: tf.Tensor, train: bool) -> dict[str, tf.Tensor]:
+    """The frames video_ops.preprocess_clip samples with the same seed (its frame_seed)."""
+    frame_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))[0]
+    sampling = self.sampling or ("rand" if train else "uniform")
+    idx = video_ops.sample_indices(tf.shape(x)[0], self.num_frames, sampling, frame_seed)
+    out = tf.ensure_shape(tf.gather(x, idx), [self.num_frames, self.height, self.width])
+    return {self.key: out, self.mask_key: tf.ones([self.num_frames], tf.int32)}
+
 
 def from_config(cfg: Any, where: str) -> TokenGridReader:
   """TokenGridReader from `cfg` (see the module docstring); one-line errors name `where.<field>`."""
@@ -91,7 +125,9 @@ def from_config(cfg: Any, where: str) -> TokenGridReader:
       num_frames=f.int("num_frames", 0), height=f.int("height", 0),
       width=f.int("width", 0), feature=f.str("feature", "vq_tokens"),
       key=f.str("key", "vq_tokens"), stride=f.int("stride", 1, low=1),
-      pad_id=f.int("pad_id", 0))
+      pad_id=f.int("pad_id", 0), align_with=f.str("align_with", ""))
+  if reader.align_with and reader.stride != 1:
+    raise f.error("stride", f"must be 1 with align_with={reader.align_with!r}")
   for name in ("num_frames", "height", "width"):
     if getattr(reader, name) < 1:
       raise f.error(name, f"required (>= 1), got {getattr(reader, name)}")

@@ -1,0 +1,106 @@
+"""The driver: source split -> shard files (resumable) -> the TFDS token dataset."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from vlx.data import pipeline
+from vlx.data.tokenize import shards, writer
+from vlx.data.tokenize.encoder import Encoder
+from vlx.data.tokenize.settings import Settings, data_root, output_names, work_dir
+from vlx.logging_utils import format_eta
+
+log = logging.getLogger(__name__)
+
+
+class StopAfter(Exception):
+  """Raised by the `stop_after_shards` test hook: the run stops as if killed."""
+
+
+def _splits(s: Settings) -> list[str]:
+  return [p.strip() for p in s.split.split(",") if p.strip()]
+
+
+def _check_source(builder, s: Settings) -> None:
+  for sp in _splits(s):
+    if "[" in sp:
+      raise pipeline.SplitError(f"--split={sp!r}: give whole splits (a token dataset keeps "
+                                "every example of a split)")
+    pipeline.check_split(builder, sp, "--split")
+  if s.feature not in builder.info.features:
+    raise pipeline.SplitError(f"--feature={s.feature!r}: dataset {builder.name!r} has no such "
+                              f"feature; it has {sorted(builder.info.features.keys())}")
+
+
+def _finished_splits(s: Settings, source) -> dict[str, str]:
+  """{split: shard folder} of every split whose shards are all written (this run's settings)."""
+  name, config = output_names(s)
+  root = os.path.dirname(work_dir(s))
+  out = {}
+  for sp in sorted(source.info.splits.keys()):
+    folder = os.path.join(root, sp)
+    settings = os.path.join(folder, shards.SETTINGS)
+    if not os.path.isfile(settings):
+      continue
+    with open(settings) as f:
+      have = json.load(f)
+    n = source.info.splits[sp].num_examples
+    if have != dict(s.fingerprint(), num_examples=n):
+      log.warning("%s/%s: codes of %s were made with other settings; not packed", name, config, sp)
+      continue
+    if all(shards.done(folder, k) for k in range(shards.num_shards(n, s.shard_size))):
+      out[sp] = folder
+  return out
+
+
+def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
+                   stop_after_shards: int | None = None,
+                   on_first_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
+                   echo: Callable[[str], None] = print):
+  """Tokenizes every split of `s.split` (comma-separated), then writes the token dataset with
+  all finished splits; returns its builder. `stop_after_shards`: the test hook of a kill (raises
+  StopAfter once that many shards were computed in this call). `on_first_batch(pixels, codes)`
+  sees the first batch (the bf16 vs fp32 comparison)."""
+  if encoder.vocab_size > np.iinfo(np.int16).max + 1:
+    raise ValueError(f"vocabulary {encoder.vocab_size} does not fit int16 codes")
+  source = pipeline.get_builder(s.builder, s.config, data_root(s))
+  _check_source(source, s)
+  name, config = output_names(s)
+  todo = []
+  for sp in _splits(s):
+    n = source.info.splits[sp].num_examples
+    folder = work_dir(s, sp)
+    shards.prepare(folder, s, n, overwrite)
+    shards.clean_temp(folder)
+    todo += [(sp, folder, k, n) for k in range(shards.num_shards(n, s.shard_size))
+             if not shards.done(folder, k)]
+  total = sum(min((k + 1) * s.shard_size, n) - k * s.shard_size for _, _, k, n in todo)
+  echo(f"{name}/{config or 'default'}: {len(todo)} shard(s) to encode ({total} examples) into "
+       f"{os.path.dirname(work_dir(s))}")
+  done_examples, computed, frames, t0 = 0, 0, 0, time.time()
+  for sp, folder, k, n in todo:
+    lo, hi = k * s.shard_size, min((k + 1) * s.shard_size, n)
+    tokens, lengths = shards.compute(source, sp, lo, hi, s, encoder.fn, on_first_batch)
+    on_first_batch = None
+    shards.write(folder, k, tokens, lengths, np.arange(lo, hi))
+    done_examples, computed, frames = done_examples + hi - lo, computed + 1, frames + len(tokens)
+    seconds = max(time.time() - t0, 1e-9)
+    eta = (total - done_examples) * seconds / done_examples
+    echo(f"{sp} shard {k + 1}/{shards.num_shards(n, s.shard_size)}: {done_examples}/{total} "
+         f"examples ({100.0 * done_examples / max(total, 1):.1f}%), {frames / seconds:.1f} "
+         f"frames/s, ETA {format_eta(eta)}")
+    if stop_after_shards is not None and computed >= stop_after_shards:
+      raise StopAfter(f"stopped after {computed} shard(s)")
+  ready = _finished_splits(s, source)
+  metadata = dict(s.fingerprint(), source_version=str(source.info.version),
+                  vq_tokens="int16 [T, grid, grid] dVAE codes per stored frame",
+                  source_index="position of the example in the source split")
+  built = writer.write(source, s, name, config, ready, metadata)
+  echo(f"wrote {name}/{config or 'default'} in {built.data_dir}: "
+       f"{ {k: v.num_examples for k, v in built.info.splits.items()} }")
+  return built

@@ -1,0 +1,124 @@
+"""`python -m vlx.tokenize`: a built frame dataset -> a TFDS dataset of DALL-E dVAE codes per frame.
+
+  python -m vlx.tokenize --builder webvid --config 2M --split train,val --data_dir D --encoder E
+    # E = `python -m vlx.convert --family violet --checkpoint encoder.pkl --out E`
+    # writes D/webvid_vq/2M/1.0.0: every source feature + vq_tokens int16 [T, 7, 7] + source_index
+  python -m vlx.tokenize --builder moving_shapes --config tiny --split train --data_dir D \
+      --random_encoder        # random weights: demos and tests only (the codes mean nothing)
+
+Read it with `config.data.train.builder='webvid_vq'` (builder_config '2M'): reader `token_grid`
+(feature 'vq_tokens', `align_with='video'` for MVM targets of the sampled frames) beside the
+`frames` reader; or `tfds.builder_from_directory('D/webvid_vq/2M/1.0.0')`. The layout, views
+(`--fit crop` for VIMPAC), shards and resume: vlx/data/tokenize/__init__.py. A killed run started
+again with the same command goes on from its last finished shard. `--dtype bfloat16` runs the
+encoder's convolutions in bf16 (`--compare_fp32` prints how many codes of the first batch
+differ from fp32). User errors (unknown builder, config or split, missing data_dir or encoder,
+settings that differ from the shards already written) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from vlx import cli
+
+PROG = "python -m vlx.tokenize"
+
+
+def parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+  p.add_argument("--builder", required=True, help="the built frame dataset (data_builders/NAME)")
+  p.add_argument("--config", default="", help="its builder config, e.g. 2M or tiny")
+  p.add_argument("--split", required=True, help="split(s), comma-separated: train or train,val")
+  p.add_argument("--data_dir", required=True, help="TFDS data_dir holding it; the token "
+                 "dataset is written there too")
+  w = p.add_mutually_exclusive_group(required=True)
+  w.add_argument("--encoder", default="", help="a `python -m vlx.convert` output of encoder.pkl")
+  w.add_argument("--random_encoder", action="store_true",
+                 help="random dVAE weights (demos/tests: the codes mean nothing)")
+  p.add_argument("--random_encoder_config", default="{}",
+                 help='JSON DalleEncoder kwargs for --random_encoder, e.g. \'{"n_hid": 64, '
+                 '"vocab_size": 512}\' (default: the release sizes)')
+  p.add_argument("--grid", type=int, default=7, help="codes per frame side (frames of grid*8 px)")
+  p.add_argument("--fit", default="pad", help="pad (VIOLET: pad to square) | crop (VIMPAC views)")
+  p.add_argument("--short_side", type=int, default=0, help="crop: short side before the crop "
+                 "(default grid*8; VIMPAC also uses grid*8*160/128)")
+  p.add_argument("--crop_at", default="center", help="crop: top | center | bottom")
+  p.add_argument("--hflip", action="store_true", help="flip the frames horizontally")
+  p.add_argument("--feature", default="video", help="the encoded-frames feature")
+  p.add_argument("--no-frames", dest="keep_frames", action="store_false",
+                 help="do not copy the encoded frames into the token dataset")
+  p.add_argument("--batch", type=int, default=64, help="frames per device batch")
+  p.add_argument("--shard_size", type=int, default=1000, help="examples per resumable shard")
+  p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (encoder compute)")
+  p.add_argument("--compare_fp32", action="store_true",
+                 help="with --dtype bfloat16: count the codes of the first batch that differ "
+                 "from fp32")
+  p.add_argument("--out_builder", default="", help="token dataset name (default NAME_vq)")
+  p.add_argument("--out_config", default=None, help="its config (default: the source's config "
+                 "+ a view tag for non-default --grid/--fit/--hflip)")
+  p.add_argument("--overwrite", action="store_true", help="drop shards made earlier")
+  p.add_argument("--seed", type=int, default=0, help="--random_encoder init seed")
+  return p
+
+
+def _encoder(args, dtype: str):
+  from vlx.data.tokenize import encoder  # pylint: disable=import-outside-toplevel
+  if args.random_encoder:
+    try:
+      kwargs = json.loads(args.random_encoder_config)
+    except ValueError as e:
+      raise cli.UsageError(f"--random_encoder_config: not JSON ({e})") from None
+    if not isinstance(kwargs, dict):
+      raise cli.UsageError("--random_encoder_config: expected a JSON object of DalleEncoder kwargs")
+    return encoder.random_encoder(dtype, args.seed, **kwargs)
+  return encoder.converted_encoder(args.encoder, dtype)
+
+
+def _comparison(args, echo):
+  """on_first_batch callback: fp32 codes of the same pixels vs the bf16 ones."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  reference = _encoder(args, "float32")
+
+  def compare(pixels, codes):
+    ref = np.asarray(reference.fn(pixels))[:len(pixels)]
+    got = np.asarray(codes)[:len(pixels)]
+    diff = int((ref != got).sum())
+    echo(f"bfloat16 vs float32 on {len(pixels)} frames: {diff} of {ref.size} codes differ "
+         f"({100.0 * diff / max(ref.size, 1):.2f}%)")
+  return compare
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parser().parse_args(argv)
+
+  @cli.entry_point(PROG, exit_on_error=False)
+  def run() -> int:
+    from vlx.data.tokenize import Settings, tokenize_split  # pylint: disable=import-outside-toplevel
+    data_dir = os.path.expanduser(args.data_dir)
+    if not os.path.isdir(data_dir):
+      raise cli.PathError(f"--data_dir {data_dir}: no such folder (build the dataset first: "
+                          f"python -m vlx.data.pipeline --builder={args.builder} ...)")
+    s = Settings(builder=args.builder, config=args.config, split=args.split, data_dir=data_dir,
+                 grid=args.grid, fit=args.fit, short_side=args.short_side,
+                 crop_at=args.crop_at, hflip=args.hflip, feature=args.feature,
+                 keep_frames=args.keep_frames, shard_size=args.shard_size, batch=args.batch,
+                 dtype=args.dtype, out_builder=args.out_builder, out_config=args.out_config)
+    if args.compare_fp32 and args.dtype == "float32":
+      raise cli.UsageError("--compare_fp32 needs --dtype bfloat16")
+    enc = _encoder(args, args.dtype)
+    if args.random_encoder:
+      print(f"{PROG}: WARNING: --random_encoder: random dVAE weights, the codes mean nothing "
+            "(demos and tests only)", file=sys.stderr, flush=True)
+    import dataclasses  # pylint: disable=import-outside-toplevel
+    s = dataclasses.replace(s, encoder=enc.description)
+    compare = _comparison(args, print) if args.compare_fp32 else None
+    tokenize_split(s, enc, overwrite=args.overwrite, on_first_batch=compare)
+    return 0
+  return run()
+
+
+if __name__ == "__main__":
+  sys.exit(main())

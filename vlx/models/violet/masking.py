@@ -51,3 +51,136 @@ def apply_masks(video: jax.Array, ids: jax.Array, mtm_mask: jax.Array, mvm_mask:
   cls = jnp.full((b, t, 1), -1, jnp.int32)
   mvm_labels = jnp.concatenate([cls, grid_labels], axis=2).reshape(b, t * (1 + h * w))
   return video_masked, ids_masked, mtm_labels, mvm_labels
+
+
+# --- Samplers (spec §5.4) ------------------------------------------------------------------------
+def special_text(ids: jax.Array) -> jax.Array:
+  """bool [B,X]: [CLS], [SEP] and [PAD] positions, never masked."""
+  return (ids == CLS_ID) | (ids == SEP_ID) | (ids == PAD_ID)
+
+
+def blockwise_text(key: jax.Array, ids: jax.Array, ratio: float = MASK_RATIO) -> jax.Array:
+  """bool [B,X]: each non-special token independently with probability `ratio`."""
+  return (jax.random.uniform(key, ids.shape) < ratio) & ~special_text(ids)
+
+
+def _check_grid(h: int, w: int) -> None:
+  if h * 2 // 3 < 2 or w * 2 // 3 < 2:
+    raise ValueError(f"VIOLET blockwise masking needs at least 3x3 visual tokens per frame "
+                     f"(frames of >= 96 px), got {h}x{w} (config.data.train.resolution)")
+
+
+def blockwise_boxes(key: jax.Array, batch: int, t: int, h: int, w: int) -> dict[str, jax.Array]:
+  """Per sample T random cuboids of the (T,h,w) token grid, int32 [B,T] each of
+  t1, y1, x1 (start) and bt, bh, bw (size).
+
+  Sizes as the reference's numpy draws (exclusive upper bounds): frames in [1, T-1] (1 when
+  T == 1), rows in [1, h*2//3 - 1], columns in [1, w*2//3 - 1]; starts uniform among the
+  positions where the cuboid fits (randint(0, size - block + 1)).
+  """
+  _check_grid(h, w)
+  ks = jax.random.split(key, 6)
+  shape = (batch, t)
+  bt = jax.random.randint(ks[0], shape, 1, max(t, 2))
+  bh = jax.random.randint(ks[1], shape, 1, h * 2 // 3)
+  bw = jax.random.randint(ks[2], shape, 1, w * 2 // 3)
+  t1 = jax.random.randint(ks[3], shape, 0, t - bt + 1)
+  y1 = jax.random.randint(ks[4], shape, 0, h - bh + 1)
+  x1 = jax.random.randint(ks[5], shape, 0, w - bw + 1)
+  return dict(t1=t1, y1=y1, x1=x1, bt=bt, bh=bh, bw=bw)
+
+
+def boxes_mask(boxes: dict[str, jax.Array], t: int, h: int, w: int) -> jax.Array:
+  """bool [B,T,h,w]: the union of each sample's cuboids."""
+
+  def inside(start, size, n):  # [B, cuboids, n]
+    r = jnp.arange(n)
+    return (r >= start[..., None]) & (r < (start + size)[..., None])
+
+  it = inside(boxes["t1"], boxes["bt"], t)
+  iy = inside(boxes["y1"], boxes["bh"], h)
+  ix = inside(boxes["x1"], boxes["bw"], w)
+  cells = it[:, :, :, None, None] & iy[:, :, None, :, None] & ix[:, :, None, None, :]
+  return jnp.any(cells, axis=1)
+
+
+def blockwise_video(key: jax.Array, batch: int, t: int, h: int, w: int) -> jax.Array:
+  """bool [B,T,h,w]: per sample the union of T random cuboids (`blockwise_boxes`)."""
+  return boxes_mask(blockwise_boxes(key, batch, t, h, w), t, h, w)
+
+
+def attended_count(num_video_tokens: int, text_len: int, ratio: float = MASK_RATIO) -> int:
+  """n = int(0.15 * (Lv + X)): the attended branch's shared video + text budget."""
+  return int(ratio * (num_video_tokens + text_len))
+
+
+def attention_weights(att: jax.Array, ids: jax.Array, t: int, h: int, w: int) -> jax.Array:
+  """float32 [B, Lv+X]: attention received with the special positions (frame-CLS video slots,
+  text [CLS]/[SEP]/[PAD]) zeroed, as the reference does before its draw."""
+  lv = t * (1 + h * w)
+  video_cls = (jnp.arange(lv) % (1 + h * w)) == 0
+  special = jnp.concatenate(
+      [jnp.broadcast_to(video_cls, (ids.shape[0], lv)), special_text(ids)], axis=1)
+  return jnp.where(special, 0.0, jax.lax.stop_gradient(att).astype(jnp.float32))
+
+
+def sample_without_replacement(key: jax.Array, weights: jax.Array, n: int) -> jax.Array:
+  """bool [B,L]: per row n positions drawn without replacement with probabilities proportional
+  to `weights` (>= 0), as torch.multinomial(replacement=False); Gumbel-top-k is this exact
+  distribution. Zero-weight positions are never drawn (rows with fewer positive weights than n
+  get all of them)."""
+  n = min(n, weights.shape[-1])
+  if n <= 0:
+    return jnp.zeros(weights.shape, bool)
+  positive = weights > 0
+  gumbel = jax.random.gumbel(key, weights.shape, jnp.float32)
+  scores = jnp.where(positive, jnp.log(jnp.where(positive, weights, 1.0)) + gumbel, -jnp.inf)
+  _, idx = jax.lax.top_k(scores, n)
+  chosen = jnp.zeros(weights.shape, bool)
+  chosen = jax.vmap(lambda c, i: c.at[i].set(True))(chosen, idx)
+  return chosen & positive
+
+
+def attended(key: jax.Array, att: jax.Array, ids: jax.Array, t: int, h: int, w: int,
+             ratio: float = MASK_RATIO) -> tuple[jax.Array, jax.Array]:
+  """(mtm_mask bool [B,X], mvm_mask bool [B,T,h,w]) of the attended branch: n = int(0.15 L)
+  positions of [video | text] drawn ∝ the attention they receive (spec §5.4, branch 1)."""
+  b, x = ids.shape
+  lv = t * (1 + h * w)
+  weights = attention_weights(att, ids, t, h, w)
+  chosen = sample_without_replacement(key, weights, attended_count(lv, x, ratio))
+  mvm = chosen[:, :lv].reshape(b, t, 1 + h * w)[:, :, 1:].reshape(b, t, h, w)
+  return chosen[:, lv:], mvm
+
+
+def sample_masks(key: jax.Array, ids: jax.Array, att: jax.Array | None, *, num_frames: int,
+                 grid: tuple[int, int], attended_prob: float = 0.5,
+                 ratio: float = MASK_RATIO) -> dict[str, jax.Array]:
+  """Per sample blockwise (branch 0) or attended (branch 1) masks, each with probability 1/2.
+
+  ids [B,X] unmasked token ids; att [B, Lv+X] attention received on the unmasked inputs (the
+  model's `attention_received`), None = blockwise only. Returns mtm_mask int32 [B,X],
+  mvm_mask int32 [B,T,h,w], branch int32 [B].
+  """
+  b = ids.shape[0]
+  t, (h, w) = num_frames, grid
+  k_branch, k_text, k_video, k_att = jax.random.split(key, 4)
+  mtm = blockwise_text(k_text, ids, ratio)
+  mvm = blockwise_video(k_video, b, t, h, w)
+  branch = jnp.zeros((b,), bool)
+  if att is not None and attended_prob > 0:
+    branch = jax.random.uniform(k_branch, (b,)) < attended_prob
+    a_mtm, a_mvm = attended(k_att, att, ids, t, h, w, ratio)
+    mtm = jnp.where(branch[:, None], a_mtm, mtm)
+    mvm = jnp.where(branch[:, None, None, None], a_mvm, mvm)
+  return dict(mtm_mask=mtm.astype(jnp.int32), mvm_mask=mvm.astype(jnp.int32),
+              branch=branch.astype(jnp.int32))
+
+
+def vtm_negatives(key: jax.Array, batch: int, max_options: int = 4) -> jax.Array:
+  """int32 [B, O-1], O = min(B, 4): per row i the first O-1 entries of a uniformly random
+  permutation of the other rows (spec §5.2: negatives are texts, the video stays)."""
+  o = min(batch, max_options)
+  keys = jax.random.uniform(key, (batch, batch))
+  keys = jnp.where(jnp.eye(batch, dtype=bool), jnp.inf, keys)   # self sorts last
+  return jnp.argsort(keys, axis=1)[:, :o - 1].astype(jnp.int32)

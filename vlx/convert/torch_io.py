@@ -182,7 +182,16 @@ def load_state_dict(path: str | os.PathLike, *,
                     extra_safe_globals: list | None = None) -> dict[str, np.ndarray]:
   """Reads a checkpoint file into a flat {key: np.ndarray}, wrappers and `module.` removed."""
   path = os.fspath(path)
-  sd = _unwrap(load_raw(path, extra_safe_globals=extra_safe_globals), path)
+  try:
+    raw = load_raw(path, extra_safe_globals=extra_safe_globals)
+  except UnsafeCheckpointError:
+    # A whole pickled dall_e module (OpenAI's DALL-E encoder.pkl): the same restricted unpickler
+    # with its module classes bound to inert stand-ins; it still refuses every other global.
+    from vlx.convert import safe_pickle  # pylint: disable=import-outside-toplevel
+    if not safe_pickle.is_module_pickle(path):
+      raise
+    return safe_pickle.load_module_state_dict(path)
+  sd = _unwrap(raw, path)
   keys = [str(k) for k in sd]
   strip = bool(keys) and all(k.startswith("module.") for k in keys)  # DataParallel / DDP
   return {(k[len("module."):] if strip else k): to_numpy(v) for k, v in zip(keys, sd.values())}

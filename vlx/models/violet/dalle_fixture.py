@@ -1,0 +1,91 @@
+"""The DALL-E dVAE encoder fixture (reference tiny_dalle/): every array of its outputs.npz
+recomputed with vlx's DalleEncoder from the fixture's weights.
+
+Weights: `encoder.pkl` (the whole pickled dall_e module, read by vlx.convert.safe_pickle without
+running it) or else `encoder_state_dict.pt`; sizes from the weight shapes (config.json, when
+present, must agree). Inputs: inputs.npz `mapped` (already map_pixels'd) or `pixels` in [0, 1],
+NCHW. Outputs use the reference layout: logits / act_* NCHW float32, tokens int64.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vlx.convert import engine, load_state_dict
+from vlx.layers import dvae, dvae_rules
+
+WEIGHT_FILES = ("encoder.pkl", "encoder_state_dict.pt")
+
+
+def weights_file(fixture_dir) -> pathlib.Path:
+  """encoder.pkl if present, else encoder_state_dict.pt."""
+  d = pathlib.Path(fixture_dir)
+  for name in WEIGHT_FILES:
+    if (d / name).is_file():
+      return d / name
+  raise FileNotFoundError(f"{d}: no DALL-E encoder weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def _check_config(d: pathlib.Path, cfg: dict) -> None:
+  """config.json (optional) must describe the same encoder as the weight shapes."""
+  path = d / "config.json"
+  if not path.is_file():
+    return
+  given = json.loads(path.read_text())
+  wrong = {k: (given[k], v) for k, v in cfg.items() if k in given and int(given[k]) != v}
+  if wrong:
+    raise ValueError(f"{path}: disagrees with the weight shapes (field: (config, weights)): "
+                     f"{wrong}")
+
+
+def load_encoder(weights, *, dtype=None) -> dvae.DalleEncoder:
+  """A DalleEncoder filled from a dall_e Encoder weights file (strict: every key mapped, every
+  variable filled); sizes read from the shapes."""
+  sd = load_state_dict(weights)
+  cfg = dvae_rules.infer_config(sd)
+  _check_config(pathlib.Path(weights).parent, cfg)
+  build = lambda c, rngs: dvae.DalleEncoder(**c, dtype=dtype, rngs=rngs)
+  graphdef, state = nnx.split(engine.abstract_model(build, cfg))  # nothing initialised
+  flat = list(nnx.to_flat_state(state))
+  targets = {"/".join(map(str, p)): v.get_value() for p, v in flat}
+  m = engine.map_keys(sd, dvae_rules.encoder("", ""), targets, what=str(weights))
+  m.check(f"{weights}: ", "dVAE rules name variables the encoder does not have")
+  missing = sorted(set(targets) - set(m.filled))
+  if m.unmapped or missing:
+    raise ValueError(f"{weights}: unmapped keys {m.unmapped}; unfilled variables {missing}")
+  new = [(p, v.replace(jnp.asarray(np.asarray(m.filled["/".join(map(str, p))],
+                                              v.get_value().dtype)))) for p, v in flat]
+  return nnx.merge(graphdef, nnx.from_flat_state(new))
+
+
+def fixture_inputs(fixture_dir) -> np.ndarray:
+  """The encoder input, channels-last [N, S, S, C]: inputs.npz `mapped`, else map_pixels(pixels)."""
+  x = np.load(pathlib.Path(fixture_dir) / "inputs.npz")
+  if "mapped" in x:
+    mapped = np.asarray(x["mapped"], np.float32)
+  else:
+    mapped = np.asarray(dvae.map_pixels(x["pixels"]))
+  return mapped.transpose(0, 2, 3, 1)
+
+
+def outputs(encoder: dvae.DalleEncoder, mapped: jax.Array) -> dict[str, np.ndarray]:
+  """logits, tokens, act_* (NCHW, as the reference records them) and top2_gap_min."""
+  logits, acts = nnx.jit(lambda m, x: m(x, return_activations=True))(encoder, mapped)
+  nchw = lambda a: np.asarray(a, np.float32).transpose(0, 3, 1, 2)
+  out = {"logits": nchw(logits), "tokens": np.asarray(jnp.argmax(logits, -1), np.int64)}
+  out.update({f"act_{k}": nchw(v) for k, v in acts.items()})
+  top2 = np.sort(out["logits"], axis=1)[:, -2:]
+  out["top2_gap_min"] = np.asarray((top2[:, 1] - top2[:, 0]).min(), np.float32)
+  return out
+
+
+def compute_outputs(fixture_dir, *, weights=None, dtype=None) -> dict[str, np.ndarray]:
+  """Every array of the fixture's outputs.npz, recomputed by vlx (`weights`: another weights
+  file than the default of `weights_file`; `dtype`: compute dtype, e.g. 'bfloat16')."""
+  encoder = load_encoder(weights or weights_file(fixture_dir), dtype=dtype)
+  return outputs(encoder, jnp.asarray(fixture_inputs(fixture_dir)))

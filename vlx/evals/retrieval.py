@@ -8,6 +8,7 @@ family's configs choose theirs:
     position of the ground truth; video->text: a video's ground truth is its last caption.
   'tie_aware' (`tie_aware_metrics`; All-in-one spec §5): no rounding; text->video ties count in
     the query's favour, video->text tied positions are averaged, best over the video's captions.
+  'stable': as 'rounded_stable' without the rounding (VIOLET spec §6).
 R@k = 100 * fraction of queries with rank < k, MedR = median(rank + 1), MeanR = mean(rank + 1).
 """
 from __future__ import annotations
@@ -85,7 +86,9 @@ def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict
 
 
 METRIC_PROTOCOLS = {"rounded_stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=4),
-                    "tie_aware": tie_aware_metrics}
+                    "tie_aware": tie_aware_metrics,
+                    # as rounded_stable without the rounding (VIOLET spec §6 eval_retrieval.py)
+                    "stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=None)}
 DEFAULT_PROTOCOL = "rounded_stable"
 # Modes scored pair by pair through a fusion encoder: [Nt, Nv] computed in memory-bounded blocks.
 # Any other mode of the family gives the whole matrix in one call. 'rerank' is two-stage

@@ -63,21 +63,25 @@ PER_VIDEO_SUFFIX = ".grover.json"                        # MERLOT's example anno
 ANNOTATION_DIRS = ("annotations",)                       # All-in-one's per-video JSON folder
 SPLIT = "train"                                          # the release has no splits
 _TAG = re.compile(r"^\[.*\]$")                            # [Music], [Applause]
+_YTDLP_NAME = re.compile(r".*\[([^\[\]\s]+)\]")                # yt-dlp: '<title> [<id>]'
 _NORM = re.compile(r"[\W_]+")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
 1. Annotations (https://rowanzellers.com/merlot -> data; the release is annotations only): the 100
    shards yttemporal180m_000of100.jsonl.gz ... yttemporal180m_099of100.jsonl.gz (gsutil cp
-   gs://merlot/yttemporal180m/* MANUAL_DIR/). Any subset works; gunzipped (.jsonl) too. One JSON
-   object per line and per video: info.id (YouTube id), info.duration, subtitles [{{word, time}}]
-   (timed ASR words), denoised [{{cleanasr}}] (the cleaned transcript).
+   gs://merlot/yttemporal180m/* MANUAL_DIR/; if that bucket is gone, any copy of the shards).
+   Any subset works; gunzipped (.jsonl) too. One JSON object per line and per video: info.id
+   (YouTube id), info.duration, subtitles [{{word, time}}] (timed ASR words), denoised
+   [{{cleanasr}}] (the cleaned transcript).
    Also read: one JSON per video in the same format, as <id>{PER_VIDEO_SUFFIX} anywhere (MERLOT's
    example) or <id>.json in a folder named annotations/ (All-in-one's copy:
    videos/<subset>/annotations/<id>.json).
 2. Videos: download them from YouTube by id, e.g.
-     yt-dlp -f 'bv*[height<=360][ext=mp4]+ba[ext=m4a]/b[height<=360]' \\
-       -o 'MANUAL_DIR/videos/%(id)s.%(ext)s' -a ids.txt
-   (ids.txt: one info.id per line). Many videos are gone: the build reports how many it found.
+     zcat yttemporal180m_*.jsonl.gz | python -c "import sys, json; \\
+       [print(json.loads(l)['info']['id']) for l in sys.stdin if l.strip()]" > ids.txt
+     yt-dlp -f 'b[height<=360]/bv*[height<=360]' -o 'MANUAL_DIR/videos/%(id)s.%(ext)s' -a ids.txt
+   yt-dlp's default names ('<title> [<id>].<ext>') are found too. Many videos are gone: the
+   build reports how many it found.
 Layout:
   MANUAL_DIR/
     yttemporal180m_000of100.jsonl.gz ... (or .jsonl, in any folder)
@@ -316,12 +320,23 @@ def _report(builder: str, config: str, stats: TextStats) -> None:
 LAST_TEXT_REPORTS: dict[tuple[str, str], TextStats] = {}
 
 
+def ytdlp_names(lay: bb.Layout) -> dict[str, str]:
+  """{video id: file stem} of the videos saved under yt-dlp's default name '<title> [<id>]'."""
+  out: dict[str, str] = {}
+  for stem in sorted(lay.videos):
+    m = _YTDLP_NAME.fullmatch(stem)
+    if m:
+      out.setdefault(m.group(1), stem)
+  return out
+
+
 def records(videos: Iterable[Video], lay: bb.Layout, c: YTTemporalConfig, stats: TextStats
             ) -> Iterator[bb.VideoRecord]:
   """A record per usable window of each video on disk; one per video not on disk (so it is
   counted missing once, without reading its words)."""
   seen: set[str] = set()
   default_dir = os.path.join(lay.root, "videos")   # where the instructions put them
+  titled = ytdlp_names(lay)
   for v in videos:
     stats.annotations += 1
     if v.video_id in seen:
@@ -331,7 +346,7 @@ def records(videos: Iterable[Video], lay: bb.Layout, c: YTTemporalConfig, stats:
     if not v.times:
       stats.no_asr += 1
       continue
-    path = lay.video(v.video_id, "")
+    path = lay.video([v.video_id, titled.get(v.video_id, v.video_id)], "")
     if not path:
       stats.missing_videos += 1
       yield bb.VideoRecord(key=f"{v.video_id}:missing",

@@ -162,10 +162,11 @@ def _official(root: pathlib.Path, shard: str = SHARD0) -> None:
 
 
 @pytest.mark.parametrize("layout", ["official", "gunzipped", "both", "nested", "elsewhere",
-                                    "allinone", "grover"])
+                                    "ytdlp_names", "allinone", "grover"])
 def test_release_layouts(tmp_path, monkeypatch, layout):
   """The shards at the top (gzipped, gunzipped or both), everything inside a folder of its own,
-  shards and videos in folders of other names, All-in-one's per-video JSON beside data/, and
+  shards and videos in folders of other names, yt-dlp's default '<title> [<id>].<ext>' names,
+  All-in-one's per-video JSON beside data/, and
   MERLOT's <id>.grover.json: vidA's 2 windows + 1 record for the missing vidD."""
   monkeypatch.setenv(bb.REPORT_ENV, str(tmp_path / "reports"))
   root = tmp_path / "m"
@@ -179,6 +180,10 @@ def test_release_layouts(tmp_path, monkeypatch, layout):
   elif layout == "elsewhere":
     _write_jsonl(root / "yttemporal180m/annotations" / SHARD0, [VID_A, VID_D])
     layout_testing.touch([root / "downloads/part0/vidA.WEBM"])
+  elif layout == "ytdlp_names":
+    _write_jsonl(root / SHARD0, [VID_A, VID_D])
+    layout_testing.touch([root / "downloads/Sweet onion pasta [vidA].mkv",
+                          root / "downloads/Other video [vidX].mp4"])
   elif layout == "allinone":
     for vid, obj in (("vidA", VID_A), ("vidD", VID_D)):
       path = root / "YTTemporal/videos/subset_3/annotations" / f"{vid}.json"

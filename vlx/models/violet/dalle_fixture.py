@@ -73,9 +73,14 @@ def fixture_inputs(fixture_dir) -> np.ndarray:
   return mapped.transpose(0, 2, 3, 1)
 
 
+@nnx.jit
+def _forward(encoder: dvae.DalleEncoder, mapped: jax.Array):
+  return encoder(mapped, return_activations=True)
+
+
 def outputs(encoder: dvae.DalleEncoder, mapped: jax.Array) -> dict[str, np.ndarray]:
   """logits, tokens, act_* (NCHW, as the reference records them) and top2_gap_min."""
-  logits, acts = nnx.jit(lambda m, x: m(x, return_activations=True))(encoder, mapped)
+  logits, acts = _forward(encoder, mapped)
   nchw = lambda a: np.asarray(a, np.float32).transpose(0, 3, 1, 2)
   out = {"logits": nchw(logits), "tokens": np.asarray(jnp.argmax(logits, -1), np.int64)}
   out.update({f"act_{k}": nchw(v) for k, v in acts.items()})

@@ -269,3 +269,12 @@ def test_remat_and_drop_path(fast_jit):
   np.testing.assert_allclose(rates, np.linspace(0, 0.5, 4))
   with pytest.raises(ValueError, match="drop_path needs rngs"):
     nnx.eval_shape(lambda m, v: m(v, deterministic=False), plain, video)
+
+
+def test_bf16_compute_keeps_fp32_params():
+  model = nnx.eval_shape(lambda: VideoSwin(**SMALL, dtype="bfloat16", rngs=nnx.Rngs(0)))
+  out = nnx.eval_shape(lambda m, v: m(v), model, jax.ShapeDtypeStruct((1, 4, 32, 32, 3),
+                                                                      jnp.float32))
+  assert (out.shape, out.dtype) == ((1, 4, 2, 2, 32), jnp.bfloat16)
+  dtypes = {v.dtype for v in jax.tree.leaves(nnx.state(model, nnx.Param))}
+  assert dtypes == {jnp.dtype(jnp.float32)}

@@ -4,7 +4,7 @@ Follows the VIOLET backbone (spec §2.2): a (2,4,4) patch convolution with tempo
 one appended zero frame (T frames in -> T temporal tokens), stages of pre-norm blocks with
 (shifted) 3-D window attention and a relative-position bias, PatchMerging (2x2 spatial) between
 stages, a final LayerNorm. Everything that depends only on shapes (effective window and shift,
-the relative-position index, the shift mask) is computed in numpy at trace time.
+the relative-position index, the shift-window region ids) is computed in numpy at trace time.
 
 Parameter tree (mirrors the torch names so converter rules stay one-to-one):
   patch_embed/{proj, norm}, layers/i/blocks/j/{norm1, attn/{query, key, value, out,
@@ -71,10 +71,9 @@ def _reverse(x, window: Triple, size: Triple):
 
 
 @functools.lru_cache(maxsize=None)
-def shift_mask(padded: Triple, window: Triple, shift: Triple) -> np.ndarray:
-  """[nW, N, N] float32: 0 where two tokens of a shifted window come from the same region of the
-  padded volume, MASK_VALUE otherwise. Regions per axis: [0:-win], [-win:-shift], [-shift:]
-  (a zero shift makes the whole axis one region)."""
+def shift_regions(padded: Triple, window: Triple, shift: Triple) -> np.ndarray:
+  """[nW, N] int32 region id of every token of every window of the rolled, padded volume. Regions
+  per axis: [0:-win], [-win:-shift], [-shift:] (a zero shift makes the whole axis one region)."""
   axes = []
   for size, win, sh in zip(padded, window, shift):
     lab = np.zeros(size, np.int32)
@@ -83,11 +82,22 @@ def shift_mask(padded: Triple, window: Triple, shift: Triple) -> np.ndarray:
       lab[size - sh:] = 2
     axes.append(lab)
   ids = axes[0][:, None, None] * 9 + axes[1][None, :, None] * 3 + axes[2][None, None, :]
-  win_ids = _partition(ids[None, ..., None], window)[0, ..., 0]            # [nW, N]
-  mask = np.where(win_ids[:, :, None] != win_ids[:, None, :], MASK_VALUE, 0.0)
-  mask = mask.astype(np.float32)
-  mask.flags.writeable = False
-  return mask
+  regions = _partition(ids[None, ..., None], window)[0, ..., 0]
+  regions.flags.writeable = False
+  return regions
+
+
+def region_mask(regions):
+  """[nW, N] region ids -> [nW, N, N] additive mask: 0 within a region, MASK_VALUE across (numpy
+  or jax; the model builds it on device from the small id table)."""
+  xp = np if isinstance(regions, np.ndarray) else jnp
+  return xp.where(regions[:, :, None] != regions[:, None, :], xp.float32(MASK_VALUE),
+                  xp.float32(0.0))
+
+
+def shift_mask(padded: Triple, window: Triple, shift: Triple) -> np.ndarray:
+  """The reference's compute_mask: [nW, N, N] float32 (0 / MASK_VALUE)."""
+  return region_mask(shift_regions(padded, window, shift))
 
 
 # ----------------------------------------------------------------------------- modules
@@ -116,12 +126,13 @@ class WindowAttention3D(Attention):
     table = self.relative_position_bias_table[...].astype(jnp.float32)
     return jnp.take(table, idx, axis=0).reshape(n, n, -1).transpose(2, 0, 1)
 
-  def __call__(self, x: jax.Array, mask: np.ndarray | None = None, *, deterministic: bool = True,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-    """x [B, nW, N, C]; mask [nW, N, N] additive (shifted windows) or None."""
+  def __call__(self, x: jax.Array, regions: np.ndarray | None = None, *,
+               deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """x [B, nW, N, C]; regions [nW, N] (shifted windows: tokens of different regions do not
+    attend to each other) or None."""
     bias = self.position_bias(x.shape[-2])[None]                         # [1, H, N, N]
-    if mask is not None:
-      bias = bias + jnp.asarray(mask)[:, None]                           # [nW, H, N, N]
+    if regions is not None:
+      bias = bias + region_mask(jnp.asarray(regions))[:, None]           # [nW, H, N, N]
     return super().__call__(x, mask=bias, deterministic=deterministic, rngs=rngs)
 
 
@@ -150,11 +161,11 @@ class VideoSwinBlock(nnx.Module):
     if any(pads):
       x = jnp.pad(x, [(0, 0)] + [(0, p) for p in pads] + [(0, 0)])
     padded = tuple(s + p for s, p in zip(size, pads))
-    mask = None
+    regions = None
     if any(shift):
       x = jnp.roll(x, tuple(-s for s in shift), axis=(1, 2, 3))
-      mask = shift_mask(padded, win, shift)
-    y = self.attn(_partition(x, win), mask, deterministic=deterministic, rngs=rngs)
+      regions = shift_regions(padded, win, shift)
+    y = self.attn(_partition(x, win), regions, deterministic=deterministic, rngs=rngs)
     y = _reverse(y, win, padded)
     if any(shift):
       y = jnp.roll(y, shift, axis=(1, 2, 3))

@@ -244,7 +244,7 @@ def clips(video: Video, c: YTTemporalConfig, stats: TextStats
 # ------------------------------------------------------------------------------ annotation files
 
 def _open_lines(path: str):
-  return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else \
+  return gzip.open(path, "rt", encoding="utf-8") if path.lower().endswith(".gz") else \
       open(path, encoding="utf-8-sig")
 
 
@@ -263,6 +263,8 @@ def read_shard(path: str, stats: TextStats) -> Iterator[Video]:
           raise bb.AnnotationError(path, line, "<json>", f"one JSON object per line ({e.msg})"
                                    ) from e
         yield parse_video(obj, path, line)
+  except UnicodeDecodeError as e:
+    raise bb.AnnotationError(path, line + 1, "<text>", f"UTF-8 JSON lines ({e.reason})") from e
   except (EOFError, gzip.BadGzipFile, OSError) as e:
     msg = f"{path}: unreadable after line {line} ({type(e).__name__}: {e}); re-download it"
     log.warning(msg)
@@ -280,10 +282,11 @@ def read_per_video(path: str) -> Video:
 
 def find_annotations(lay: bb.Layout) -> tuple[list[str], list[str]]:
   """(shards, per-video JSON files) under the manual dir, sorted. A shard found both gzipped
-  and not is read once (the .jsonl); the same shard name in two folders, once (the shallower)."""
+  and not is read once, from the .gz (beside its .gz, a .jsonl may be an interrupted gunzip);
+  the same shard name in two folders, once (the shallower)."""
   shards: dict[str, str] = {}
   found = [os.path.join(d, n) for d, names in lay.matching(SHARD_RX).items() for n in names]
-  for path in sorted(found, key=lambda p: (p.endswith(".gz"), p.count(os.sep), p)):
+  for path in sorted(found, key=lambda p: (not p.lower().endswith(".gz"), p.count(os.sep), p)):
     shards.setdefault(re.sub(r"(?i)\.jsonl(\.gz)?$", "", os.path.basename(path)), path)
   per_video = [os.path.join(d, n) for d, names in
                lay.matching(re.compile(r"(?i).+\.json")).items() for n in names

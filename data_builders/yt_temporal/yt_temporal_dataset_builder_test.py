@@ -133,9 +133,10 @@ def test_malformed_annotations_are_named(tmp_path, monkeypatch):
            (json.dumps({"info": {"id": "x"}, "subtitles": {"word": "a"}}) + "\n", 1, "subtitles",
             "a list of {word, time}"),
            (json.dumps(_video("x", [(1.0, "a"), ("soon", "b")])) + "\n", 1, "subtitles[1].time",
-            "a number of seconds")]
+            "a number of seconds"),
+           (b"\xff\xfe not utf-8\n", 1, "<text>", "UTF-8 JSON lines")]
   for text, line, field, expected in cases:
-    shard.write_text(text)
+    shard.write_bytes(text if isinstance(text, bytes) else text.encode())
     with testing.raises_annotation_error(shard, line, field, expected):
       layout_testing.split_records(yt.Builder, "default", tmp_path)
 
@@ -174,9 +175,9 @@ def test_release_layouts(tmp_path, monkeypatch, layout):
     _official(root)
   elif layout == "gunzipped":
     _official(root, "yttemporal180m_000of100.jsonl")
-  elif layout == "both":
+  elif layout == "both":   # an interrupted gunzip: the .gz is read, not the partial .jsonl
     _official(root)
-    _official(root, "yttemporal180m_000of100.jsonl")
+    (root / "yttemporal180m_000of100.jsonl").write_text(json.dumps(VID_A)[:100])
   elif layout == "elsewhere":
     _write_jsonl(root / "yttemporal180m/annotations" / SHARD0, [VID_A, VID_D])
     layout_testing.touch([root / "downloads/part0/vidA.WEBM"])
@@ -201,7 +202,7 @@ def test_release_layouts(tmp_path, monkeypatch, layout):
     layout_testing.nest(root, "yttemporal180m")
   assert layout_testing.summary(yt.Builder, "default", root) == {"train": (3, 2)}
   stats = yt.LAST_TEXT_REPORTS[("yt_temporal", "default")]
-  assert (stats.annotations, stats.duplicates) == (2, 0)   # 'both': the shard is read once
+  assert (stats.annotations, stats.duplicates) == (2, 0)
 
 
 def test_no_annotations_is_one_line(tmp_path):

@@ -81,8 +81,8 @@ def test_tiny_index_buffers_are_checked(tiny_state):
     vr.infer_config(bad, SRC)
 
 
-def _manifest_shapes(reference_dir) -> dict:
-  m = json.loads((reference_dir / "violet" / "manifest_video-swin.json").read_text())
+def _manifest_shapes(reference_dir, name: str = "video-swin") -> dict:
+  m = json.loads((reference_dir / "violet" / f"manifest_{name}.json").read_text())
   return {p["key"]: jax.ShapeDtypeStruct(tuple(p["shape"]), np.dtype(p["dtype"]))
           for p in m["params"]}
 
@@ -101,6 +101,7 @@ def test_release_manifest_maps_every_key(reference_dir):
     assert (m.unmapped, m.mismatches, m.bad_targets) == ([], [], [])
     assert sorted(set(tg) - set(m.filled)) == []
     assert len(m.unused) == 24 and m.mapped == len(shapes) - 24
+  assert vr.infer_config(_manifest_shapes(reference_dir, "pretrain"), SRC) == RELEASE
   n_params = sum(int(np.prod(v.shape)) for v in targets.values())
   assert n_params == json.loads((reference_dir / "violet" / "manifest_video-swin.json")
                                 .read_text())["total_params"]

@@ -8,7 +8,8 @@ the relative-position index, the shift-window region ids) is computed in numpy a
 
 Parameter tree (mirrors the torch names so converter rules stay one-to-one):
   patch_embed/{proj, norm}, layers/i/blocks/j/{norm1, attn/{query, key, value, out,
-  relative_position_bias_table}, norm2, mlp/{fc1, fc2}}, layers/i/downsample/{norm, reduction}, norm.
+  relative_position_bias_table}, norm2, mlp/{fc1, fc2}}, layers/i/downsample/{norm, reduction},
+  norm. The torch fused qkv is split into the shared Attention's query/key/value at conversion.
 """
 from __future__ import annotations
 

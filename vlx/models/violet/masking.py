@@ -14,6 +14,7 @@ from vlx.data.video_ops import NORMS
 
 MASK_ID = 103  # BERT [MASK]
 CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
+SPECIAL_IDS = (CLS_ID, SEP_ID, PAD_ID)   # never masked (bert-base-uncased ids, spec §1)
 MASK_RATIO = 0.15
 PATCH = 32  # pixels per visual token side
 
@@ -25,15 +26,16 @@ def black_pixel(norm: str = "imagenet", dtype=jnp.float32) -> jax.Array:
 
 
 def apply_masks(video: jax.Array, ids: jax.Array, mtm_mask: jax.Array, mvm_mask: jax.Array,
-                vq: jax.Array, *, mask_id: int = MASK_ID, patch: int = PATCH,
+                vq: jax.Array, *, mask_id: int | jax.Array = MASK_ID, patch: int = PATCH,
                 norm: str = "imagenet") -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Masked inputs and labels from 0/1 masks (spec §5.4 "Apply", §5.5).
 
   video [B,T,H,W,3] normalised; ids [B,X]; mtm_mask [B,X]; mvm_mask [B,T,h,w] with h = H/patch;
   vq [B,T,h,w] dVAE token ids. Returns (video_masked, ids_masked, mtm_labels [B,X],
   mvm_labels [B, T*(1+h*w)]) with labels -1 where not masked and at every frame-CLS slot.
-  Every masked text token becomes `mask_id` (no 80/10/10); every masked visual token's
-  patch x patch pixel block becomes a raw black pixel.
+  Every masked text token becomes `mask_id` (no 80/10/10; an int or int [B] per row for other
+  vocabularies); every masked visual token's patch x patch pixel block becomes a raw black
+  pixel.
   """
   b, t, height, width, _ = video.shape
   h, w = mvm_mask.shape[2], mvm_mask.shape[3]
@@ -43,7 +45,8 @@ def apply_masks(video: jax.Array, ids: jax.Array, mtm_mask: jax.Array, mvm_mask:
   mtm = mtm_mask.astype(bool)
   mvm = mvm_mask.astype(bool)
   ids = jnp.asarray(ids)
-  ids_masked = jnp.where(mtm, jnp.asarray(mask_id, ids.dtype), ids)
+  mask_id = jnp.asarray(mask_id, ids.dtype)
+  ids_masked = jnp.where(mtm, mask_id[:, None] if mask_id.ndim else mask_id, ids)
   mtm_labels = jnp.where(mtm, ids, -1).astype(jnp.int32)
   pixel_mask = jnp.repeat(jnp.repeat(mvm, patch, axis=2), patch, axis=3)[..., None]
   video_masked = jnp.where(pixel_mask, black_pixel(norm, video.dtype), video)
@@ -54,14 +57,19 @@ def apply_masks(video: jax.Array, ids: jax.Array, mtm_mask: jax.Array, mvm_mask:
 
 
 # --- Samplers (spec §5.4) ------------------------------------------------------------------------
-def special_text(ids: jax.Array) -> jax.Array:
-  """bool [B,X]: [CLS], [SEP] and [PAD] positions, never masked."""
-  return (ids == CLS_ID) | (ids == SEP_ID) | (ids == PAD_ID)
+def special_text(ids: jax.Array, special_ids=SPECIAL_IDS) -> jax.Array:
+  """bool [B,X]: [CLS], [SEP] and [PAD] positions, never masked. `special_ids`: a tuple of ids
+  or int [B, K] per row (the tokenizer's, see vlx.models.violet.data)."""
+  special = jnp.asarray(special_ids, ids.dtype)
+  if special.ndim == 1:
+    special = jnp.broadcast_to(special, (ids.shape[0],) + special.shape)
+  return jnp.any(ids[:, :, None] == special[:, None, :], axis=-1)
 
 
-def blockwise_text(key: jax.Array, ids: jax.Array, ratio: float = MASK_RATIO) -> jax.Array:
+def blockwise_text(key: jax.Array, ids: jax.Array, ratio: float = MASK_RATIO,
+                   special_ids=SPECIAL_IDS) -> jax.Array:
   """bool [B,X]: each non-special token independently with probability `ratio`."""
-  return (jax.random.uniform(key, ids.shape) < ratio) & ~special_text(ids)
+  return (jax.random.uniform(key, ids.shape) < ratio) & ~special_text(ids, special_ids)
 
 
 def _check_grid(h: int, w: int) -> None:
@@ -114,13 +122,14 @@ def attended_count(num_video_tokens: int, text_len: int, ratio: float = MASK_RAT
   return int(ratio * (num_video_tokens + text_len))
 
 
-def attention_weights(att: jax.Array, ids: jax.Array, t: int, h: int, w: int) -> jax.Array:
+def attention_weights(att: jax.Array, ids: jax.Array, t: int, h: int, w: int,
+                      special_ids=SPECIAL_IDS) -> jax.Array:
   """float32 [B, Lv+X]: attention received with the special positions (frame-CLS video slots,
   text [CLS]/[SEP]/[PAD]) zeroed, as the reference does before its draw."""
   lv = t * (1 + h * w)
   video_cls = (jnp.arange(lv) % (1 + h * w)) == 0
   special = jnp.concatenate(
-      [jnp.broadcast_to(video_cls, (ids.shape[0], lv)), special_text(ids)], axis=1)
+      [jnp.broadcast_to(video_cls, (ids.shape[0], lv)), special_text(ids, special_ids)], axis=1)
   return jnp.where(special, 0.0, jax.lax.stop_gradient(att).astype(jnp.float32))
 
 
@@ -142,12 +151,13 @@ def sample_without_replacement(key: jax.Array, weights: jax.Array, n: int) -> ja
 
 
 def attended(key: jax.Array, att: jax.Array, ids: jax.Array, t: int, h: int, w: int,
-             ratio: float = MASK_RATIO) -> tuple[jax.Array, jax.Array]:
+             ratio: float = MASK_RATIO, special_ids=SPECIAL_IDS
+             ) -> tuple[jax.Array, jax.Array]:
   """(mtm_mask bool [B,X], mvm_mask bool [B,T,h,w]) of the attended branch: n = int(0.15 L)
   positions of [video | text] drawn ∝ the attention they receive (spec §5.4, branch 1)."""
   b, x = ids.shape
   lv = t * (1 + h * w)
-  weights = attention_weights(att, ids, t, h, w)
+  weights = attention_weights(att, ids, t, h, w, special_ids)
   chosen = sample_without_replacement(key, weights, attended_count(lv, x, ratio))
   mvm = chosen[:, :lv].reshape(b, t, 1 + h * w)[:, :, 1:].reshape(b, t, h, w)
   return chosen[:, lv:], mvm
@@ -155,22 +165,22 @@ def attended(key: jax.Array, att: jax.Array, ids: jax.Array, t: int, h: int, w: 
 
 def sample_masks(key: jax.Array, ids: jax.Array, att: jax.Array | None, *, num_frames: int,
                  grid: tuple[int, int], attended_prob: float = 0.5,
-                 ratio: float = MASK_RATIO) -> dict[str, jax.Array]:
+                 ratio: float = MASK_RATIO, special_ids=SPECIAL_IDS) -> dict[str, jax.Array]:
   """Per sample blockwise (branch 0) or attended (branch 1) masks, each with probability 1/2.
 
   ids [B,X] unmasked token ids; att [B, Lv+X] attention received on the unmasked inputs (the
-  model's `attention_received`), None = blockwise only. Returns mtm_mask int32 [B,X],
+  model's `attention_received`), None = blockwise only; special_ids: see `special_text`. Returns mtm_mask int32 [B,X],
   mvm_mask int32 [B,T,h,w], branch int32 [B].
   """
   b = ids.shape[0]
   t, (h, w) = num_frames, grid
   k_branch, k_text, k_video, k_att = jax.random.split(key, 4)
-  mtm = blockwise_text(k_text, ids, ratio)
+  mtm = blockwise_text(k_text, ids, ratio, special_ids)
   mvm = blockwise_video(k_video, b, t, h, w)
   branch = jnp.zeros((b,), bool)
   if att is not None and attended_prob > 0:
     branch = jax.random.uniform(k_branch, (b,)) < attended_prob
-    a_mtm, a_mvm = attended(k_att, att, ids, t, h, w, ratio)
+    a_mtm, a_mvm = attended(k_att, att, ids, t, h, w, ratio, special_ids)
     mtm = jnp.where(branch[:, None], a_mtm, mtm)
     mvm = jnp.where(branch[:, None, None, None], a_mvm, mvm)
   return dict(mtm_mask=mtm.astype(jnp.int32), mvm_mask=mvm.astype(jnp.int32),

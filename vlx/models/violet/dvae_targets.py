@@ -1,0 +1,126 @@
+"""VIOLET MVM targets (spec §5.5): DALL-E dVAE token ids per visual token, [B, T, h, w].
+
+Two sources, chosen per batch:
+  * the batch key `vq_tokens` (a token dataset read by the `token_grid` reader aligned with the
+    sampled frames; `python -m vlx.tokenize`), used as given;
+  * else on the fly: the model's frozen `dvae` submodule (config.model.dvae.enabled) on the clip
+    un-normalised back to [0, 1], each frame resized to h*8 px (vlx.layers.dvae.frame_tokens).
+    The reference tokenises the padded-to-square source frame resized straight to 56 px; here
+    the frame is the pipeline's already resized clip (224 -> 56 at release sizes), a second
+    resampling of the same square image.
+`prepare_fresh_state` (family hook) loads OpenAI's converted encoder into `dvae` at a fresh
+start; `frozen_params` (r"^dvae/") keeps it out of training.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+from flax import nnx
+
+from vlx.data.video_ops import NORMS
+
+KEY = "vq_tokens"
+PREFIX = "dvae/"
+
+
+def unnormalise(video: jax.Array, norm: str = "imagenet") -> jax.Array:
+  """Normalised video [..., 3] -> raw pixels in [0, 1] (float32)."""
+  mean, std = (jnp.asarray(v, jnp.float32) for v in NORMS[norm])
+  return jnp.clip(video.astype(jnp.float32) * std + mean, 0.0, 1.0)
+
+
+def targets(model, batch: dict, grid: tuple[int, int], *, norm: str = "imagenet") -> jax.Array:
+  """int32 [B, T, h, w] MVM targets of the UNMASKED clip `batch['video']` (no gradient)."""
+  video = batch["video"]
+  b, t = video.shape[:2]
+  want = (b, t) + tuple(grid)
+  if KEY in batch:
+    vq = batch[KEY]
+    if tuple(vq.shape) != want:
+      raise ValueError(f"batch key {KEY!r} has shape {tuple(vq.shape)}, expected {want} "
+                       "(frames x visual tokens of the clip: the token_grid input's num_frames, "
+                       "height and width, with align_with='video')")
+    return vq.astype(jnp.int32)
+  dvae = getattr(model, "dvae", None)
+  if dvae is None:
+    raise ValueError("objective 'mvm' needs targets: set config.model.dvae.enabled=True (the "
+                     "frozen dVAE tokenises the clip in the step) or read a token dataset as "
+                     "data.train.inputs.vq_tokens (reader 'token_grid')")
+  if grid[0] != grid[1]:
+    raise ValueError(f"on-the-fly MVM targets need square frames, got {grid[0]}x{grid[1]} "
+                     "visual tokens")
+  from vlx.layers import dvae as dvae_lib  # pylint: disable=import-outside-toplevel
+  tokens = dvae_lib.frame_tokens(dvae, unnormalise(jax.lax.stop_gradient(video), norm), grid[0])
+  return jax.lax.stop_gradient(tokens).astype(jnp.int32)
+
+
+def _dvae_source(flat: dict) -> dict:
+  """The encoder's arrays of a converted dir: a bare DalleEncoder (keys at the top level, the
+  converter's 'dalle_encoder' variant) or a model with a `dvae/` subtree."""
+  sub = {k[len(PREFIX):]: v for k, v in flat.items() if k.startswith(PREFIX)}
+  return sub or flat
+
+
+def load_dvae(dvae: nnx.Module, path: str) -> int:
+  """Copies the converted encoder at `path` into `dvae` in place; every parameter must be found
+  with its shape. Returns the number of arrays loaded."""
+  from vlx import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
+  from vlx.optim import path_str  # pylint: disable=import-outside-toplevel
+  source = _dvae_source(ckpt.load_params_flat(path, "config.model.dvae.converted"))
+  state = nnx.state(dvae, nnx.Param)
+  missing, bad = [], []
+
+  def one(p, leaf):
+    key = path_str(p)
+    src = source.get(key)
+    if src is None:
+      missing.append(key)
+      return leaf
+    if tuple(src.shape) != tuple(leaf.shape):
+      bad.append(f"{key} {tuple(src.shape)} != {tuple(leaf.shape)}")
+      return leaf
+    return jax.device_put(jnp.asarray(src, leaf.dtype), getattr(leaf, "sharding", None))
+
+  pure = jax.tree_util.tree_map_with_path(one, nnx.to_pure_dict(state))
+  if missing or bad:
+    raise ValueError(f"config.model.dvae.converted={path!r} does not fit model.dvae: "
+                     f"{len(missing)} parameters missing {missing[:6]}, shape mismatches "
+                     f"{bad[:6]} (convert OpenAI's encoder.pkl with `python -m vlx.convert "
+                     "--family violet`; config.model.dvae sizes must match it)")
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(dvae, state)
+  return len(jax.tree.leaves(pure))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The dVAE's vocabulary is the MVM head's (validate_config may call this)."""
+  m = config.model
+  d = m.get("dvae", None)
+  if d is not None and d.get("enabled", False) and d.vocab_size != m.mvm_vocab:
+    raise ValueError(f"config.model.dvae.vocab_size={d.vocab_size} must equal "
+                     f"config.model.mvm_vocab={m.mvm_vocab}: MVM predicts the dVAE's tokens")
+
+
+def prepare_fresh_state(model, config: ml_collections.ConfigDict) -> None:
+  """Family hook after a fresh init: with config.model.dvae.enabled, load
+  config.model.dvae.converted (a `python -m vlx.convert` dir of encoder.pkl) into model.dvae;
+  without it the dVAE keeps its random weights (a warning: MVM then learns a random
+  tokeniser's codes, enough for demos and tests)."""
+  d = config.model.get("dvae", None)
+  if d is None or not d.get("enabled", False) or getattr(model, "dvae", None) is None:
+    return
+  check_config(config)
+  path = d.get("converted", "")
+  if path:
+    n = load_dvae(model.dvae, path)
+    logging.info("loaded %d dVAE arrays from %s (MVM targets)", n, path)
+    return
+  init = config.get("init", {})
+  source = ("the dVAE of config.init if it holds a dvae/ subtree (a vlx VIOLET run), else a "
+            "RANDOMLY initialised one" if init.get("from_checkpoint") or init.get("from_converted")
+            else "a RANDOMLY initialised dVAE")
+  logging.warning("config.model.dvae.converted is empty: MVM targets come from %s (convert "
+                  "OpenAI's encoder.pkl with `python -m vlx.convert --family violet` and set "
+                  "config.model.dvae.converted for the paper's targets)", source)

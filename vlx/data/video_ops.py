@@ -10,6 +10,8 @@ on its seed alone (the pipeline derives seeds from (config.seed, example counter
 
 Spatially, `resize='square'` squashes each frame to resolution x resolution (ALPRO's decord reader)
 and `resize='short_side'` keeps the aspect ratio (short side -> resolution) and crops a square;
+`resize='pad_square'` zero-pads the short side (half each side) to a square, then resizes (VIOLET's
+str2img, its spec §1);
 `crop` then takes a random (training) or centred (evaluation) crop x crop window.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from vlx.data import augment as aug
 from vlx.data.mixture import AUGMENTS
 
 SAMPLINGS = ("rand", "headtail", "uniform", "segment_rand", "segment_middle")
-RESIZES = ("square", "short_side")
+RESIZES = ("square", "short_side", "pad_square")
 # CLIP pixel statistics (ALPRO's ImageNorm, spec §7), RGB.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -111,6 +113,11 @@ def resize(frames: tf.Tensor, resolution: int, mode: str = "square") -> tf.Tenso
   frames = tf.cast(frames, tf.float32)
   if mode == "square":
     size = tf.constant([resolution, resolution], tf.int32)
+  elif mode == "pad_square":   # black bars: (long - short) // 2 on each side, then squash
+    h, w = tf.shape(frames)[1], tf.shape(frames)[2]
+    ph, pw = tf.maximum(w - h, 0) // 2, tf.maximum(h - w, 0) // 2
+    frames = tf.pad(frames, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+    size = tf.constant([resolution, resolution], tf.int32)
   elif mode == "short_side":
     hw = tf.cast(tf.shape(frames)[1:3], tf.float32)
     size = tf.cast(tf.round(hw * (resolution / tf.reduce_min(hw))), tf.int32)
@@ -178,7 +185,7 @@ def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resol
                     norm)
     return tf.ensure_shape(out, [num_frames, size, size, 3])
   frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode)
-  if crop or resize_mode != "square":
+  if crop or resize_mode not in ("square", "pad_square"):
     if center:
       frames = center_crop(frames, size)
     else:

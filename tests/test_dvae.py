@@ -119,3 +119,14 @@ def test_bf16_runs(fixture_dir, capsys):
   with capsys.disabled():
     print(f"\nbf16 dVAE tokens differing from the fp32 reference: {differ}/{want.size}")
   assert differ <= want.size // 4
+
+
+def test_fixture_config_must_agree(fixture_dir, tmp_path):
+  """config.json is optional, but a config that contradicts the weight shapes is an error."""
+  (tmp_path / "encoder_state_dict.pt").symlink_to(fixture_dir / "encoder_state_dict.pt")
+  assert dalle_fixture.weights_file(tmp_path).name == "encoder_state_dict.pt"
+  dalle_fixture.load_encoder(tmp_path / "encoder_state_dict.pt")  # no config.json: fine
+  cfg = json.loads((fixture_dir / "config.json").read_text())
+  (tmp_path / "config.json").write_text(json.dumps(dict(cfg, n_hid=32)))
+  with pytest.raises(ValueError, match=r"config.json.*n_hid.*\(32, 16\)"):
+    dalle_fixture.load_encoder(tmp_path / "encoder_state_dict.pt")

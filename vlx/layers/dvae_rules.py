@@ -6,13 +6,19 @@ Every conv weight is OIHW ([n_out, n_in, kw, kw]) -> kernel HWIO; biases copy.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
 from vlx.convert import hooks as hk
-from vlx.convert.errors import WrongFamilyError
+from vlx.convert.errors import ConversionError, WrongFamilyError
 from vlx.convert.rules import Rule
+from vlx.layers import dvae
 
 
 def _conv(src: str, dst: str) -> list[Rule]:
@@ -51,3 +57,29 @@ def infer_config(source: Mapping[str, Any], src: str = "") -> dict[str, int]:
                            f"{group_count}x{n_blk} grid: {sorted(found)}")
   return dict(n_hid=n_hid, n_blk_per_group=n_blk, input_channels=input_channels,
               vocab_size=vocab_size, group_count=group_count)
+
+
+def load_encoder(source: str | os.PathLike | Mapping[str, Any], *, src: str = "",
+                 dtype: Any = None) -> dvae.DalleEncoder:
+  """A DalleEncoder filled from a dall_e Encoder's weights: a file (OpenAI's whole-module
+  encoder.pkl, read without running it, or a saved state dict) or a {key: array} mapping, keys
+  under the plain-text prefix `src`. Sizes come from the shapes; strict: every key under `src`
+  maps and every variable is filled (ConversionError otherwise). Nothing is randomly initialised."""
+  from vlx.convert import engine, torch_io  # pylint: disable=import-outside-toplevel
+  what = os.fspath(source) if not isinstance(source, Mapping) else "state dict"
+  sd = torch_io.load_state_dict(source) if not isinstance(source, Mapping) else source
+  sd = {k: v for k, v in sd.items() if k.startswith(src)}
+  cfg = infer_config(sd, src)
+  build = lambda c, rngs: dvae.DalleEncoder(**c, dtype=dtype, rngs=rngs)
+  graphdef, state = nnx.split(engine.abstract_model(build, cfg))
+  flat = list(nnx.to_flat_state(state))
+  targets = {"/".join(map(str, p)): v.get_value() for p, v in flat}
+  m = engine.map_keys(sd, encoder(re.escape(src), ""), targets, what=what)
+  m.check(f"{what}: ", "dVAE rules name variables the encoder does not have")
+  missing = sorted(set(targets) - set(m.filled))
+  if m.unmapped or missing:
+    raise ConversionError(f"{what}: not a complete DALL-E encoder: unmapped keys "
+                          f"{m.unmapped[:10]}; unfilled variables {missing[:10]}")
+  new = [(p, v.replace(jnp.asarray(np.asarray(m.filled["/".join(map(str, p))],
+                                              v.get_value().dtype)))) for p, v in flat]
+  return nnx.merge(graphdef, nnx.from_flat_state(new))

@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vlx.convert import engine, load_state_dict
 from vlx.layers import dvae, dvae_rules
 
 WEIGHT_FILES = ("encoder.pkl", "encoder_state_dict.pt")
@@ -44,23 +43,14 @@ def _check_config(d: pathlib.Path, cfg: dict) -> None:
 
 
 def load_encoder(weights, *, dtype=None) -> dvae.DalleEncoder:
-  """A DalleEncoder filled from a dall_e Encoder weights file (strict: every key mapped, every
-  variable filled); sizes read from the shapes."""
-  sd = load_state_dict(weights)
-  cfg = dvae_rules.infer_config(sd)
+  """The fixture's DalleEncoder (vlx.layers.dvae_rules.load_encoder; config.json, when present,
+  must agree with the shapes)."""
+  model = dvae_rules.load_encoder(weights, dtype=dtype)
+  cfg = {k: getattr(model, k) for k in ("vocab_size", "group_count")}
+  cfg.update(n_hid=model.input.out_features, input_channels=model.input.in_features,
+             n_blk_per_group=model.group_1.n_blocks)
   _check_config(pathlib.Path(weights).parent, cfg)
-  build = lambda c, rngs: dvae.DalleEncoder(**c, dtype=dtype, rngs=rngs)
-  graphdef, state = nnx.split(engine.abstract_model(build, cfg))  # nothing initialised
-  flat = list(nnx.to_flat_state(state))
-  targets = {"/".join(map(str, p)): v.get_value() for p, v in flat}
-  m = engine.map_keys(sd, dvae_rules.encoder("", ""), targets, what=str(weights))
-  m.check(f"{weights}: ", "dVAE rules name variables the encoder does not have")
-  missing = sorted(set(targets) - set(m.filled))
-  if m.unmapped or missing:
-    raise ValueError(f"{weights}: unmapped keys {m.unmapped}; unfilled variables {missing}")
-  new = [(p, v.replace(jnp.asarray(np.asarray(m.filled["/".join(map(str, p))],
-                                              v.get_value().dtype)))) for p, v in flat]
-  return nnx.merge(graphdef, nnx.from_flat_state(new))
+  return model
 
 
 def fixture_inputs(fixture_dir) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 A family's converter module (`Family.converter`, e.g. vlx/models/<family>/convert.py) provides
   detect_variant(keys) -> str                     # raises WrongFamilyError if nothing fits
+  detect_variant_from_shapes(source) -> str       # optional, used instead when present
   infer_model_config(source, variant) -> ConfigDict  # sizes read from shapes
   rules(variant, model_config) -> list[Rule]      # source regex -> nnx path(s), hook
   unused(variant) -> dict[regex, reason]          # source keys dropped on purpose
@@ -230,7 +231,9 @@ def convert_with(converter: Any, build: Callable, family: str, source: Mapping[s
   """`convert_state_dict` for an explicit converter object and build function (tests, tools)."""
   keys = list(source)
   try:
-    detected = converter.detect_variant(keys)
+    # optional `detect_variant_from_shapes(source)`: for variants only the shapes tell apart
+    by_shapes = getattr(converter, "detect_variant_from_shapes", None)
+    detected = by_shapes(source) if by_shapes else converter.detect_variant(keys)
   except WrongFamilyError as e:
     raise WrongFamilyError(f"{e}{_suggest_family(keys, family)}") from None
   variant = variant or detected

@@ -40,8 +40,11 @@ class Attention(nnx.Module):
     return x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))
 
   def __call__(self, x: jax.Array, kv: jax.Array | None = None, mask: jax.Array | None = None,
-               *, deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
-    """x [..., Lq, D], kv [..., Lk, Dkv]; mask additive, broadcastable to [..., H, Lq, Lk]."""
+               *, deterministic: bool = True, rngs: nnx.Rngs | None = None,
+               return_probs: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """x [..., Lq, D], kv [..., Lk, Dkv]; mask additive, broadcastable to [..., H, Lq, Lk].
+    `return_probs`: also the float32 softmax probabilities [..., H, Lq, Lk] (before dropout),
+    e.g. for attention-guided masking."""
     kv = x if kv is None else kv
     q = self._heads(self.query(x))
     k = self._heads(self.key(kv))
@@ -51,6 +54,7 @@ class Attention(nnx.Module):
     if mask is not None:
       scores = scores + mask.astype(jnp.float32)
     probs = jax.nn.softmax(scores, axis=-1)
-    probs = common.dropout(probs, self.attn_dropout, deterministic=deterministic, rngs=rngs)
-    ctx = jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
-    return self.out(ctx.reshape(ctx.shape[:-2] + (-1,)))
+    dropped = common.dropout(probs, self.attn_dropout, deterministic=deterministic, rngs=rngs)
+    ctx = jnp.einsum("...hqk,...khd->...qhd", dropped.astype(v.dtype), v)
+    out = self.out(ctx.reshape(ctx.shape[:-2] + (-1,)))
+    return (out, probs) if return_probs else out

@@ -62,11 +62,15 @@ class BertLayer(nnx.Module):
     self.dropout = dropout
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, deterministic: bool = True,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
+               rngs: nnx.Rngs | None = None, return_probs: bool = False
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """`return_probs`: also the attention probabilities [B, H, L, L] (Attention.return_probs)."""
     drop = lambda y: common.dropout(y, self.dropout, deterministic=deterministic, rngs=rngs)
-    a = self.attn(x, mask=mask, deterministic=deterministic, rngs=rngs)
+    a = self.attn(x, mask=mask, deterministic=deterministic, rngs=rngs, return_probs=return_probs)
+    a, probs = a if return_probs else (a, None)
     x = self.attn_norm(x + drop(a))
-    return self.mlp_norm(x + drop(self.mlp(x)))
+    out = self.mlp_norm(x + drop(self.mlp(x)))
+    return (out, probs) if return_probs else out
 
 
 class BertEncoder(nnx.Module):

@@ -27,9 +27,14 @@ def embeddings(src: str, dst: str, *, legacy: bool = False) -> list[Rule]:
 
 def encoder(src: str, dst: str, *, legacy: bool = False) -> list[Rule]:
   """A BertModel under regex prefix `src` -> a BertEncoder at `dst` (both ending in a separator)."""
-  l, dl = src + r"encoder\.layer\.(\d+)\.", dst + r"layers/\1/"
   return [*embeddings(src + r"embeddings\.", dst + "embeddings/", legacy=legacy),
-          *r.linear(l + r"attention\.self\.(query|key|value)", dl + r"attn/\2"),
+          *layers(src + r"encoder\.", dst + "layers/", legacy=legacy)]
+
+
+def layers(src: str, dst: str, *, legacy: bool = False) -> list[Rule]:
+  """`src` layer.N.* (a BertEncoder module's keys, regex prefix) -> BertLayers at `dst`N/."""
+  l, dl = src + r"layer\.(\d+)\.", dst + r"\1/"
+  return [*r.linear(l + r"attention\.self\.(query|key|value)", dl + r"attn/\2"),
           *r.linear(l + r"attention\.output\.dense", dl + "attn/out"),
           *r.norm(l + r"attention\.output\.LayerNorm", dl + "attn_norm", legacy=legacy),
           *r.linear(l + r"intermediate\.dense", dl + "mlp/fc1"),

@@ -13,7 +13,7 @@ import torch
 
 from vlx.convert import safe_pickle, torch_io
 from vlx.convert.__main__ import main as convert_main
-from vlx.convert.errors import UnsafeCheckpointError
+from vlx.convert.errors import ConversionError, UnsafeCheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +158,15 @@ def test_cli_refuses_with_one_line(dalle_dir, tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and str(path) in err and "system" in err, err
   assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x02cdall_e.encoder\nEncoder\nX\x01\x00\x00\x00x\x85R.",  # constructor call with args
+    b"\x80\x02cdall_e.encoder\nEncoder\n)\x81]b.",  # BUILD with a list as state
+    b"\x80\x02cdall_e.encoder\nEncoder\n)\x81}b]\x86.",  # a tuple, not a module, at the root
+], ids=["reduce_args", "list_state", "tuple_root"])
+def test_malformed_module_pickles_are_one_line_errors(dalle_dir, tmp_path, data):
+  path = tmp_path / "encoder.pkl"
+  _torch_zip(path, data, dalle_dir / "encoder.pkl")
+  with pytest.raises(ConversionError, match=str(path)):
+    torch_io.load_state_dict(path)

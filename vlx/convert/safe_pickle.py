@@ -18,6 +18,7 @@ key set of `module.state_dict()` (blocks.input.w, blocks.group_1.block_1.res_pat
 from __future__ import annotations
 
 import os
+import pickle
 import pickletools
 import zipfile
 from collections.abc import Mapping
@@ -35,8 +36,17 @@ class StandInModule:
   name of the class it stands for."""
   source_class = ""
 
-  def __init__(self) -> None:  # REDUCE with arguments (not how modules pickle) fails here
-    pass
+  def __init__(self, *args: Any) -> None:
+    if args:  # a module pickles as NEWOBJ + BUILD, never as a constructor call with arguments
+      raise pickle.UnpicklingError(f"{self.source_class} may only be restored from its state, "
+                                   "not constructed with arguments")
+
+  def __setstate__(self, state: Any) -> None:
+    """BUILD: the pickled attribute dict, stored as is (nothing else is accepted)."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+      raise pickle.UnpicklingError(f"{self.source_class}: expected an attribute dict as pickled "
+                                   f"state, got {type(state).__name__}")
+    self.__dict__.update(state)
 
   def __repr__(self) -> str:
     return f"<stand-in for {self.source_class}>"

@@ -8,8 +8,10 @@ allow-list, REDUCE / NEWOBJ / BUILD apply only to allow-listed callables and cla
 storages are rebuilt by torch's `_rebuild_tensor_v2` / `_rebuild_parameter` / persistent-load
 machinery, zip and legacy formats alike). We add to that allow-list exactly the module classes the
 pickled graph names (`MODULE_CLASSES`), each bound to an inert stand-in class that only collects
-the pickled attribute dict: no dall_e / torch.nn constructor, `__init__`, `__setstate__` or attrs
-validator ever runs, and dall_e need not be installed. Any other global (`os.system`,
+the pickled attribute dict: no dall_e / torch.nn code (constructor, `__setstate__`, attrs
+validator) ever runs, and dall_e need not be installed. (torch's unpickler rather than a
+`pickle.Unpickler` subclass with a restricted `find_class`: the same allow-list idea, plus checks
+on what REDUCE / NEWOBJ / BUILD may touch, and torch's own storage loading for both formats.) Any other global (`os.system`,
 `builtins.eval`, an unknown class next to the dall_e ones, ...) is refused before anything is
 called: `UnsafeCheckpointError` naming the file and the refused global.
 The stand-in tree is then walked (`_parameters`, persistent `_buffers`, `_modules`) into the exact

@@ -22,26 +22,32 @@ def video_mask(feat_img: jax.Array) -> jax.Array:
   return jnp.ones(feat_img.shape[:2], jnp.int32)
 
 
-def features(model, video: jax.Array, ids: jax.Array, *, deterministic: bool = True,
-             rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """go_feat: (feat_img [B,Lv,D], mask_img [B,Lv], feat_txt [B,X,D])."""
-  feat_img = model.encode_video(video, deterministic=deterministic, rngs=rngs)
+def features(model, video: jax.Array | None, ids: jax.Array, *, deterministic: bool = True,
+             rngs: nnx.Rngs | None = None, feat_img: jax.Array | None = None
+             ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """go_feat: (feat_img [B,Lv,D], mask_img [B,Lv], feat_txt [B,X,D]); `feat_img` given = the
+  video features computed already (video is then not encoded again)."""
+  if feat_img is None:
+    feat_img = model.encode_video(video, deterministic=deterministic, rngs=rngs)
   feat_txt = model.embed_text(ids, deterministic=deterministic, rngs=rngs)
   return feat_img, video_mask(feat_img), feat_txt
 
 
-def pretrain_outputs(model, *, video_masked: jax.Array, ids_masked: jax.Array,
+def pretrain_outputs(model, *, video_masked: jax.Array | None, ids_masked: jax.Array,
                      text_mask: jax.Array, vtm_neg: jax.Array, mtm_labels: jax.Array,
                      mvm_labels: jax.Array, deterministic: bool = True,
-                     rngs: nnx.Rngs | None = None) -> dict[str, jax.Array]:
+                     rngs: nnx.Rngs | None = None, feat_img: jax.Array | None = None
+                     ) -> dict[str, jax.Array]:
   """One pre-training step's tensors (VIOLET_Pretrain.forward + Agent_Pretrain.step).
 
   vtm_neg [B, O-1]: text indices of the negatives of row i (video i fixed); labels -1 = ignored.
   Returns feat_img, feat_txt, cross_out, mtm/mvm/vtm logits, loss_* (CE means over the
   non-ignored entries; 0 when there are none), loss_total = mtm + mvm + vtm, acc_* (argmax ==
-  label over the non-ignored entries; VTM: column 0 wins)."""
+  label over the non-ignored entries; VTM: column 0 wins). `feat_img`: already encoded
+  video_masked (then video_masked may be None)."""
   kw = dict(deterministic=deterministic, rngs=rngs)
-  feat_img, mask_img, feat_txt = features(model, video_masked, ids_masked, **kw)
+  feat_img, mask_img, feat_txt = features(model, video_masked, ids_masked, feat_img=feat_img,
+                                          **kw)
   out = model.cross(feat_img, mask_img, feat_txt, text_mask, **kw)
   lv = feat_img.shape[1]
   mtm_logits = model.mlm_logits(out[:, lv:])
@@ -83,12 +89,12 @@ def all_pairs(model, feat_img: jax.Array, mask_img: jax.Array, feat_txt: jax.Arr
   return s[:, 0].reshape(nv, nt)
 
 
-def retrieval_train_scores(model, video: jax.Array, ids: jax.Array, mask: jax.Array, *,
-                           deterministic: bool = True, rngs: nnx.Rngs | None = None
-                           ) -> jax.Array:
+def retrieval_train_scores(model, video: jax.Array | None, ids: jax.Array, mask: jax.Array, *,
+                           deterministic: bool = True, rngs: nnx.Rngs | None = None,
+                           feat_img: jax.Array | None = None) -> jax.Array:
   """main_retrieval: scores[i, j] = fc(cross(video i, text j)) / 0.05, row = video [B, B]."""
   feat_img, mask_img, feat_txt = features(model, video, ids, deterministic=deterministic,
-                                          rngs=rngs)
+                                          rngs=rngs, feat_img=feat_img)
   return all_pairs(model, feat_img, mask_img, feat_txt, mask,
                    deterministic=deterministic, rngs=rngs) / TEMPERATURE
 
@@ -104,12 +110,14 @@ def retrieval_eval_probs(model, feat_img: jax.Array, mask_img: jax.Array, feat_t
   return jax.nn.sigmoid(all_pairs(model, feat_img, mask_img, feat_txt, mask_txt).T)
 
 
-def qamc_logits(model, video: jax.Array, ids: jax.Array, mask: jax.Array, *,
-                deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+def qamc_logits(model, video: jax.Array | None, ids: jax.Array, mask: jax.Array, *,
+                deterministic: bool = True, rngs: nnx.Rngs | None = None,
+                feat_img: jax.Array | None = None) -> jax.Array:
   """main_qamc: texts [B, O, X]; the video encoded once and repeated per option (b-major)
   -> logits [B, O] (no temperature)."""
   b, o, x = ids.shape
-  feat_img = model.encode_video(video, deterministic=deterministic, rngs=rngs)
+  if feat_img is None:
+    feat_img = model.encode_video(video, deterministic=deterministic, rngs=rngs)
   feat_txt = model.embed_text(ids.reshape(b * o, x), deterministic=deterministic, rngs=rngs)
   rows = jnp.repeat(jnp.arange(b), o)
   s = pair_logits(model, feat_img[rows], video_mask(feat_img)[rows], feat_txt,
@@ -117,11 +125,12 @@ def qamc_logits(model, video: jax.Array, ids: jax.Array, mask: jax.Array, *,
   return s[:, 0].reshape(b, o)
 
 
-def qaoe_logits(model, video: jax.Array, ids: jax.Array, mask: jax.Array, *,
-                deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jax.Array:
+def qaoe_logits(model, video: jax.Array | None, ids: jax.Array, mask: jax.Array, *,
+                deterministic: bool = True, rngs: nnx.Rngs | None = None,
+                feat_img: jax.Array | None = None) -> jax.Array:
   """main_qaoe: logits [B, num_answers] at the text [CLS]."""
   feat_img, mask_img, feat_txt = features(model, video, ids, deterministic=deterministic,
-                                          rngs=rngs)
+                                          rngs=rngs, feat_img=feat_img)
   return pair_logits(model, feat_img, mask_img, feat_txt, mask, deterministic=deterministic,
                      rngs=rngs)
 

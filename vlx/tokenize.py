@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
   @cli.entry_point(PROG, exit_on_error=False)
   def run() -> int:
     from vlx.data.tokenize import Settings, tokenize_split  # pylint: disable=import-outside-toplevel
+    from vlx.data.tokenize import run as run_lib  # pylint: disable=import-outside-toplevel
     data_dir = os.path.expanduser(args.data_dir)
     if not os.path.isdir(data_dir):
       raise cli.PathError(f"--data_dir {data_dir}: no such folder (build the dataset first: "
@@ -108,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                  dtype=args.dtype, out_builder=args.out_builder, out_config=args.out_config)
     if args.compare_fp32 and args.dtype == "float32":
       raise cli.UsageError("--compare_fp32 needs --dtype bfloat16")
-    enc = _encoder(args, args.dtype)
+    run_lib.open_source(s)  # bad builder / config / split: one line before any model work
     if args.random_encoder:
       print(f"{PROG}: WARNING: --random_encoder: random dVAE weights, the codes mean nothing "
             "(demos and tests only)", file=sys.stderr, flush=True)
+    enc = _encoder(args, args.dtype)
     import dataclasses  # pylint: disable=import-outside-toplevel
     s = dataclasses.replace(s, encoder=enc.description)
     compare = _comparison(args, print) if args.compare_fp32 else None

@@ -47,21 +47,29 @@ def dvae_module():
 
 def jitted(module: nnx.Module) -> TokenFn:
   """A jitted `dvae.tokens(module, pixels)` over the module's state (one compile per shape)."""
-  dvae = dvae_module()
-  graphdef, state = nnx.split(module)
-
-  @jax.jit
-  def run(st, pixels):
-    return dvae.tokens(nnx.merge(graphdef, st), pixels)
-
-  return lambda pixels: run(state, pixels)
+  return dvae_module().tokenizer(module)
 
 
 def random_encoder(dtype: str = "float32", seed: int = 0, **kwargs) -> Encoder:
-  """Random init (release sizes unless kwargs say otherwise). Codes mean nothing: demos/tests."""
+  """Random weights (release sizes unless kwargs say otherwise): the package's init, kernels
+  N(0, 1 / fan_in) and zero biases, drawn with numpy from `seed` (no device compile: an init
+  under XLA costs tens of seconds on a CPU). The codes mean nothing: demos, tests, benchmarks."""
   dvae = dvae_module()
   cfg = {**RELEASE, **kwargs}
-  module = dvae.DalleEncoder(**cfg, dtype=_jnp_dtype(dtype), rngs=nnx.Rngs(params=seed))
+  abstract = nnx.eval_shape(lambda: dvae.DalleEncoder(**cfg, dtype=_jnp_dtype(dtype),
+                                                      rngs=nnx.Rngs(params=0)))
+  graphdef, state = nnx.split(abstract)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    if str(path[-1].key) != "kernel":
+      return np.zeros(leaf.shape, leaf.dtype)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+  pure = jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(state))
+  nnx.replace_by_pure_dict(state, pure)
+  module = nnx.merge(graphdef, state)
   return Encoder(jitted(module), f"random(seed={seed}, {json.dumps(cfg, sort_keys=True)})",
                  int(cfg["vocab_size"]))
 
@@ -93,8 +101,8 @@ def converted_encoder(path: str, dtype: str = "float32") -> Encoder:
   report = os.path.join(path, "model_config.json")
   with open(report, "rb") as f:
     digest = hashlib.sha1(f.read()).hexdigest()[:12]
-  logits_vocab = _vocab_of(module)
-  return Encoder(jitted(module), f"converted({path}, model_config sha1 {digest})", logits_vocab)
+  return Encoder(jitted(module), f"converted({path}, model_config sha1 {digest})",
+                 int(module.vocab_size))
 
 
 def find_encoder(model: nnx.Module, cls: type) -> nnx.Module | None:
@@ -103,11 +111,6 @@ def find_encoder(model: nnx.Module, cls: type) -> nnx.Module | None:
     if isinstance(node, cls):
       return node
   return None
-
-
-def _vocab_of(module) -> int:
-  sizes = [x.shape[-1] for x in jax.tree.leaves(nnx.state(module, nnx.Param)) if x.ndim == 4]
-  return int(sizes[-1]) if sizes else 0
 
 
 def _jnp_dtype(dtype: str):

@@ -37,6 +37,13 @@ def _check_source(builder, s: Settings) -> None:
                               f"feature; it has {sorted(builder.info.features.keys())}")
 
 
+def open_source(s: Settings):
+  """The source dataset's builder, checked: built, with the asked splits and frames feature."""
+  source = pipeline.get_builder(s.builder, s.config, data_root(s))
+  _check_source(source, s)
+  return source
+
+
 def _finished_splits(s: Settings, source) -> dict[str, str]:
   """{split: shard folder} of every split whose shards are all written (this run's settings)."""
   name, config = output_names(s)
@@ -68,8 +75,7 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
   sees the first batch (the bf16 vs fp32 comparison)."""
   if encoder.vocab_size > np.iinfo(np.int16).max + 1:
     raise ValueError(f"vocabulary {encoder.vocab_size} does not fit int16 codes")
-  source = pipeline.get_builder(s.builder, s.config, data_root(s))
-  _check_source(source, s)
+  source = open_source(s)
   name, config = output_names(s)
   todo = []
   for sp in _splits(s):

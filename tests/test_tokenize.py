@@ -1,0 +1,259 @@
+"""Token datasets (vlx.tokenize, vlx.data.tokenize) and the token_grid reader's frame alignment.
+
+The dVAE is replaced by a deterministic stand-in token function (code = the rounded mean of each
+8x8 cell, a function of the frame's content) wherever the test is about the data path; the
+real encoder runs at a reduced width in `test_cli_random_dvae_encoder`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from vlx import tokenize as cli
+from vlx.data import eval_stream, modalities, pipeline, train_stream, video_ops
+from vlx.data.tokenize import Settings, frames as frames_lib, run, shards
+from vlx.data.tokenize.encoder import Encoder
+
+
+def _standin_codes(pixels):
+  """[N, P, P, 3] in [0, 1] -> int32 [N, P/8, P/8]: rounded 8x8 cell means (deterministic)."""
+  n, p = pixels.shape[0], pixels.shape[1]
+  g = p // 8
+  cells = pixels.reshape(n, g, 8, g, 8, 3).mean((2, 4, 5))
+  return jnp.round(cells * 1000).astype(jnp.int32)
+
+
+class CountingEncoder:
+  """The stand-in, jitted, counting the batches it encodes."""
+
+  def __init__(self):
+    self.calls = 0
+    self._fn = jax.jit(_standin_codes)
+
+  def __call__(self, pixels):
+    self.calls += 1
+    return self._fn(pixels)
+
+  def encoder(self) -> Encoder:
+    return Encoder(self, "stand-in", 8192)
+
+
+@pytest.fixture()
+def data_dir(tiny_data_dir, tmp_path) -> str:
+  """A private data_dir holding a copy of moving_shapes/tiny (the session one stays read-only)."""
+  shutil.copytree(os.path.join(tiny_data_dir, "moving_shapes"), tmp_path / "moving_shapes")
+  return str(tmp_path)
+
+
+def _settings(data_dir, **kw) -> Settings:
+  base = dict(builder="moving_shapes", config="tiny", split="train,val", data_dir=data_dir,
+              shard_size=24, batch=12, encoder="stand-in")
+  return Settings(**{**base, **kw})
+
+
+def _rows(builder, split) -> list[dict]:
+  skip = {"video": tfds.decode.SkipDecoding()} if "video" in builder.info.features else None
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=skip)
+  return list(tfds.as_numpy(ds))
+
+
+def test_token_dataset_keeps_source_order_ids_and_fields(data_dir):
+  out = run.tokenize_split(_settings(data_dir), CountingEncoder().encoder(), echo=lambda _: None)
+  read = pipeline.get_builder("moving_shapes_vq", "tiny", data_dir)  # the pipeline opens it
+  assert read.name == "moving_shapes_vq" and read.info.full_name == out.info.full_name
+  source = pipeline.get_builder("moving_shapes", "tiny", data_dir)
+  assert set(read.info.features) == set(source.info.features) | {"vq_tokens", "source_index"}
+  assert read.info.features["label"].names == source.info.features["label"].names
+  for split in ("train", "val"):
+    src, tok = _rows(source, split), _rows(read, split)
+    assert len(tok) == len(src) == source.info.splits[split].num_examples
+    for i, (a, b) in enumerate(zip(src, tok)):
+      assert b["source_index"] == i
+      for key in ("video_id", "label", "captions", "mc_answer", "video"):
+        np.testing.assert_array_equal(a[key], b[key])   # frames copied byte for byte
+      assert b["vq_tokens"].dtype == np.int16 and b["vq_tokens"].shape == (8, 7, 7)
+    # the codes of each example's own frames, whatever batch / shard boundary they straddled
+    s = _settings(data_dir)
+    for i in sorted({0, 11, 12, 23, 24, len(src) - 1} & set(range(len(src)))):
+      pixels = frames_lib.pixels(tf.constant(src[i]["video"]), s).numpy()
+      np.testing.assert_array_equal(tok[i]["vq_tokens"], np.asarray(_standin_codes(pixels)))
+  assert "test" not in read.info.splits  # only the asked splits
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(data_dir):
+  whole = run.tokenize_split(_settings(data_dir, out_builder="whole_vq"),
+                             CountingEncoder().encoder(), echo=lambda _: None)
+  s = _settings(data_dir, out_builder="killed_vq")
+  first = CountingEncoder()
+  with pytest.raises(run.StopAfter):
+    run.tokenize_split(s, first.encoder(), stop_after_shards=2, echo=lambda _: None)
+  folder = os.path.join(data_dir, "killed_vq.work", "tiny", "train")
+  assert sorted(f for f in os.listdir(folder) if f.startswith("shard")) == \
+      ["shard-00000.npz", "shard-00001.npz"]
+  with open(os.path.join(folder, "shard-00002.npz.tmp999.npz"), "wb") as f:
+    f.write(b"half written")  # what a kill during a write leaves behind
+  second = CountingEncoder()
+  resumed = run.tokenize_split(s, second.encoder(), echo=lambda _: None)
+  # 64 train frames x 8 = 512 frames, 24-example shards: shards 0-1 (2 x 16 batches) not redone
+  total = CountingEncoder()
+  run.tokenize_split(_settings(data_dir, out_builder="count_vq"), total.encoder(),
+                     echo=lambda _: None)
+  assert first.calls + second.calls == total.calls and first.calls == 32
+  assert not any(".tmp" in f for f in os.listdir(folder))
+  for split in ("train", "val"):
+    a, b = _rows(whole, split), _rows(resumed, split)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+      assert x.keys() == y.keys()
+      for k in x:
+        if isinstance(x[k], dict):
+          for kk in x[k]:
+            np.testing.assert_array_equal(x[k][kk], y[k][kk])
+        else:
+          np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_other_settings_are_refused_then_overwrite(data_dir):
+  s = _settings(data_dir, split="val")
+  run.tokenize_split(s, CountingEncoder().encoder(), echo=lambda _: None)
+  other = dataclasses.replace(s, encoder="another encoder")
+  with pytest.raises(shards.WorkDirMismatch, match=r"other settings \(encoder: 'stand-in' -> "):
+    run.tokenize_split(other, CountingEncoder().encoder(), echo=lambda _: None)
+  again = CountingEncoder()
+  run.tokenize_split(other, again.encoder(), overwrite=True, echo=lambda _: None)
+  assert again.calls == 11  # 16 examples x 8 frames in batches of 12: all redone
+
+
+def test_no_frames_and_a_view_get_their_own_config(data_dir):
+  s = _settings(data_dir, split="val", keep_frames=False, grid=2, fit="crop", hflip=True)
+  built = run.tokenize_split(s, CountingEncoder().encoder(), echo=lambda _: None)
+  assert (built.name, built.builder_config.name) == ("moving_shapes_vq", "tiny_g2_crop16center_flip")
+  row = _rows(built, "val")[0]
+  assert "video" not in row and row["vq_tokens"].shape == (8, 2, 2)
+
+
+def test_pad_to_square_as_str2img():
+  wide = tf.ones([1, 2, 7, 3], tf.uint8)
+  out = frames_lib.pad_to_square(wide).numpy()[0, :, :, 0]
+  assert out.shape == (6, 7)  # (7 - 2) // 2 = 2 rows of zeros on each side (odd pixel squashed)
+  np.testing.assert_array_equal(out[:, 0], [0, 0, 1, 1, 0, 0])
+  tall = frames_lib.pad_to_square(tf.ones([1, 6, 2, 3], tf.uint8)).numpy()[0, :, :, 0]
+  np.testing.assert_array_equal(tall[0], [0, 0, 1, 1, 0, 0])
+
+
+def test_crop_view_offsets():
+  x = tf.reshape(tf.range(4 * 8, dtype=tf.float32), [1, 4, 8, 1])
+  for at, left in (("top", 0), ("center", 2), ("bottom", 4)):
+    got = frames_lib.crop_view(x, 4, 4, at).numpy()[0, 0, :, 0]
+    np.testing.assert_allclose(got, np.arange(left, left + 4))
+
+
+# ------------------------------------------------------------------ frames / tokens alignment
+
+def _jpeg(level: int) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.full([16, 16, 3], level, np.uint8)).save(buf, format="JPEG", quality=100)
+  return buf.getvalue()
+
+
+def _block(sampling: str, num_frames: int = 4) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      num_frames=num_frames, sampling=sampling, resolution=8, norm="imagenet",
+      inputs=dict(video=dict(reader="frames"),
+                  vq_tokens=dict(reader="token_grid", height=2, width=2, align_with="video"))))
+
+
+def _frame_index(video: np.ndarray) -> np.ndarray:
+  """The index i of solid frames of grey level 20 * i, from the normalised video [..., T, S, S, 3]."""
+  mean, std = (np.asarray(v, np.float32) for v in video_ops.NORMS["imagenet"])
+  pixels = (video * std + mean) * 255.0
+  return np.round(pixels.mean(axis=(-3, -2, -1)) / 20.0).astype(int)
+
+
+@pytest.mark.parametrize("sampling", ["", "rand", "headtail", "uniform", "segment_rand",
+                                      "segment_middle"])
+@pytest.mark.parametrize("length", [11, 3])
+def test_aligned_tokens_are_those_of_the_sampled_frames(sampling, length):
+  ex = {"video": tf.constant([_jpeg(20 * i) for i in range(length)]),
+        "vq_tokens": tf.constant(np.broadcast_to(np.arange(length)[:, None, None],
+                                                 [length, 2, 2]).astype(np.int16))}
+  readers = modalities.make_readers(_block(sampling), "data.train")
+  assert readers["vq_tokens"].num_frames == 4 and readers["vq_tokens"].sampling == sampling
+  seen = set()
+  for counter in range(6):
+    seed = tf.constant([7, counter], tf.int64)
+    for row in (train_stream._read_inputs(readers, ex, seed),                 # pylint: disable=protected-access
+                eval_stream._read_inputs(readers, ex, seed, 0)):              # pylint: disable=protected-access
+      idx = _frame_index(row["video"].numpy())
+      np.testing.assert_array_equal(row["vq_tokens"].numpy()[:, 0, 0], idx)
+      np.testing.assert_array_equal(row["vq_mask"].numpy(), 1)
+      seen.add(tuple(idx))
+    views = eval_stream._read_inputs(readers, ex, seed, 2)                    # pylint: disable=protected-access
+    np.testing.assert_array_equal(views["vq_tokens"].numpy()[:, :, 0, 0],
+                                  _frame_index(views["video"].numpy()))
+  if sampling in ("", "rand", "segment_rand") and length == 11:
+    assert len(seen) > 2  # the draws really vary with the seed (the check could fail)
+
+
+def test_align_with_needs_a_frames_input_and_stride_1():
+  block = _block("rand")
+  block.inputs.vq_tokens.align_with = "audio"
+  with pytest.raises(ValueError, match=r"align_with='audio': not a frames input"):
+    modalities.make_readers(block, "data.train")
+  block = _block("rand")
+  block.inputs.vq_tokens.stride = 2
+  with pytest.raises(ValueError, match=r"stride: must be 1 with align_with"):
+    modalities.make_readers(block, "data.train")
+
+
+# ------------------------------------------------------------------ command line
+
+def _cli(argv, capsys) -> tuple[int, str]:
+  code = cli.main(argv)
+  return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}/nope",
+      "--random_encoder"], r"--data_dir .*/nope: no such folder"),
+    (["--builder", "moving_shape", "--split", "train", "--data_dir", "{D}", "--random_encoder"],
+     r"no dataset builder data_builders/moving_shape/.*nearest: moving_shapes"),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "tran", "--data_dir", "{D}",
+      "--random_encoder"], r"--split='tran': dataset 'moving_shapes' .* has splits \["),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}",
+      "--encoder", "{D}/no_encoder"], r"--encoder .*/no_encoder: no such folder"),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}",
+      "--random_encoder", "--fit", "stretch"], r"--fit='stretch': expected one of"),
+])
+def test_cli_bad_input_is_one_line_exit_2(data_dir, capsys, args, message):
+  code, err = _cli([a.replace("{D}", data_dir) for a in args], capsys)
+  assert code == 2 and len(err.splitlines()) == 1, err
+  assert err.startswith("python -m vlx.tokenize: error: ")
+  assert __import__("re").search(message, err), err
+
+
+def test_cli_random_dvae_encoder(data_dir, capsys):
+  pytest.importorskip("vlx.layers.dvae", reason="the dVAE layer (helper H2) has not landed yet")
+  small = json.dumps(dict(n_hid=64, n_blk_per_group=1, vocab_size=512))
+  code = cli.main(["--builder", "moving_shapes", "--config", "tiny", "--split", "val",
+                   "--data_dir", data_dir, "--random_encoder", "--random_encoder_config", small,
+                   "--grid", "1", "--batch", "32", "--dtype", "bfloat16", "--compare_fp32"])
+  out = capsys.readouterr()
+  assert code == 0, out.err
+  assert "random dVAE weights" in out.err
+  assert "bfloat16 vs float32 on 32 frames: " in out.out
+  rows = _rows(pipeline.get_builder("moving_shapes_vq", "tiny_g1_pad", data_dir), "val")
+  codes = np.stack([r["vq_tokens"] for r in rows])
+  assert codes.shape == (16, 8, 1, 1) and codes.min() >= 0 and codes.max() < 512

@@ -143,6 +143,13 @@ def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collection
   """violet_model('') with every size the shapes determine; head counts of the cross-modal BERT
   (released 12), epsilons and dropout rates keep the released values (override with --set)."""
   c = violet_model("")
+  if variant not in VARIANTS:
+    raise ConversionError(f"unknown VIOLET variant {variant!r}; expected one of {VARIANTS}")
+  found = detect_variant(source)
+  group = lambda v: v if v in ("video_swin", "dalle_encoder") else "a VIOLET model"
+  if group(found) != group(variant):
+    raise ConversionError(f"variant {variant!r} needs {group(variant)} file; this file is "
+                          f"{group(found)} (detected variant {found!r})")
   if variant == "dalle_encoder":
     c.kind = "dalle_encoder"
     c.dvae.update(_dvae_rules().infer_config(source, ""))

@@ -139,7 +139,8 @@ def test_other_settings_are_refused_then_overwrite(data_dir):
 def test_no_frames_and_a_view_get_their_own_config(data_dir):
   s = _settings(data_dir, split="val", keep_frames=False, grid=2, fit="crop", hflip=True)
   built = run.tokenize_split(s, CountingEncoder().encoder(), echo=lambda _: None)
-  assert (built.name, built.builder_config.name) == ("moving_shapes_vq", "tiny_g2_crop16center_flip")
+  assert built.name == "moving_shapes_vq"
+  assert built.builder_config.name == "tiny_g2_crop16center_flip"
   row = _rows(built, "val")[0]
   assert "video" not in row and row["vq_tokens"].shape == (8, 2, 2)
 
@@ -175,8 +176,13 @@ def _block(sampling: str, num_frames: int = 4) -> ml_collections.ConfigDict:
                   vq_tokens=dict(reader="token_grid", height=2, width=2, align_with="video"))))
 
 
+# the streams' own per-row input reading (their seeds and views), not a copy of it
+train_read = train_stream._read_inputs  # pylint: disable=protected-access
+eval_read = eval_stream._read_inputs  # pylint: disable=protected-access
+
+
 def _frame_index(video: np.ndarray) -> np.ndarray:
-  """The index i of solid frames of grey level 20 * i, from the normalised video [..., T, S, S, 3]."""
+  """Index i of solid frames of grey level 20 * i, from the normalised video [..., T, S, S, 3]."""
   mean, std = (np.asarray(v, np.float32) for v in video_ops.NORMS["imagenet"])
   pixels = (video * std + mean) * 255.0
   return np.round(pixels.mean(axis=(-3, -2, -1)) / 20.0).astype(int)
@@ -194,13 +200,12 @@ def test_aligned_tokens_are_those_of_the_sampled_frames(sampling, length):
   seen = set()
   for counter in range(6):
     seed = tf.constant([7, counter], tf.int64)
-    for row in (train_stream._read_inputs(readers, ex, seed),                 # pylint: disable=protected-access
-                eval_stream._read_inputs(readers, ex, seed, 0)):              # pylint: disable=protected-access
+    for row in (train_read(readers, ex, seed), eval_read(readers, ex, seed, 0)):
       idx = _frame_index(row["video"].numpy())
       np.testing.assert_array_equal(row["vq_tokens"].numpy()[:, 0, 0], idx)
       np.testing.assert_array_equal(row["vq_mask"].numpy(), 1)
       seen.add(tuple(idx))
-    views = eval_stream._read_inputs(readers, ex, seed, 2)                    # pylint: disable=protected-access
+    views = eval_read(readers, ex, seed, 2)
     np.testing.assert_array_equal(views["vq_tokens"].numpy()[:, :, 0, 0],
                                   _frame_index(views["video"].numpy()))
   if sampling in ("", "rand", "segment_rand") and length == 11:
@@ -226,8 +231,8 @@ def _cli(argv, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}/nope",
-      "--random_encoder"], r"--data_dir .*/nope: no such folder"),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir",
+      "{D}/nope", "--random_encoder"], r"--data_dir .*/nope: no such folder"),
     (["--builder", "moving_shape", "--split", "train", "--data_dir", "{D}", "--random_encoder"],
      r"no dataset builder data_builders/moving_shape/.*nearest: moving_shapes"),
     (["--builder", "moving_shapes", "--config", "tiny", "--split", "tran", "--data_dir", "{D}",
@@ -257,3 +262,30 @@ def test_cli_random_dvae_encoder(data_dir, capsys):
   rows = _rows(pipeline.get_builder("moving_shapes_vq", "tiny_g1_pad", data_dir), "val")
   codes = np.stack([r["vq_tokens"] for r in rows])
   assert codes.shape == (16, 8, 1, 1) and codes.min() >= 0 and codes.max() < 512
+
+
+def test_training_batch_reads_frames_and_their_tokens(data_dir):
+  """A token dataset read by the training stream: `video` (frames reader) and `vq_tokens`
+  (token_grid, align_with='video') of one row are the same frames: the stand-in codes of the
+  batch's own (de-normalised) frames equal its vq_tokens."""
+  from configs import common  # pylint: disable=import-outside-toplevel
+  run.tokenize_split(_settings(data_dir, split="train"), CountingEncoder().encoder(),
+                     echo=lambda _: None)
+  c = common.base_config()
+  c.data.update(data_dir=data_dir, global_batch_size=8, shuffle_buffer=16,
+                tokenizer="moving_shapes")
+  c.data.train.update(builder="moving_shapes_vq", builder_config="tiny", num_frames=3,
+                      resolution=56, norm="imagenet", max_text_len=16)
+  c.data.train.inputs = ml_collections.ConfigDict(dict(
+      video=dict(reader="frames"),
+      vq_tokens=dict(reader="token_grid", height=7, width=7, align_with="video")))
+  # pylint: disable-next=protected-access
+  ds = train_stream._train_dataset(c, process_index=0, process_count=1)
+  batch = next(ds.as_numpy_iterator())
+  assert batch["vq_tokens"].shape == (8, 3, 7, 7) and batch["vq_mask"].all()
+  mean, std = (np.asarray(v, np.float32) for v in video_ops.NORMS["imagenet"])
+  pixels = (batch["video"] * std + mean).reshape(24, 56, 56, 3)
+  codes = np.asarray(_standin_codes(pixels)).reshape(8, 3, 7, 7)
+  assert np.abs(codes - batch["vq_tokens"]).max() <= 1   # float rounding of the normalisation
+  shifted = np.roll(batch["vq_tokens"], 1, axis=1)        # the check can fail: frames differ
+  assert np.abs(codes - shifted).max() > 1

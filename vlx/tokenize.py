@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
   @cli.entry_point(PROG, exit_on_error=False)
   def run() -> int:
-    from vlx.data.tokenize import Settings, tokenize_split  # pylint: disable=import-outside-toplevel
-    from vlx.data.tokenize import run as run_lib  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from vlx.data.tokenize import Settings, run as run_lib, tokenize_split
     data_dir = os.path.expanduser(args.data_dir)
     if not os.path.isdir(data_dir):
       raise cli.PathError(f"--data_dir {data_dir}: no such folder (build the dataset first: "

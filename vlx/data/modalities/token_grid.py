@@ -121,11 +121,14 @@ class TokenGridReader:
 def from_config(cfg: Any, where: str) -> TokenGridReader:
   """TokenGridReader from `cfg` (see the module docstring); one-line errors name `where.<field>`."""
   f = Fields(cfg, where)
+  align_with = (cfg.get("align_with", "") if hasattr(cfg, "get") else "") or ""
   reader = TokenGridReader(
       num_frames=f.int("num_frames", 0), height=f.int("height", 0),
       width=f.int("width", 0), feature=f.str("feature", "vq_tokens"),
       key=f.str("key", "vq_tokens"), stride=f.int("stride", 1, low=1),
-      pad_id=f.int("pad_id", 0), align_with=f.str("align_with", ""))
+      pad_id=f.int("pad_id", 0), align_with=align_with)
+  if not isinstance(align_with, str):
+    raise f.error("align_with", f"expected an input name such as 'video', got {align_with!r}")
   if reader.align_with and reader.stride != 1:
     raise f.error("stride", f"must be 1 with align_with={reader.align_with!r}")
   for name in ("num_frames", "height", "width"):

@@ -17,7 +17,7 @@ from vlx.data.tokenize.settings import CROP_AT, Settings
 
 
 def pad_to_square(frames: tf.Tensor) -> tf.Tensor:
-  """uint8/float [T, H, W, C] -> zero-padded by (long - short) // 2 on both sides of the short axis."""
+  """[T, H, W, C] -> zero-padded by (long - short) // 2 on both sides of the short axis."""
   h, w = tf.shape(frames)[1], tf.shape(frames)[2]
   dh = tf.maximum(w - h, 0) // 2
   dw = tf.maximum(h - w, 0) // 2

@@ -12,7 +12,7 @@ import os
 from vlx.cli import UsageError
 
 FITS = ("pad", "crop")
-CROP_AT = {"top": 0, "center": 1, "bottom": 2}  # VIMPAC's crop offset factor f: int(f * (r - o) / 2)
+CROP_AT = {"top": 0, "center": 1, "bottom": 2}  # VIMPAC's crop offset factor f (int(f*(r-o)/2))
 OUT_SUFFIX = "_vq"
 VERSION = "1.0.0"
 

@@ -87,3 +87,14 @@ def test_rank_metrics_stable_ties_and_median():
   np.testing.assert_array_equal(m["ret_eval_rank_of_gt"], [1, 2, 3])
   assert m["ret_eval_r1"] == np.float32(1 / 3) and m["ret_eval_r5"] == 1.0
   assert m["ret_eval_median"] == 2 and m["ret_eval_median"].dtype == np.int64
+
+
+def test_tiny_dalle_format_is_detected_from_the_files(reference_dir):
+  """A directory with encoder.pkl and no checkpoint.pt is the dVAE fixture format."""
+  d = reference_dir / "violet" / "tiny_dalle"
+  with jax.default_matmul_precision("highest"):
+    out = lf.compute_fixture_outputs(d)
+  with np.load(d / "outputs.npz") as z:
+    assert set(z.files) <= set(out)
+    for key in z.files:
+      np.testing.assert_allclose(out[key], z[key], atol=1e-4, rtol=1e-4, err_msg=key)

@@ -37,38 +37,21 @@ def _need(d: dict, key: str, where: str = "config.json") -> Any:
   return d[key]
 
 
-def _field(cfg: dict, prefix: str) -> Any:
-  """The value of the config.json key starting with `prefix` (e.g. 'hidden (replaces ...)')."""
-  for k, v in cfg.items():
-    if k.startswith(prefix):
-      return v
-  raise KeyError(f"fixture config.json: no key starting with {prefix!r}")
-
-
 def model_overrides(cfg: dict, task: str) -> dict:
-  """Model-config overrides from config.json (what the shapes cannot tell: heads, epsilons)."""
-  swin, bert = _need(cfg, "SwinTransformer3D"), _need(cfg, "BertConfig")
+  """Model-config overrides from config.json for what the shapes cannot tell (attention heads,
+  epsilons, dropout rates); every size comes from the checkpoint's shapes."""
+  swin, bert = cfg.get("SwinTransformer3D", {}), _need(cfg, "BertConfig")
   if bert.get("hidden_act", "gelu") != "gelu":
     raise ValueError(f"BertConfig.hidden_act={bert['hidden_act']!r}; VIOLET uses 'gelu' (erf)")
-  if int(_field(cfg, "hidden")) != int(bert["hidden_size"]):
-    raise ValueError("config.json: hidden differs from BertConfig.hidden_size")
-  out = dict(
-      head=task, hidden=int(_field(cfg, "hidden")),
-      video=dict(embed_dim=int(swin["embed_dim"]), depths=tuple(swin["depths"]),
-                 num_heads=tuple(swin["num_heads"]), window_size=tuple(swin["window_size"]),
-                 patch_size=tuple(swin["patch_size"]), in_chans=int(swin.get("in_chans", 3)),
-                 mlp_ratio=float(swin.get("mlp_ratio", 4.0)),
-                 qkv_bias=bool(swin.get("qkv_bias", True)),
-                 drop_path_rate=float(swin.get("drop_path_rate", 0.2))),
+  video = {k: tuple(swin[k]) for k in ("num_heads", "window_size") if k in swin}
+  video.update({k: type_(swin[k]) for k, type_ in (("qkv_bias", bool), ("drop_path_rate", float))
+                if k in swin})
+  return dict(
+      head=task, video=video,
       text=dict(num_heads=int(_need(bert, "num_attention_heads", "BertConfig")),
                 ln_eps=float(bert.get("layer_norm_eps", 1e-12)),
                 dropout=float(bert.get("hidden_dropout_prob", 0.1)),
                 attn_dropout=float(bert.get("attention_probs_dropout_prob", 0.1))))
-  if task == "pretrain":
-    out["mvm_vocab"] = int(_field(cfg, "mvm_vocab"))
-  if task == "qaoe":
-    out["num_answers"] = int(_need(_need(cfg, "args_qaoe"), "size_vocab", "args_qaoe"))
-  return out
 
 
 def convert_fixture(cfg: dict, task: str, sd: dict) -> ConversionResult:
@@ -94,7 +77,7 @@ def masked_inputs(x: dict) -> dict[str, jax.Array]:
   vq = np.asarray(x["vq_pt"]).reshape(b, t, 1 + h * w)[:, :, 1:].reshape(b, t, h, w)
   video_m, ids_m, mtm_labels, mvm_labels = masking.apply_masks(
       video, jnp.asarray(x["txt_pt"], jnp.int32), jnp.asarray(x["mtm_mask"]),
-      jnp.asarray(x["mvm_mask"]), jnp.asarray(vq, jnp.int32))
+      jnp.asarray(x["mvm_mask"]), jnp.asarray(vq, jnp.int32), patch=video.shape[2] // h)
   checks = (("txt_pt_masked", ids_m, x.get("txt_pt_masked"), 0),
             ("ans_mtm", mtm_labels, x.get("ans_mtm"), 0),
             ("ans_mvm", mvm_labels, x.get("ans_mvm"), 0),

@@ -289,3 +289,30 @@ def test_training_batch_reads_frames_and_their_tokens(data_dir):
   assert np.abs(codes - batch["vq_tokens"]).max() <= 1   # float rounding of the normalisation
   shifted = np.roll(batch["vq_tokens"], 1, axis=1)        # the check can fail: frames differ
   assert np.abs(codes - shifted).max() > 1
+
+
+def test_converted_encoder_gives_the_reference_codes(reference_dir, data_dir, tmp_path, capsys):
+  """`--encoder DIR` = `python -m vlx.convert` of the reference's pickled dall_e Encoder
+  (tiny_dalle): its codes are the fixture's tokens; the CLI tokenizes with it, bf16 compared."""
+  from vlx.convert.__main__ import main as convert  # pylint: disable=import-outside-toplevel
+  from vlx.data.tokenize import encoder  # pylint: disable=import-outside-toplevel
+  fixture = reference_dir / "violet" / "tiny_dalle"
+  out = str(tmp_path / "encoder")
+  assert convert(["--family", "violet", "--checkpoint", str(fixture / "encoder.pkl"),
+                  "--out", out]) == 0
+  enc = encoder.converted_encoder(out)
+  pixels = np.load(fixture / "inputs.npz")["pixels"].transpose(0, 2, 3, 1)
+  np.testing.assert_array_equal(np.asarray(enc.fn(pixels)),
+                                np.load(fixture / "outputs.npz")["tokens"])
+  capsys.readouterr()
+  code = cli.main(["--builder", "moving_shapes", "--config", "tiny", "--split", "val",
+                   "--data_dir", data_dir, "--encoder", out, "--grid", "4", "--batch", "64",
+                   "--dtype", "bfloat16", "--compare_fp32"])
+  printed = capsys.readouterr()
+  assert code == 0, printed.err
+  assert "bfloat16 vs float32 on 64 frames: " in printed.out and "WARNING" not in printed.err
+  built = pipeline.get_builder("moving_shapes_vq", "tiny_g4_pad", data_dir)
+  assert built.info.metadata["dtype"] == "bfloat16" and "converted(" in \
+      built.info.metadata["encoder"]
+  codes = np.stack([r["vq_tokens"] for r in _rows(built, "val")])
+  assert codes.shape == (16, 8, 4, 4) and codes.max() < 512 and len(np.unique(codes)) > 5

@@ -87,9 +87,9 @@ def converted_encoder(path: str, dtype: str = "float32") -> Encoder:
   with cfg.unlocked():
     if "dtype" in cfg:
       cfg.dtype = dtype
-  _, state = store.load_converted(path, target=nnx.state(engine.abstract_model(build, cfg)))
-  model = build(cfg, rngs=nnx.Rngs(params=0))
-  nnx.update(model, state)
+  abstract = engine.abstract_model(build, cfg)  # no init: the weights come from the folder
+  _, state = store.load_converted(path, target=nnx.state(abstract))
+  model = nnx.merge(nnx.graphdef(abstract), state)
   dvae = dvae_module()
   module = find_encoder(model, dvae.DalleEncoder)
   if module is None:

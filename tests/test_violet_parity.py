@@ -98,3 +98,33 @@ def test_tiny_dalle_format_is_detected_from_the_files(reference_dir):
     assert set(z.files) <= set(out)
     for key in z.files:
       np.testing.assert_allclose(out[key], z[key], atol=1e-4, rtol=1e-4, err_msg=key)
+
+
+def test_tiny_preset_bf16_remat_step():
+  """model.dtype='bfloat16' + remat: a training step (dropout on) gives float32 logits, finite
+  losses and gradients."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from vlx.models.violet import forward, model as vm  # pylint: disable=import-outside-toplevel
+  r = np.random.default_rng(0)
+  b, t, x = 2, 1, 6
+  args = dict(video_masked=r.standard_normal((b, t, 32, 32, 3)).astype(np.float32),
+              ids_masked=r.integers(1, 128, (b, x)), text_mask=np.ones((b, x), np.int32),
+              vtm_neg=np.array([[1], [0]]), mtm_labels=r.integers(-1, 128, (b, x)),
+              mvm_labels=np.array([[-1, 3], [-1, -1]]))
+  c = vm.model_config("tiny")
+  c.update(dtype="bfloat16", remat=True)
+  make = lambda: vm.build(c, rngs=nnx.Rngs(0))
+  graphdef = nnx.graphdef(nnx.eval_shape(make))
+  state = jax.jit(lambda: nnx.state(make()), compiler_options=FAST_COMPILE)()  # eager init: slow
+
+  def step(st, a):
+    def loss(m):
+      o = forward.pretrain_outputs(m, deterministic=False, rngs=nnx.Rngs(dropout=1), **a)
+      return o["loss_total"], o
+    return nnx.value_and_grad(loss, has_aux=True)(nnx.merge(graphdef, st))
+  (_, out), grads = jax.jit(step, compiler_options=FAST_COMPILE)(state, args)
+  assert out["mtm_logits"].dtype == np.float32 and out["mvm_logits"].shape == (b, 2, 64)
+  assert out["vtm_logits"].shape == (b, 2)
+  for key in ("loss_mtm", "loss_mvm", "loss_vtm"):
+    assert np.isfinite(out[key]) and out[key] > 0, key
+  assert all(bool(np.isfinite(g).all()) for g in jax.tree.leaves(grads))

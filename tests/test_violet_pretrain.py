@@ -42,29 +42,32 @@ def test_tiny_run_logs_every_loss_and_accuracy(tiny_run):
     assert r["train/mvm_loss"] > 1.0
 
 
-def test_tiny_run_keeps_the_dvae_frozen(tiny_run):
+def test_tiny_run_keeps_the_dvae_frozen(tiny_run, fast_build):
   c, work = tiny_run
   family = registry.get("violet")
-  fresh = steps.build_model(family, c)
+  fresh = fast_build(lambda: steps.build_model(family, c))
   from flax import nnx  # pylint: disable=import-outside-toplevel
   init = {"/".join(map(str, k)): np.asarray(v[...])
           for k, v in nnx.to_flat_state(nnx.state(fresh, nnx.Param))}
   final = ckpt.load_params_flat(work)
   dvae = [k for k in init if k.startswith("dvae/")]
   assert dvae and all(k in final for k in dvae)
+  # both inits compiled, possibly differently: equal to float rounding; two AdamW steps at
+  # lr 1e-3 would move every weight by ~1e-3
   for k in dvae:
-    np.testing.assert_array_equal(final[k], init[k], err_msg=k)
-  moved = [k for k in init if not k.startswith("dvae/") and not np.array_equal(final[k], init[k])]
+    np.testing.assert_allclose(final[k], init[k], rtol=0, atol=1e-6, err_msg=k)
+  moved = [k for k in init if not k.startswith("dvae/")
+           and np.abs(final[k] - init[k]).max() > 1e-4]
   assert len(moved) > 10   # the rest trained
 
 
-def test_prepare_fresh_state_loads_a_dvae_subtree(tiny_run):
+def test_prepare_fresh_state_loads_a_dvae_subtree(tiny_run, fast_build):
   c, work = tiny_run
   family = registry.get("violet")
   c2 = violet_pretrain.get_config("tiny")
   c2.seed = 7    # other random weights
   c2.model.dvae.converted = work   # a vlx run holds dvae/...: the loader strips the prefix
-  model = steps.build_model(family, c2)
+  model = fast_build(lambda: steps.build_model(family, c2))
   dvae_targets.prepare_fresh_state(model, c2)
   final = ckpt.load_params_flat(work)
   from flax import nnx  # pylint: disable=import-outside-toplevel

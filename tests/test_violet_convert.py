@@ -89,6 +89,11 @@ def test_detection_errors_and_wrong_heads(reference_dir):
 def test_fixture_checkpoint_through_the_cli_and_back(reference_dir, tmp_path, capsys):
   ckpt = reference_dir / "violet" / "tiny" / "checkpoint_qaoe.pt"
   out = tmp_path / "out"
+  # the head count is not in the shapes: the released 12 does not divide width 64
+  base = ["--family", "violet", "--checkpoint", str(ckpt), "--out", str(out)]
+  assert cli.main(base) == 2
+  err = capsys.readouterr().err
+  assert "num_heads=12" in err and "--set" in err and err.count("\n") == 1
   code = cli.main(["--family", "violet", "--checkpoint", str(ckpt), "--out", str(out),
                    "--set", "text.num_heads=2"])
   assert code == 0, capsys.readouterr()

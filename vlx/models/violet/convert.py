@@ -171,8 +171,6 @@ def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collection
       max_position_embeddings=_shape(source, "enc_txt.emb_txt.position_embeddings.weight")[0],
       type_vocab_size=_shape(source, "enc_txt.emb_txt.token_type_embeddings.weight")[0],
       intermediate_size=_shape(source, "trsfr.layer.0.intermediate.dense.weight")[0])
-  if c.text.num_heads and d % c.text.num_heads:
-    c.text.num_heads = 1   # released 12 does not divide this width: 1 is always valid
   k = _shape(source, "fc.3.weight")[0]
   if variant == "qaoe":
     c.num_answers = k

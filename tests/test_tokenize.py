@@ -106,11 +106,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(data_dir):
     f.write(b"half written")  # what a kill during a write leaves behind
   second = CountingEncoder()
   resumed = run.tokenize_split(s, second.encoder(), echo=lambda _: None)
-  # 64 train frames x 8 = 512 frames, 24-example shards: shards 0-1 (2 x 16 batches) not redone
-  total = CountingEncoder()
-  run.tokenize_split(_settings(data_dir, out_builder="count_vq"), total.encoder(),
-                     echo=lambda _: None)
-  assert first.calls + second.calls == total.calls and first.calls == 32
+  # 64 train clips x 8 frames in 24-clip shards (192, 192, 128 frames), batches of 12: the
+  # killed run did shards 0-1 (2 x 16 batches); the resumed one shard 2 (11) and val (11)
+  assert (first.calls, second.calls) == (32, 22)
   assert not any(".tmp" in f for f in os.listdir(folder))
   for split in ("train", "val"):
     a, b = _rows(whole, split), _rows(resumed, split)
@@ -134,6 +132,15 @@ def test_other_settings_are_refused_then_overwrite(data_dir):
   again = CountingEncoder()
   run.tokenize_split(other, again.encoder(), overwrite=True, echo=lambda _: None)
   assert again.calls == 11  # 16 examples x 8 frames in batches of 12: all redone
+
+
+def test_workers_share_the_shards_and_the_last_one_writes(data_dir):
+  s = _settings(data_dir, split="val", shard_size=4)   # 4 shards of 4 clips (32 frames)
+  first, second = CountingEncoder(), CountingEncoder()
+  assert run.tokenize_split(s, first.encoder(), worker=(0, 2), echo=lambda _: None) is None
+  built = run.tokenize_split(s, second.encoder(), worker=(1, 2), echo=lambda _: None)
+  assert first.calls == second.calls == 6   # shards 0, 2 / 1, 3: 3 batches of 12 frames each
+  assert [r["source_index"] for r in _rows(built, "val")] == list(range(16))
 
 
 def test_no_frames_and_a_view_get_their_own_config(data_dir):
@@ -241,6 +248,9 @@ def _cli(argv, capsys) -> tuple[int, str]:
       "--encoder", "{D}/no_encoder"], r"--encoder .*/no_encoder: no such folder"),
     (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}",
       "--random_encoder", "--fit", "stretch"], r"--fit='stretch': expected one of"),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}",
+      "--random_encoder", "--num_workers", "2", "--worker_index", "2"],
+     r"--worker_index=2 must be in \[0, --num_workers=2\)"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(data_dir, capsys, args, message):
   code, err = _cli([a.replace("{D}", data_dir) for a in args], capsys)

@@ -42,9 +42,10 @@ def parser() -> argparse.ArgumentParser:
                  help='JSON DalleEncoder kwargs for --random_encoder, e.g. \'{"n_hid": 64, '
                  '"vocab_size": 512}\' (default: the release sizes)')
   p.add_argument("--grid", type=int, default=7, help="codes per frame side (frames of grid*8 px)")
-  p.add_argument("--fit", default="pad", help="pad (VIOLET: pad to square) | crop (VIMPAC views)")
+  p.add_argument("--fit", default="pad", help="pad (zeros to a square, then resize) | crop (short "
+                 "side -> --short_side, a grid*8 crop at --crop_at)")
   p.add_argument("--short_side", type=int, default=0, help="crop: short side before the crop "
-                 "(default grid*8; VIMPAC also uses grid*8*160/128)")
+                 "(default grid*8; e.g. grid*8*160/128 for a larger-resize view)")
   p.add_argument("--crop_at", default="center", help="crop: top | center | bottom")
   p.add_argument("--hflip", action="store_true", help="flip the frames horizontally")
   p.add_argument("--feature", default="video", help="the encoded-frames feature")
@@ -60,6 +61,10 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--out_config", default=None, help="its config (default: the source's config "
                  "+ a view tag for non-default --grid/--fit/--hflip)")
   p.add_argument("--overwrite", action="store_true", help="drop shards made earlier")
+  p.add_argument("--num_workers", type=int, default=1, help="machines sharing the work (each "
+                 "with its --worker_index; a last run without them writes the dataset)")
+  p.add_argument("--worker_index", type=int, default=0, help="this machine's shards: "
+                 "k %% num_workers == worker_index")
   p.add_argument("--seed", type=int, default=0, help="--random_encoder init seed")
   return p
 
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                  crop_at=args.crop_at, hflip=args.hflip, feature=args.feature,
                  keep_frames=args.keep_frames, shard_size=args.shard_size, batch=args.batch,
                  dtype=args.dtype, out_builder=args.out_builder, out_config=args.out_config)
+    if not 0 <= args.worker_index < args.num_workers:
+      raise cli.UsageError(f"--worker_index={args.worker_index} must be in [0, --num_workers="
+                           f"{args.num_workers})")
     if args.compare_fp32 and args.dtype == "float32":
       raise cli.UsageError("--compare_fp32 needs --dtype bfloat16")
     run_lib.open_source(s)  # bad builder / config / split: one line before any model work
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     import dataclasses  # pylint: disable=import-outside-toplevel
     s = dataclasses.replace(s, encoder=enc.description)
     compare = _comparison(args, print) if args.compare_fp32 else None
-    tokenize_split(s, enc, overwrite=args.overwrite, on_first_batch=compare)
+    tokenize_split(s, enc, overwrite=args.overwrite, on_first_batch=compare,
+                   worker=(args.worker_index, args.num_workers))
     return 0
   return run()
 

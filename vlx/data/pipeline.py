@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import pathlib
+import re
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -92,11 +93,11 @@ def _written_dataset(builder: str, builder_config: str, data_dir: str):
       pathlib.Path(data_dir, builder)
   if root.exists() or not folder.is_dir():
     return None
-  versions = [d for d in folder.iterdir() if (d / "dataset_info.json").is_file()]
+  versions = [d for d in folder.iterdir()   # not TFDS's incomplete.* folders of a killed write
+              if re.fullmatch(r"\d+\.\d+\.\d+", d.name) and (d / "dataset_info.json").is_file()]
   if not versions:
     return None
-  newest = max(versions, key=lambda d: tuple(int(x) if x.isdigit() else -1
-                                               for x in d.name.split(".")))
+  newest = max(versions, key=lambda d: tuple(int(x) for x in d.name.split(".")))
   return tfds.builder_from_directory(str(newest))
 
 

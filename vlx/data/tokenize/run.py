@@ -66,13 +66,15 @@ def _finished_splits(s: Settings, source) -> dict[str, str]:
 
 
 def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
-                   stop_after_shards: int | None = None,
+                   worker: tuple[int, int] = (0, 1), stop_after_shards: int | None = None,
                    on_first_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
                    echo: Callable[[str], None] = print):
   """Tokenizes every split of `s.split` (comma-separated), then writes the token dataset with
   all finished splits; returns its builder. `stop_after_shards`: the test hook of a kill (raises
   StopAfter once that many shards were computed in this call). `on_first_batch(pixels, codes)`
-  sees the first batch (the bf16 vs fp32 comparison)."""
+  sees the first batch (the bf16 vs fp32 comparison). `worker` (index, count): this process
+  encodes only shards k with k % count == index (several machines sharing D); the dataset is
+  written by the run that finds every shard done (None is returned otherwise)."""
   if encoder.vocab_size > np.iinfo(np.int16).max + 1:
     raise ValueError(f"vocabulary {encoder.vocab_size} does not fit int16 codes")
   source = open_source(s)
@@ -84,7 +86,7 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
     shards.prepare(folder, s, n, overwrite)
     shards.clean_temp(folder)
     todo += [(sp, folder, k, n) for k in range(shards.num_shards(n, s.shard_size))
-             if not shards.done(folder, k)]
+             if k % worker[1] == worker[0] and not shards.done(folder, k)]
   total = sum(min((k + 1) * s.shard_size, n) - k * s.shard_size for _, _, k, n in todo)
   echo(f"{name}/{config or 'default'}: {len(todo)} shard(s) to encode ({total} examples) into "
        f"{os.path.dirname(work_dir(s))}")
@@ -103,6 +105,12 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
     if stop_after_shards is not None and computed >= stop_after_shards:
       raise StopAfter(f"stopped after {computed} shard(s)")
   ready = _finished_splits(s, source)
+  waiting = [sp for sp in _splits(s) if sp not in ready]
+  if waiting:
+    echo(f"worker {worker[0]}/{worker[1]} done; splits {waiting} still have shards of other "
+         "workers: run the same command without --worker_index once they finish to write the "
+         "dataset")
+    return None
   metadata = dict(s.fingerprint(), source_version=str(source.info.version),
                   vq_tokens="int16 [T, grid, grid] dVAE codes per stored frame",
                   source_index="position of the example in the source split")

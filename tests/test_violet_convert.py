@@ -8,6 +8,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from vlx.convert import __main__ as cli
 from vlx.convert import convert_state_dict, load_state_dict
@@ -105,3 +106,21 @@ def test_fixture_checkpoint_through_the_cli_and_back(reference_dir, tmp_path, ca
   np.testing.assert_array_equal(state["video_tokens"]["pos"][...], sd["enc_img.emb_pos"][0, 0])
   np.testing.assert_array_equal(state["encoder"][1]["attn"]["value"]["kernel"][...],
                                 sd["trsfr.layer.1.attention.self.value.weight"].T)
+
+
+@pytest.mark.torch
+def test_video_swin_file_fills_the_paths_of_violet(reference_dir):
+  """A raw SwinTransformer3D state dict (here: the fixture's enc_img.swin.*) converts to a
+  module whose params sit at video/... exactly as in the Violet model."""
+  sd = load_state_dict(reference_dir / "violet" / "tiny" / "checkpoint.pt")
+  prefix = "enc_img.swin."
+  swin = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+  res = convert_state_dict("violet", swin)
+  assert (res.variant, res.report["unmapped"], res.report["missing"]) == ("video_swin", [], [])
+  assert res.model_config.hidden == 64 and res.model_config.kind == "video_swin"
+  full = convert_state_dict("violet", sd, model_config={"text": {"num_heads": 2}})
+  ours = dict(nnx.to_flat_state(nnx.state(res.model, nnx.Param)))
+  theirs = dict(nnx.to_flat_state(nnx.state(full.model, nnx.Param)))
+  assert ours and set(ours) == {p for p in theirs if p[0] == "video"}
+  for path, var in ours.items():
+    np.testing.assert_array_equal(var[...], theirs[path][...], err_msg="/".join(map(str, path)))

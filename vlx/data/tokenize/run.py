@@ -28,9 +28,9 @@ def _splits(s: Settings) -> list[str]:
 
 def _check_source(builder, s: Settings) -> None:
   for sp in _splits(s):
-    if "[" in sp:
-      raise pipeline.SplitError(f"--split={sp!r}: give whole splits (a token dataset keeps "
-                                "every example of a split)")
+    if "[" in sp or "+" in sp:
+      raise pipeline.SplitError(f"--split={sp!r}: give whole splits, comma-separated (a token "
+                                "dataset keeps every example of a split)")
     pipeline.check_split(builder, sp, "--split")
   if s.feature not in builder.info.features:
     raise pipeline.SplitError(f"--feature={s.feature!r}: dataset {builder.name!r} has no such "

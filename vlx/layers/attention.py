@@ -43,8 +43,9 @@ class Attention(nnx.Module):
                *, deterministic: bool = True, rngs: nnx.Rngs | None = None,
                return_probs: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """x [..., Lq, D], kv [..., Lk, Dkv]; mask additive, broadcastable to [..., H, Lq, Lk].
-    `return_probs`: also the float32 softmax probabilities [..., H, Lq, Lk] (before dropout),
-    e.g. for attention-guided masking."""
+    `return_probs`: also the attention probabilities [..., H, Lq, Lk] that weighted the values
+    (after attention dropout, as Hugging Face's output_attentions), e.g. for attention-guided
+    masking."""
     kv = x if kv is None else kv
     q = self._heads(self.query(x))
     k = self._heads(self.key(kv))
@@ -57,4 +58,4 @@ class Attention(nnx.Module):
     dropped = common.dropout(probs, self.attn_dropout, deterministic=deterministic, rngs=rngs)
     ctx = jnp.einsum("...hqk,...khd->...qhd", dropped.astype(v.dtype), v)
     out = self.out(ctx.reshape(ctx.shape[:-2] + (-1,)))
-    return (out, probs) if return_probs else out
+    return (out, dropped) if return_probs else out

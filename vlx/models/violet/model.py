@@ -182,13 +182,16 @@ class Violet(nnx.Module):
     return x, additive_mask(mask)
 
   def attention_received(self, feat_img: jax.Array, mask_img: jax.Array, feat_txt: jax.Array,
-                         mask_txt: jax.Array) -> jax.Array:
-    """Spec §5.4 get_att (eval mode): per layer the head-mean attention probabilities [B,L,L],
-    summed over layers and query positions -> [B, L] attention received by each key."""
+                         mask_txt: jax.Array, *, deterministic: bool = True,
+                         rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Spec §5.4 get_att: per layer the head-mean attention probabilities [B,L,L], summed over
+    layers and query positions -> [B, L] attention received by each key. With
+    deterministic=False the probabilities are the dropped-out ones (the reference calls get_att
+    with the model in training mode; Hugging Face returns post-dropout attentions)."""
     x, add = self._joint_inputs(feat_img, mask_img, feat_txt, mask_txt)
     total = jnp.zeros(x.shape[:2], jnp.float32)
     for layer in self.encoder:
-      x, probs = layer(x, add, return_probs=True)
+      x, probs = layer(x, add, deterministic=deterministic, rngs=rngs, return_probs=True)
       total = total + jnp.sum(jnp.mean(probs.astype(jnp.float32), axis=1), axis=1)
     return total
 

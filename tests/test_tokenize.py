@@ -90,6 +90,7 @@ def test_token_dataset_keeps_source_order_ids_and_fields(data_dir):
       pixels = frames_lib.pixels(tf.constant(src[i]["video"]), s).numpy()
       np.testing.assert_array_equal(tok[i]["vq_tokens"], np.asarray(_standin_codes(pixels)))
   assert "test" not in read.info.splits  # only the asked splits
+  assert read.info.metadata["is_image"] is False and not pipeline.is_image_dataset(read)
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(data_dir):
@@ -326,3 +327,13 @@ def test_converted_encoder_gives_the_reference_codes(reference_dir, data_dir, tm
       built.info.metadata["encoder"]
   codes = np.stack([r["vq_tokens"] for r in _rows(built, "val")])
   assert codes.shape == (16, 8, 4, 4) and codes.max() < 512 and len(np.unique(codes)) > 5
+
+
+def test_image_datasets_stay_image_datasets_through_metadata():
+  class Info:  # a written dataset's info: what run.tokenize_split stores for an image source
+    metadata = {"is_image": True}
+
+  class Written:
+    info = Info()
+
+  assert pipeline.is_image_dataset(Written())

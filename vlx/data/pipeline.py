@@ -143,8 +143,10 @@ def num_examples(builder: str, builder_config: str, split: str, data_dir: str) -
 
 
 def is_image_dataset(builder) -> bool:
-  """Rows of this builder are images (ALPRO's type='img'): its Builder sets IS_IMAGE = True."""
-  return bool(getattr(builder, "IS_IMAGE", False))
+  """Rows of this builder are images (ALPRO's type='img'): its Builder sets IS_IMAGE = True (a
+  written dataset, e.g. a token dataset of one, says so in its metadata)."""
+  metadata = getattr(getattr(builder, "info", None), "metadata", None) or {}
+  return bool(getattr(builder, "IS_IMAGE", False) or metadata.get("is_image", False))
 
 
 PROG = "python -m vlx.data.pipeline"

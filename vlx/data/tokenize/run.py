@@ -112,6 +112,7 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
          "dataset")
     return None
   metadata = dict(s.fingerprint(), source_version=str(source.info.version),
+                  is_image=pipeline.is_image_dataset(source),
                   vq_tokens="int16 [T, grid, grid] dVAE codes per stored frame",
                   source_index="position of the example in the source split")
   built = writer.write(source, s, name, config, ready, metadata)

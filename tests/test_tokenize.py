@@ -252,8 +252,18 @@ def _cli(argv, capsys) -> tuple[int, str]:
     (["--builder", "moving_shapes", "--config", "tiny", "--split", "train", "--data_dir", "{D}",
       "--random_encoder", "--num_workers", "2", "--worker_index", "2"],
      r"--worker_index=2 must be in \[0, --num_workers=2\)"),
+    (["--builder", "moving_shapes_vq", "--config", "tiny", "--split", "val", "--data_dir", "{D}",
+      "--random_encoder", "{TOKENS}"], r"--builder moving_shapes_vq: already has a feature"),
+    (["--builder", "moving_shapes", "--config", "tiny", "--split", "val", "--data_dir", "{D}",
+      "--random_encoder", "--feature", "frames"], r"--feature='frames': dataset 'moving_shapes' "
+                                                  r"has no such feature"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(data_dir, capsys, args, message):
+  if "{TOKENS}" in args:  # a token dataset as the source
+    run.tokenize_split(_settings(data_dir, split="val"), CountingEncoder().encoder(),
+                       echo=lambda _: None)
+    args = [a for a in args if a != "{TOKENS}"]
+    capsys.readouterr()
   code, err = _cli([a.replace("{D}", data_dir) for a in args], capsys)
   assert code == 2 and len(err.splitlines()) == 1, err
   assert err.startswith("python -m vlx.tokenize: error: ")

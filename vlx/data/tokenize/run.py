@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from vlx.cli import UsageError
 from vlx.data import pipeline
 from vlx.data.tokenize import shards, writer
 from vlx.data.tokenize.encoder import Encoder
@@ -33,8 +34,9 @@ def _check_source(builder, s: Settings) -> None:
                                 "dataset keeps every example of a split)")
     pipeline.check_split(builder, sp, "--split")
   if s.feature not in builder.info.features:
-    raise pipeline.SplitError(f"--feature={s.feature!r}: dataset {builder.name!r} has no such "
-                              f"feature; it has {sorted(builder.info.features.keys())}")
+    raise UsageError(f"--feature={s.feature!r}: dataset {builder.name!r} has no such "
+                     f"feature; it has {sorted(builder.info.features.keys())}")
+  writer.output_features(builder, s)  # a token dataset as the source: one line, before encoding
 
 
 def open_source(s: Settings):

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from vlx.cli import UsageError
 from vlx.data.builder_base import token_grid_feature
 from vlx.data.tokenize import shards
 from vlx.data.tokenize.settings import VERSION, Settings
@@ -32,7 +33,8 @@ def output_features(source: tfds.core.DatasetBuilder, s: Settings) -> dict:
     feats.pop(s.feature, None)
   for name in (TOKENS, SOURCE_INDEX):
     if name in feats:
-      raise ValueError(f"{source.name}: already has a feature {name!r}; is it a token dataset?")
+      raise UsageError(f"--builder {source.name}: already has a feature {name!r}; tokenize the "
+                       "frame dataset it was made from")
   feats[TOKENS] = token_grid_feature(s.grid, s.grid)
   feats[SOURCE_INDEX] = np.int64
   return feats

@@ -192,3 +192,29 @@ def test_presets(preset):
     assert c.data.global_batch_size == 48 and c.optim.lr == 2e-5
     assert c.optim.schedule.type == "constant" and c.data.train.max_text_len == 32
     assert {m.split(":")[0] for m in c.data.train.mixture} == {"webvid", "cc3m", "yt_temporal"}
+
+
+def test_a_random_dvae_is_conditioned_to_varied_codes(fast_build):
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from vlx.layers import dvae  # pylint: disable=import-outside-toplevel
+  enc = fast_build(lambda: dvae.DalleEncoder(n_hid=16, vocab_size=512, rngs=nnx.Rngs(params=0)))
+  rng = np.random.default_rng(0)
+  imgs = np.zeros((32, 24, 24, 3), np.float32)   # flat colours with a square, as moving_shapes
+  for i in range(32):
+    imgs[i] = rng.uniform(0, 1, 3)
+    y, x = rng.integers(0, 16, 2)
+    imgs[i, y:y + 8, x:x + 8] = rng.uniform(0, 1, 3)
+  graphdef, state = nnx.split(enc)
+  codes = jax.jit(lambda st, x: dvae.tokens(nnx.merge(graphdef, st), x),
+                  compiler_options=FAST_COMPILE)
+
+  def conditioned(st):
+    m = nnx.merge(graphdef, st)
+    dvae_targets.condition_random(m, 42)
+    return nnx.state(m)
+
+  before = np.asarray(codes(state, jnp.asarray(imgs)))
+  state = jax.jit(conditioned, compiler_options=FAST_COMPILE)(state)
+  after = np.asarray(codes(state, jnp.asarray(imgs)))
+  assert len(np.unique(after)) > 2 * len(np.unique(before))
+  assert np.bincount(after.ravel()).max() < 0.45 * after.size

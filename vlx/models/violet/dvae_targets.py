@@ -94,6 +94,29 @@ def load_dvae(dvae: nnx.Module, path: str) -> int:
   return len(jax.tree.leaves(pure))
 
 
+def condition_random(dvae: nnx.Module, seed: int, *, size: int = 32, count: int = 64,
+                     gain: float = 10.0) -> None:
+  """Makes a RANDOMLY initialised dVAE's codes informative, in place (demos and tests only).
+
+  With random weights nearly every position has the same argmax code, so MVM would predict a
+  constant. As the reference's tiny_dalle fixture was made: the mean direction of the output
+  conv's input features (ReLU(group_G) on seeded noise images) is projected out of the output
+  kernel, which is then scaled by `gain`; its bias becomes 0.01 N(0, 1)."""
+  from vlx.layers import dvae as dvae_lib  # pylint: disable=import-outside-toplevel
+  k_img, k_bias = jax.random.split(jax.random.key(seed), 2)
+  pixels = jax.random.uniform(k_img, (count, size, size, 3))
+  _, acts = dvae(dvae_lib.map_pixels(pixels), return_activations=True)
+  feats = jax.nn.relu(acts[f"group_{dvae.group_count}"].astype(jnp.float32))
+  u = jnp.mean(feats.reshape(-1, feats.shape[-1]), axis=0)
+  u = u / jnp.maximum(jnp.linalg.norm(u), 1e-12)
+  kernel = dvae.output.kernel[...]                      # [1, 1, C, vocab]
+  w = kernel[0, 0].astype(jnp.float32)
+  w = gain * (w - jnp.outer(u, u @ w))
+  dvae.output.kernel[...] = w[None, None].astype(kernel.dtype)
+  bias = dvae.output.bias[...]
+  dvae.output.bias[...] = (0.01 * jax.random.normal(k_bias, bias.shape)).astype(bias.dtype)
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """The dVAE's vocabulary is the MVM head's (validate_config may call this)."""
   m = config.model
@@ -106,8 +129,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def prepare_fresh_state(model, config: ml_collections.ConfigDict) -> None:
   """Family hook after a fresh init: with config.model.dvae.enabled, load
   config.model.dvae.converted (a `python -m vlx.convert` dir of encoder.pkl) into model.dvae;
-  without it the dVAE keeps its random weights (a warning: MVM then learns a random
-  tokeniser's codes, enough for demos and tests)."""
+  without it (and without config.init weights) the dVAE stays random, its output layer
+  conditioned by `condition_random` (a warning: MVM then learns a random tokeniser's codes,
+  enough for demos and tests)."""
   d = config.model.get("dvae", None)
   if d is None or not d.get("enabled", False) or getattr(model, "dvae", None) is None:
     return
@@ -118,9 +142,12 @@ def prepare_fresh_state(model, config: ml_collections.ConfigDict) -> None:
     logging.info("loaded %d dVAE arrays from %s (MVM targets)", n, path)
     return
   init = config.get("init", {})
+  from_init = bool(init.get("from_checkpoint") or init.get("from_converted"))
+  if not from_init:
+    condition_random(model.dvae, int(config.seed))
   source = ("the dVAE of config.init if it holds a dvae/ subtree (a vlx VIOLET run), else a "
-            "RANDOMLY initialised one" if init.get("from_checkpoint") or init.get("from_converted")
-            else "a RANDOMLY initialised dVAE")
+            "RANDOMLY initialised one" if from_init
+            else "a RANDOMLY initialised dVAE (output layer conditioned for varied codes)")
   logging.warning("config.model.dvae.converted is empty: MVM targets come from %s (convert "
                   "OpenAI's encoder.pkl with `python -m vlx.convert --family violet` and set "
                   "config.model.dvae.converted for the paper's targets)", source)

@@ -201,3 +201,17 @@ def test_vtm_negatives_are_distinct_other_rows():
     counts[i] = np.bincount(many[:, i].ravel(), minlength=5)
   off = counts[~np.eye(5, dtype=bool)] / (4000 * 3)
   assert np.allclose(off, 0.25, atol=0.02)   # each other row equally likely
+
+
+def test_other_vocabularies_give_their_special_and_mask_ids_per_row():
+  ids = np.array([[2, 7, 8, 3, 0], [101, 7, 102, 0, 0]], np.int32)
+  special = np.array([[2, 3, 0], [101, 102, 0]], np.int32)
+  np.testing.assert_array_equal(np.asarray(masking.special_text(jnp.asarray(ids), special)),
+                                [[1, 0, 0, 1, 1], [1, 0, 1, 1, 1]])
+  mtm = np.array([[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]])
+  video = np.zeros((2, 1, 96, 96, 3), np.float32)
+  grid = np.zeros((2, 1, 3, 3), np.int32)
+  _, ids_m, labels, _ = masking.apply_masks(video, ids, mtm, grid, grid,
+                                            mask_id=np.array([4, 103]))
+  np.testing.assert_array_equal(np.asarray(ids_m), [[2, 4, 8, 3, 0], [101, 103, 102, 0, 0]])
+  np.testing.assert_array_equal(np.asarray(labels), [[-1, 7, -1, -1, -1], [-1, 7, -1, -1, -1]])

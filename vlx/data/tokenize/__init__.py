@@ -29,7 +29,10 @@ Work is done in shards of `--shard_size` consecutive source examples; each shard
 D/NAME_vq.work/C/S/shard-KKKKK.npz, written atomically (temp file + rename). A killed run,
 started again with the same command, skips the finished shards; the TFDS dataset is written at
 the end from the shard files (every split whose shards are all done, so tokenizing another split
-later re-packs the earlier ones from their shards without running the dVAE again).
+later re-packs the earlier ones from their shards without running the dVAE again). Several
+machines sharing D split the shards with `--num_workers N --worker_index K`; a last run without
+them writes the dataset. Differences from the references' own extraction: frames come from the
+stored JPEGs (short side 256 at the builder's fps), not from the original video.
 Modules: settings (flags -> names, paths, the settings fingerprint), frames (TF frame
 preprocessing), encoder (the jitted token function), shards (compute, resume), writer (TFDS
 output), run (the driver).

@@ -7,7 +7,6 @@ Layout of `out_dir`: `params/` (Orbax StandardCheckpointer, the model state as a
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import pathlib
@@ -18,6 +17,7 @@ import jax
 import ml_collections
 from flax import nnx
 
+from vlx import registry
 from vlx.convert.engine import ConversionResult, abstract_model
 from vlx.convert.errors import ConversionError
 
@@ -66,13 +66,14 @@ def load_converted(out_dir: str | os.PathLike, *, target: nnx.State | None = Non
 
   `target`: an abstract state (e.g. `nnx.state(nnx.eval_shape(...))`, leaves may carry shardings)
   to restore into; by default the model is built abstractly from model_config.json with
-  `vlx.models.<model_config.family>.build` (or `build`).
+  the build function of the family's contract record (`vlx.registry.get(family).build`, or
+  `build`).
   """
   out = pathlib.Path(out_dir).absolute()
   cfg = read_model_config(out)
   if target is None:
     if build is None:
-      build = importlib.import_module(f"vlx.models.{cfg.family}").build
+      build = registry.get(cfg.family).build
     target = nnx.state(abstract_model(build, cfg))
   spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                      sharding=getattr(x, "sharding", None)),

@@ -78,7 +78,13 @@ def gelu(x: jax.Array) -> jax.Array:
   return jax.nn.gelu(x, approximate=False)
 
 
-ACTIVATIONS = {"gelu": gelu, "relu": jax.nn.relu, "gelu_tanh": lambda x: jax.nn.gelu(x, True)}
+def quick_gelu(x: jax.Array) -> jax.Array:
+  """x * sigmoid(1.702 x): the GELU approximation OpenAI's CLIP was trained with."""
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": gelu, "relu": jax.nn.relu, "gelu_tanh": lambda x: jax.nn.gelu(x, True),
+               "quick_gelu": quick_gelu}
 
 
 def activation(name: str):

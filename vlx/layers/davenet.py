@@ -26,7 +26,7 @@ def _conv(in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype, param_dty
           rngs: nnx.Rngs) -> nnx.Conv:
   """Bias-free 1-D convolution with 'same'-style padding (kernel // 2 on each side)."""
   pad = kernel // 2
-  return nnx.Conv(in_ch, out_ch, (kernel,), strides=(stride,), padding=[(pad, pad)],
+  return nnx.Conv(in_ch, out_ch, (kernel,), strides=(stride,), padding=((pad, pad),),
                   use_bias=False, dtype=common.as_dtype(dtype),
                   param_dtype=common.as_dtype(param_dtype),
                   kernel_init=nnx.with_partitioning(common.default_kernel_init,

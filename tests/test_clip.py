@@ -1,0 +1,195 @@
+"""CLIP towers (vlx/layers/clip.py) and rules (clip_rules.py) against a real open_clip fixture."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import _fast_jit
+from vlx.convert import engine, torch_io
+from vlx.layers import clip, clip_rules, common
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "clip_tiny")
+TINY = dict(embed_dim=24, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
+            vision_heads=4, context_length=16, vocab_size=200, text_width=32, text_layers=2,
+            text_heads=2, mlp_ratio=4.0, activation="quick_gelu")
+
+
+def _forward(m, images, ids):
+  return {"image_features": m.encode_image(images), "text_features": m.encode_text(ids),
+          "logits_per_image": m(images, ids), "text_tokens": m.text.token_features(ids)}
+
+
+FORWARD = _fast_jit(_forward)           # one compile per model structure
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  sd = torch_io.load_state_dict(os.path.join(FIXTURE, "checkpoint.pt"))
+  model = clip_rules.load(sd, variant="openai", head_width=16)
+  inputs = dict(np.load(os.path.join(FIXTURE, "inputs.npz")))
+  outputs = dict(np.load(os.path.join(FIXTURE, "outputs.npz")))
+  return sd, model, inputs, outputs
+
+
+def test_parity_with_open_clip(tiny):
+  _, model, inp, out = tiny
+  got = FORWARD(model, inp["images"], inp["text_ids"])
+  assert set(got) == set(out)
+  for name, value in got.items():
+    np.testing.assert_allclose(np.asarray(value), out[name], atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+def test_map_keys_tiny_complete(tiny):
+  sd = tiny[0]
+  abstract = nnx.eval_shape(lambda: clip.build(TINY, rngs=nnx.Rngs(0)))
+  targets = {"/".join(map(str, p)): v.get_value()
+             for p, v in nnx.to_flat_state(nnx.state(abstract))}
+  m = engine.map_keys(sd, clip_rules.rules(), targets, unused=clip_rules.unused())
+  m.check("", "bad targets")
+  assert not m.unmapped and set(targets) == set(m.filled)
+
+
+def test_infer_config_tiny(tiny):
+  assert clip_rules.infer_config(tiny[0], head_width=16) == TINY
+  with pytest.raises(ValueError, match="head_width"):
+    clip_rules.infer_config(tiny[0])           # 32-wide text is not a multiple of 64
+  with pytest.raises(ValueError, match="variant"):
+    clip_rules.infer_config(tiny[0], head_width=16, variant="siglip")
+  with pytest.raises(ValueError, match="not a ViT CLIP"):
+    clip_rules.infer_config({"visual.layer1.0.conv1.weight": np.zeros((64, 64, 1, 1))})
+
+
+def _vit_b32_keys(*, jit_scalars: bool, linear_text_proj: bool) -> dict[str, jax.ShapeDtypeStruct]:
+  """Every key of OpenAI's ViT-B/32 state dict (shapes only)."""
+  f = lambda *s: jax.ShapeDtypeStruct(s, np.float32)
+  keys = {"visual.conv1.weight": f(768, 3, 32, 32), "visual.class_embedding": f(768),
+          "visual.positional_embedding": f(50, 768), "visual.proj": f(768, 512),
+          "token_embedding.weight": f(49408, 512), "positional_embedding": f(77, 512),
+          "logit_scale": f()}
+  for n, w in (("visual.ln_pre", 768), ("visual.ln_post", 768), ("ln_final", 512)):
+    keys |= {f"{n}.weight": f(w), f"{n}.bias": f(w)}
+  for pre, w in (("visual.transformer", 768), ("transformer", 512)):
+    for i in range(12):
+      b = f"{pre}.resblocks.{i}."
+      keys |= {b + "attn.in_proj_weight": f(3 * w, w), b + "attn.in_proj_bias": f(3 * w),
+               b + "attn.out_proj.weight": f(w, w), b + "attn.out_proj.bias": f(w),
+               b + "mlp.c_fc.weight": f(4 * w, w), b + "mlp.c_fc.bias": f(4 * w),
+               b + "mlp.c_proj.weight": f(w, 4 * w), b + "mlp.c_proj.bias": f(w)}
+      for ln in ("ln_1", "ln_2"):
+        keys |= {b + ln + ".weight": f(w), b + ln + ".bias": f(w)}
+  if linear_text_proj:
+    keys["text_projection.weight"] = f(512, 512)
+  else:
+    keys["text_projection"] = f(512, 512)
+  if jit_scalars:
+    keys |= {k: jax.ShapeDtypeStruct((), np.int64)
+             for k in ("input_resolution", "context_length", "vocab_size")}
+  return keys
+
+
+@pytest.mark.parametrize("variant,jit_scalars,linear_text_proj",
+                         [("openai", True, False), ("open_clip", False, True)])
+def test_vit_b32_key_set_maps_completely(variant, jit_scalars, linear_text_proj):
+  keys = _vit_b32_keys(jit_scalars=jit_scalars, linear_text_proj=linear_text_proj)
+  cfg = clip_rules.infer_config(keys, variant=variant)
+  assert cfg == dict(embed_dim=512, image_size=224, patch_size=32, vision_width=768,
+                     vision_layers=12, vision_heads=12, context_length=77, vocab_size=49408,
+                     text_width=512, text_layers=12, text_heads=8, mlp_ratio=4.0,
+                     activation=clip_rules.VARIANTS[variant])
+  abstract = engine.abstract_model(clip.build, cfg)
+  targets = {"/".join(map(str, p)): v.get_value()
+             for p, v in nnx.to_flat_state(nnx.state(abstract))}
+  m = engine.map_keys(keys, clip_rules.rules(variant=variant), targets,
+                      unused=clip_rules.unused(variant=variant), dry_run=True)
+  m.check("", "bad targets")
+  assert m.unmapped == [] and sorted(set(targets) - set(m.filled)) == []
+  assert len(m.unused) == (3 if jit_scalars else 0)
+  n_params = sum(int(np.prod(v.shape)) for v in targets.values())
+  assert n_params == 151_277_313                 # OpenAI ViT-B/32's parameter count
+
+
+def test_prefixed_source_maps():
+  """rules(src, dst) place a CLIP inside a larger checkpoint / model tree."""
+  keys = {"clip_model." + k: v for k, v in _vit_b32_keys(jit_scalars=False,
+                                                          linear_text_proj=False).items()}
+  cfg = clip_rules.infer_config(keys, "clip_model.")
+  assert cfg["vision_layers"] == 12 and cfg["text_layers"] == 12
+  targets = {"enc/" + "/".join(map(str, p)): v.get_value() for p, v in
+             nnx.to_flat_state(nnx.state(engine.abstract_model(clip.build, cfg)))}
+  m = engine.map_keys(keys, clip_rules.rules(r"clip_model\.", "enc/"), targets, dry_run=True)
+  m.check("", "bad targets")
+  assert not m.unmapped and set(targets) == set(m.filled)
+
+
+def test_bicubic_resize_matches_torch_antialias():
+  torch = pytest.importorskip("torch")
+  rng = np.random.default_rng(0)
+  pos = rng.standard_normal((7 * 7, 5)).astype(np.float32)
+  for grid in (14, 10, 5, 3):
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(pos.reshape(1, 7, 7, 5)).permute(0, 3, 1, 2), size=(grid, grid),
+        mode="bicubic", antialias=True, align_corners=False)
+    ref = ref.permute(0, 2, 3, 1).reshape(grid * grid, 5).numpy()
+    np.testing.assert_allclose(clip.resize_grid_bicubic(pos, grid), ref, atol=1e-5,
+                               err_msg=f"grid {grid}")
+    np.testing.assert_allclose(np.asarray(clip.resize_grid_bicubic(jnp.asarray(pos), grid)), ref,
+                               atol=1e-5)
+
+
+def test_other_image_size_uses_resized_table(tiny):
+  _, model, inp, _ = tiny
+  big = np.repeat(np.repeat(inp["images"][:1], 2, axis=1), 2, axis=2)   # 64 px: grid 8 from 4
+  feats = _fast_jit(lambda m, x: m.encode_image(x))(model, big)
+  assert feats.shape == (1, 24) and bool(jnp.all(jnp.isfinite(feats)))
+  with pytest.raises(ValueError, match="square"):
+    model.encode_image(np.zeros((1, 32, 64, 3), np.float32))
+
+
+def test_text_is_causal_and_reads_eot(tiny):
+  _, model, inp, _ = tiny
+  ids = inp["text_ids"].copy()                      # row 0: EOT at position 4
+  first = FORWARD(model, inp["images"], ids)
+  changed = ids.copy()
+  changed[0, 6:] = 7                                # after EOT: no effect on positions <= 5
+  second = FORWARD(model, inp["images"], changed)
+  tok, tok2 = np.asarray(first["text_tokens"]), np.asarray(second["text_tokens"])
+  np.testing.assert_allclose(tok2[0, :6], tok[0, :6], atol=1e-6)
+  assert not np.allclose(tok2[0, 6:], tok[0, 6:])
+  np.testing.assert_allclose(np.asarray(first["text_features"])[0], tok[0, 4], atol=1e-5)
+  with pytest.raises(ValueError, match="context length"):
+    model.encode_text(np.zeros((1, 17), np.int32))
+
+
+def test_bf16_and_remat(tiny):
+  sd, model, inp, out = tiny
+  lo = clip_rules.load(sd, head_width=16, dtype=jnp.bfloat16)
+  got = FORWARD(lo, inp["images"], inp["text_ids"])
+  assert got["image_features"].dtype == jnp.bfloat16
+  assert lo.visual.proj[...].dtype == jnp.float32      # master weights stay f32
+  for name in ("image_features", "text_features"):
+    np.testing.assert_allclose(np.asarray(got[name], np.float32), out[name], atol=0.1, err_msg=name)
+  rm = clip.build(TINY, rngs=nnx.Rngs(0), remat=True)
+  nnx.update(rm, nnx.state(model))
+
+  def grads(m, images, ids):
+    g = nnx.grad(lambda mm: jnp.sum(mm(images, ids) ** 2))(m)
+    return g.visual.conv1.kernel[...], g.text.token_embedding.embedding[...]
+  step = _fast_jit(grads)
+  for a, b in zip(step(rm, inp["images"], inp["text_ids"]),
+                  step(model, inp["images"], inp["text_ids"])):
+    assert float(jnp.abs(b).max()) > 0
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def test_quick_gelu_and_normalisation():
+  x = jnp.asarray([-2.0, 0.0, 1.0])
+  np.testing.assert_allclose(common.activation("quick_gelu")(x),
+                             np.asarray(x) / (1 + np.exp(-1.702 * np.asarray(x))), rtol=1e-6)
+  white = clip.normalize_images(jnp.ones((1, 1, 3)))
+  np.testing.assert_allclose(white[0, 0], (1 - np.array(clip.IMAGE_MEAN)) / clip.IMAGE_STD,
+                             rtol=1e-6)

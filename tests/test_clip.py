@@ -36,8 +36,14 @@ def tiny():
   return sd, model, inputs, outputs
 
 
-def test_parity_with_open_clip(tiny):
-  _, model, inp, out = tiny
+@pytest.mark.parametrize("variant,outputs", [("openai", "outputs.npz"),
+                                             ("open_clip", "outputs_gelu.npz")])
+def test_parity_with_open_clip(tiny, variant, outputs):
+  """QuickGELU (OpenAI) and GELU (open_clip configs) builds of the same weights."""
+  sd, model, inp, _ = tiny
+  if variant != "openai":
+    model = clip_rules.load(sd, variant=variant, head_width=16)
+  out = dict(np.load(os.path.join(FIXTURE, outputs)))
   got = FORWARD(model, inp["images"], inp["text_ids"])
   assert set(got) == set(out)
   for name, value in got.items():
@@ -124,6 +130,15 @@ def test_prefixed_source_maps():
   m = engine.map_keys(keys, clip_rules.rules(r"clip_model\.", "enc/"), targets, dry_run=True)
   m.check("", "bad targets")
   assert not m.unmapped and set(targets) == set(m.filled)
+
+
+def test_torchscript_archive_is_refused_with_a_clear_error(tmp_path):
+  """OpenAI's released .pt files are TorchScript archives: torch_io does not execute them."""
+  torch = pytest.importorskip("torch")
+  path = str(tmp_path / "jit.pt")
+  torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+  with pytest.warns(UserWarning), pytest.raises(Exception, match="TorchScript"):
+    torch_io.load_state_dict(path)
 
 
 def test_bicubic_resize_matches_torch_antialias():

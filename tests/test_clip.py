@@ -208,3 +208,30 @@ def test_quick_gelu_and_normalisation():
   white = clip.normalize_images(jnp.ones((1, 1, 3)))
   np.testing.assert_allclose(white[0, 0], (1 - np.array(clip.IMAGE_MEAN)) / clip.IMAGE_STD,
                              rtol=1e-6)
+
+
+def test_preprocess_matches_pil_clip_transform():
+  """Resize(shorter side, bicubic) + CenterCrop + normalisation as CLIP's PIL transform, within
+  about one grey level (PIL rounds to uint8 between its two passes)."""
+  image = pytest.importorskip("PIL.Image")
+  rng = np.random.default_rng(0)
+  frames = np.stack([np.asarray(image.fromarray(rng.integers(0, 256, (12, 16, 3), np.uint8))
+                                .resize((80, 60), image.BILINEAR)) for _ in range(2)])
+
+  def reference(img, s=32):
+    im = image.fromarray(img)
+    w, h = im.size
+    nw, nh = (int(s * w / h), s) if h <= w else (s, int(s * h / w))
+    im = im.resize((nw, nh), image.BICUBIC)
+    top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
+    a = np.asarray(im.crop((left, top, left + s, top + s)), np.float32) / 255.0
+    return (a - np.array(clip.IMAGE_MEAN)) / np.array(clip.IMAGE_STD)
+
+  ours = np.asarray(clip.preprocess(frames, 32))
+  ref = np.stack([reference(f) for f in frames])
+  assert ours.shape == (2, 32, 32, 3)
+  np.testing.assert_allclose(ours, ref, atol=2 / 255 / min(clip.IMAGE_STD))
+  portrait = np.asarray(clip.preprocess(frames.transpose(0, 2, 1, 3), 32))
+  np.testing.assert_allclose(portrait, np.stack([reference(f) for f in
+                                                 frames.transpose(0, 2, 1, 3)]),
+                             atol=2 / 255 / min(clip.IMAGE_STD))

@@ -79,6 +79,28 @@ def bicubic_aa_matrix(n_in: int, n_out: int) -> np.ndarray:
   return w
 
 
+def preprocess(frames: jax.Array, size: int) -> jax.Array:
+  """uint8 RGB frames [N, H, W, 3] -> CLIP input [N, size, size, 3] float32: CLIP's
+  Resize(size, bicubic) of the shorter side (the longer becomes int(size * long / short)),
+  CenterCrop(size), /255, normalisation. The resize is torch's antialiased bicubic in float32
+  (`bicubic_aa_matrix`); CLIP resizes with PIL on uint8, which rounds between passes, so pixels
+  can differ by about one grey level from CLIP's own preprocessing."""
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be [N, H, W, 3] RGB, got shape {frames.shape}")
+  h, w = frames.shape[1:3]
+  short, long = min(h, w), max(h, w)
+  scaled = (size, int(size * long / short)) if h <= w else (int(size * long / short), size)
+  if (h, w) == scaled:
+    x = frames.astype(jnp.float32)
+  else:
+    mh = jnp.asarray(bicubic_aa_matrix(h, scaled[0]), jnp.float32)
+    mw = jnp.asarray(bicubic_aa_matrix(w, scaled[1]), jnp.float32)
+    x = jnp.einsum("ih,jw,nhwc->nijc", mh, mw, frames.astype(jnp.float32))
+  top, left = int(round((scaled[0] - size) / 2.0)), int(round((scaled[1] - size) / 2.0))
+  x = jnp.clip(x[:, top:top + size, left:left + size], 0.0, 255.0) / 255.0
+  return normalize_images(x)
+
+
 def resize_grid_bicubic(pos: jax.Array, grid: int) -> jax.Array:
   """Patch positional table [g*g, D] -> [grid*grid, D] as open_clip's resize_pos_embed
   (bicubic, antialias); identity when the grids agree. Works on numpy and jax arrays."""

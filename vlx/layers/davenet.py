@@ -69,7 +69,7 @@ class BasicBlock(nnx.Module):
 class DAVEnet(nnx.Module):
   """ResDavenet: `widths[0]` channels from the mel projection, then one stage per entry of
   `layers` (stage k: layers[k] blocks of width widths[k + 1], stride 2 in its first block).
-  Released DAVEnet v2: mel 40, layers (2,2,1,1,1,1), widths (128,128,256,512,1024,2048,4096), k 9."""
+  Released DAVEnet v2: mel 40, layers (2,2,1,1,1,1), widths (128,...,4096), kernel 9."""
 
   def __init__(self, *, feat_dim: int = 40, layers: Sequence[int] = (2, 2, 1, 1, 1, 1),
                widths: Sequence[int] = (128, 128, 256, 512, 1024, 2048, 4096),
@@ -81,7 +81,7 @@ class DAVEnet(nnx.Module):
       raise ValueError(f"DAVEnet kernel {kernel} must be odd")
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.feat_dim = feat_dim
-    self.conv1 = _conv(feat_dim, widths[0], 1, 1, **kw)   # the (mel x 1) conv over mel bins
+    self.conv1 = _conv(feat_dim, widths[0], 1, 1, **kw)   # the (mel x 1) conv: over mel bins
     self.bn1 = _bn(widths[0], param_dtype=param_dtype, rngs=rngs)
     stages = []
     for k, n in enumerate(layers):

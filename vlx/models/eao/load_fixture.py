@@ -63,16 +63,16 @@ def _forward(model, batch, max_tokens, pooling):
   return out
 
 
-def _losses(model, batch, weights, train):
+def _losses(model, batch, weights, train, temperature):
   out = model(batch, train=train)
   nonempty = {m: out[f"{m}_nonempty_input_mask"] for m in CODES.values()
               if f"{m}_nonempty_input_mask" in out}
-  return combinatorial_loss(out, nonempty, dict(weights))
+  return combinatorial_loss(out, nonempty, dict(weights), temperature=temperature)
 
 
-def _grad_step(model, batch, weights):
+def _grad_step(model, batch, weights, temperature):
   def total(m):
-    return _losses(m, batch, weights, False)["total"]
+    return _losses(m, batch, weights, False, temperature)["total"]
   return nnx.grad(total)(model)
 
 
@@ -230,21 +230,24 @@ def compute_fixture_outputs(fixture_dir, *, compiler_options: dict | None = None
   out.update(_sims_and_metrics(fwd, names, "", b + 2))
 
   losses = _loss_configs(cfg)
+  nonempty = {m: jnp.asarray(fwd[f"{m}_nonempty_input_mask"]) for m in CODES.values()
+              if f"{m}_nonempty_input_mask" in fwd}
   for tag, w in losses.items():
-    if w["__temperature"] != 0.05:
-      raise ValueError("fixture loss temperature other than 0.05 is not wired here")
-    for train in (False, True):
-      suffix = "_trainmode_bn_batchstats" if train else ""
-      if train and f"loss_{tag}_total{suffix}" not in ref_dtypes:
-        continue
-      res = _run(_losses, model, _batch(x), static=(_weights(w), train), **opt)
-      for k, v in res.items():
-        out[f"loss_{tag}_{k}{suffix}"] = np.asarray(v)
+    # eval mode: the forward's embeddings are the training forward's (force_cross_modal only adds
+    # the late-fusion ones, which no loss pair uses)
+    res = combinatorial_loss({k: jnp.asarray(v) for k, v in fwd.items()}, nonempty,
+                             dict(_weights(w)), temperature=w["__temperature"])
+    out.update({f"loss_{tag}_{k}": np.asarray(v) for k, v in res.items()})
+    name = f"loss_{tag}_total_trainmode_bn_batchstats"
+    if name in ref_dtypes:
+      static = (_weights(w), True, w["__temperature"])
+      out[name] = np.asarray(_run(_losses, model, _batch(x), static=static, **opt)["total"])
 
   full = [n[len("grad_"):] for n in names if n.startswith("grad_")]
   norms = [n[len("gradnorm_"):] for n in names if n.startswith("gradnorm_")]
   if full or norms:
-    grads = _run(_grad_step, model, _batch(x), static=(_weights(losses["pretrain"]),), **opt)
+    grads = _run(_grad_step, model, _batch(x), static=(_weights(losses["pretrain"]),
+                                                        losses["pretrain"]["__temperature"]), **opt)
     flat = {"/".join(str(q) for q in k): np.asarray(v[...]) for k, v in nnx.to_flat_state(grads)}
     src = reverse.source_gradients(result, sd, flat)
     for n in full + norms:

@@ -153,6 +153,8 @@ class Violet(nnx.Module):
     if c.dvae.enabled:
       self.dvae = dalle_encoder(c, rngs=rngs)
     self.head_dropout = c.head_dropout
+    # rows per pairing group of the 'ret' objective (downstream.py; 0 = the whole batch)
+    self.ret_group = int(c.get("ret_group", 0) or 0)
     self.remat = c.remat
 
   # -- encoders -----------------------------------------------------------------------------

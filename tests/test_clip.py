@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from conftest import _fast_jit
-from vlx.convert import engine, torch_io
+from vlx.convert import engine, torch_io, torchscript
 from vlx.layers import clip, clip_rules, common
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "clip_tiny")
@@ -139,6 +139,56 @@ def test_torchscript_archive_is_refused_with_a_clear_error(tmp_path):
   torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
   with pytest.warns(UserWarning), pytest.raises(Exception, match="TorchScript"):
     torch_io.load_state_dict(path)
+
+
+def test_torchscript_archive_reads_as_data(tiny):
+  """The traced open_clip archive (OpenAI's release format) reads without torch.jit and gives the
+  same tensors, plus the `attn_mask` constant that the rules drop, and the same outputs."""
+  sd, _, inp, out = tiny
+  jit = clip_rules.read_checkpoint(os.path.join(FIXTURE, "checkpoint_jit.pt"))
+  assert set(jit) == set(sd) | {"attn_mask"}
+  for key, value in sd.items():
+    np.testing.assert_array_equal(jit[key], value, err_msg=key)
+  got = FORWARD(clip_rules.load(jit, head_width=16), inp["images"], inp["text_ids"])
+  np.testing.assert_allclose(np.asarray(got["logits_per_image"]), out["logits_per_image"],
+                             atol=1e-4, rtol=1e-4)
+
+
+def test_torchscript_half_weights_and_views(tmp_path):
+  torch = pytest.importorskip("torch")
+
+  class Tree(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.body = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+      self.register_buffer("view", torch.arange(12.0).reshape(3, 4).t())   # strided view
+
+    def forward(self, x):
+      return self.body(x)
+
+  model = torch.jit.script(Tree().half())
+  path = str(tmp_path / "half.pt")
+  model.save(path)
+  got = torchscript.load_state_dict(path)
+  ref = model.state_dict()
+  assert set(got) == set(ref)
+  for key, value in ref.items():
+    assert got[key].dtype == np.float32
+    np.testing.assert_array_equal(got[key], value.float().numpy(), err_msg=key)
+
+
+def test_torchscript_reader_refuses_other_globals(tmp_path):
+  """A data.pkl that names anything but module classes, storages and the tensor rebuild is
+  refused before the global is called."""
+  import zipfile
+  path = str(tmp_path / "evil.pt")
+  payload = b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."
+  with zipfile.ZipFile(path, "w") as z:
+    z.writestr("evil/data.pkl", payload)
+    z.writestr("evil/code/__torch__/m.py", "")
+  assert torchscript.is_torchscript(path)
+  with pytest.raises(torch_io.UnsafeCheckpointError, match="os.system"):
+    clip_rules.read_checkpoint(path)
 
 
 def test_bicubic_resize_matches_torch_antialias():

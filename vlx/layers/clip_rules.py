@@ -8,12 +8,12 @@ positional_embedding [ctx, Wt], transformer.resblocks.N..., ln_final, text_proje
 logit_scale []. open_clip builds `text_projection` as an nn.Linear for some configs
 (`text_projection.weight` [E, Wt], transposed here; a projection bias is not supported).
 
-Files: OpenAI's released `ViT-B-32.pt` is a TorchScript archive. vlx.convert.torch_io only calls
-torch.load(weights_only=True), which does not read TorchScript (code) archives: re-save it once in a
-trusted environment (`torch.save(torch.jit.load(p, map_location='cpu').state_dict(), out)`) or use
-open_clip's plain state dict of the same weights. Such a re-saved JIT state dict also holds the
-scalars `input_resolution`, `context_length`, `vocab_size` (dropped: the shapes say the same);
-`attn_mask` buffers of older open_clip / OpenAI module dumps are constants rebuilt by the model.
+Files: OpenAI's released `ViT-B-32.pt` is a TorchScript archive (fp16 weights). torch_io only
+calls torch.load(weights_only=True), which refuses TorchScript archives; `read_checkpoint` reads
+them with vlx.convert.torchscript (data.pkl through an allow-list unpickler, no code run, no torch)
+and everything else with torch_io. A JIT state dict also holds the scalars `input_resolution`,
+`context_length`, `vocab_size` (dropped: the shapes say the same) and `attn_mask` constants
+(rebuilt by the model).
 Activation ('quick_gelu' OpenAI, 'gelu' open_clip's non-quickgelu configs) is not in the weights:
 it is the `variant` ('openai' | 'open_clip') or an explicit override.
 """
@@ -114,6 +114,15 @@ def infer_config(source: Mapping[str, Any], src: str = "", *, variant: str = "op
               vocab_size=shape("token_embedding.weight")[0], text_width=text_width,
               text_layers=_count(source, src), text_heads=text_width // head_width,
               mlp_ratio=hidden / width, activation=_check_variant(variant))
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+  """{key: numpy} of a CLIP file: a TorchScript archive (OpenAI's release) or a torch.save'd state
+  dict (open_clip's, or a re-saved one), read without executing code from the file."""
+  from vlx.convert import torch_io, torchscript  # pylint: disable=import-outside-toplevel
+  if torchscript.is_torchscript(path):
+    return torchscript.load_state_dict(path)
+  return torch_io.load_state_dict(path)
 
 
 def load(source: Mapping[str, Any], *, variant: str = "openai", src: str = "",

@@ -230,23 +230,25 @@ def test_text_is_causal_and_reads_eot(tiny):
     model.encode_text(np.zeros((1, 17), np.int32))
 
 
-def test_bf16_and_remat(tiny):
-  sd, model, inp, out = tiny
+def test_bf16(tiny):
+  sd, _, inp, out = tiny
   lo = clip_rules.load(sd, head_width=16, dtype=jnp.bfloat16)
-  got = FORWARD(lo, inp["images"], inp["text_ids"])
-  assert got["image_features"].dtype == jnp.bfloat16
+  feats = _fast_jit(lambda m, x: m.encode_image(x))(lo, inp["images"])
+  assert feats.dtype == jnp.bfloat16
   assert lo.visual.proj[...].dtype == jnp.float32      # master weights stay f32
-  for name in ("image_features", "text_features"):
-    np.testing.assert_allclose(np.asarray(got[name], np.float32), out[name], atol=0.1, err_msg=name)
+  np.testing.assert_allclose(np.asarray(feats, np.float32), out["image_features"], atol=0.1)
+
+
+def test_remat_same_gradients(tiny):
+  _, model, inp, _ = tiny
   rm = clip.build(TINY, rngs=nnx.Rngs(0), remat=True)
   nnx.update(rm, nnx.state(model))
 
-  def grads(m, images, ids):
-    g = nnx.grad(lambda mm: jnp.sum(mm(images, ids) ** 2))(m)
-    return g.visual.conv1.kernel[...], g.text.token_embedding.embedding[...]
+  def grads(m, ids):
+    g = nnx.grad(lambda mm: jnp.sum(mm.encode_text(ids) ** 2))(m)
+    return g.text.token_embedding.embedding[...], g.text.blocks[0].attn.query.kernel[...]
   step = _fast_jit(grads)
-  for a, b in zip(step(rm, inp["images"], inp["text_ids"]),
-                  step(model, inp["images"], inp["text_ids"])):
+  for a, b in zip(step(rm, inp["text_ids"]), step(model, inp["text_ids"])):
     assert float(jnp.abs(b).max()) > 0
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
 

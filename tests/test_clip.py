@@ -287,3 +287,14 @@ def test_preprocess_matches_pil_clip_transform():
   np.testing.assert_allclose(portrait, np.stack([reference(f) for f in
                                                  frames.transpose(0, 2, 1, 3)]),
                              atol=2 / 255 / min(clip.IMAGE_STD))
+
+
+def test_image_features_batches_frames(tiny):
+  _, model, _, _ = tiny
+  frames = np.random.default_rng(1).integers(0, 256, (5, 40, 48, 3), np.uint8)
+  got = clip.image_features(model, frames, batch_size=2)          # 3 batches, the last padded
+  encode = _fast_jit(lambda m, x: common.l2_normalize(m.encode_image(clip.preprocess(x, 32))))
+  ref = np.asarray(encode(model, frames))
+  assert got.shape == (5, 24) and got.dtype == np.float32
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+  assert clip.image_features(model, frames[:0]).shape == (0, 24)

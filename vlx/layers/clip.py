@@ -267,3 +267,32 @@ def build(cfg, *, rngs: nnx.Rngs, dtype=None, remat: bool = False) -> ClipModel:
     names = {f.name for f in dataclasses.fields(ClipConfig)}
     cfg = ClipConfig(**{k: v for k, v in dict(cfg).items() if k in names})
   return ClipModel(cfg, dtype=dtype, remat=remat, rngs=rngs)
+
+
+def image_features(model: ClipModel, frames: np.ndarray, *, batch_size: int = 64,
+                   normalize: bool = True) -> np.ndarray:
+  """uint8 RGB frames [N, H, W, 3] -> CLIP image features [N, embed] float32 (L2-normalised
+  with `normalize`), e.g. one frame per second of a video. Frames go through `preprocess` and the
+  image tower in fixed batches of `batch_size` (the last one zero-padded), so one compiled
+  program serves every video of the same frame size."""
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be [N, H, W, 3] RGB, got shape {frames.shape}")
+  size = model.visual.grid * model.visual.patch_size
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def run(st, batch):
+    feats = nnx.merge(graphdef, st).encode_image(preprocess(batch, size)).astype(jnp.float32)
+    return common.l2_normalize(feats) if normalize else feats
+
+  out = []
+  for start in range(0, len(frames), batch_size):
+    batch = frames[start:start + batch_size]
+    pad = batch_size - len(batch)
+    if pad:
+      batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
+    out.append(np.asarray(run(state, batch))[:batch_size - pad])
+  if not out:
+    return np.zeros((0, model.visual.proj.shape[1]), np.float32)
+  return np.concatenate(out)

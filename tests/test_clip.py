@@ -298,3 +298,34 @@ def test_image_features_batches_frames(tiny):
   assert got.shape == (5, 24) and got.dtype == np.float32
   np.testing.assert_allclose(got, ref, atol=1e-5)
   assert clip.image_features(model, frames[:0]).shape == (0, 24)
+
+
+def _tiny_bpe(tmp_path) -> str:
+  path = str(tmp_path / "bpe.txt")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("#version: 0.2\nt h\nth e</w>\nc a\nca t</w>\n")
+  return path
+
+
+def test_tokenizer_on_a_tiny_vocabulary(tmp_path):
+  from vlx.layers.clip_tokenizer import ClipTokenizer
+  tok = ClipTokenizer(_tiny_bpe(tmp_path))
+  # ids: 256 byte symbols, 256 with '</w>', merges th=512 the</w>=513 ca=514 cat</w>=515, SOT, EOT
+  assert (tok.vocab_size, tok.sot, tok.eot) == (518, 516, 517)
+  ids = tok(["The  CAT", "a!", "the &amp;"], context_length=6)
+  np.testing.assert_array_equal(ids, [[516, 513, 515, 517, 0, 0],
+                                      [516, 256 + 64, 256, 517, 0, 0],       # 'a</w>', '!</w>'
+                                      [516, 513, 256 + 5, 517, 0, 0]])       # html: '&</w>'
+  np.testing.assert_array_equal(tok("the cat the", context_length=3), [[516, 513, 517]])
+  with pytest.raises(ValueError, match="context length"):
+    tok("the cat the", context_length=3, truncate=False)
+
+
+def test_tokenizer_matches_open_clip_on_the_real_vocabulary():
+  """Ids made by open_clip's SimpleTokenizer (fixture); needs the user's vocabulary file."""
+  path = os.environ.get("VLX_CLIP_BPE", "")
+  if not os.path.isfile(path):
+    pytest.skip("set VLX_CLIP_BPE to bpe_simple_vocab_16e6.txt.gz to run")
+  from vlx.layers.clip_tokenizer import ClipTokenizer
+  ref = np.load(os.path.join(FIXTURE, "tokenizer_reference.npz"))
+  np.testing.assert_array_equal(ClipTokenizer(path)(list(ref["texts"])), ref["ids"])

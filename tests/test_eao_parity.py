@@ -2,8 +2,8 @@
 outputs.npz (tokens, masks, DAVEnet features, every fusion pass, embeddings, sims, retrieval
 metrics, losses incl. train-mode BatchNorm, gradients by name, long-audio pooling strategies,
 dataset-side video sampling, clip-wise evaluation) recomputed by vlx.models.eao.load_fixture at the
-README tolerances (atol = rtol = 1e-4; audio_davenet_features atol 1e-3; masks, booleans and
-metrics exact)."""
+README tolerances (load_fixture.PARITY_TOLERANCES: atol = rtol = 1e-4; audio_davenet_features
+atol 1e-3; masks, booleans and metrics exact)."""
 from __future__ import annotations
 
 import jax
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST_COMPILE
+from vlx.convert import parity
 from vlx.models.eao import load_fixture as lf
 
 pytestmark = pytest.mark.torch   # reads the reference .pth container
@@ -33,12 +34,6 @@ def ours(fixture_dir):
     return lf.compute_fixture_outputs(fixture_dir, compiler_options=FAST_COMPILE)
 
 
-def exact(key: str, value: np.ndarray) -> bool:
-  """Masks, booleans and retrieval metrics are compared exactly (README 'tolerance')."""
-  return (value.dtype.kind in "biu" or "mask" in key or "metrics" in key
-          or key.startswith("metric_"))
-
-
 def test_every_reference_output_with_its_shape_and_dtype(ours, reference):
   assert sorted(ours) == sorted(reference)
   bad = [(k, ours[k].shape, ours[k].dtype, v.shape, v.dtype) for k, v in reference.items()
@@ -47,19 +42,14 @@ def test_every_reference_output_with_its_shape_and_dtype(ours, reference):
 
 
 def test_outputs_within_readme_tolerance(ours, reference):
-  errors, failed = {}, []
-  for key, want in reference.items():
-    got = ours[key]
-    if exact(key, want):
-      if not np.array_equal(got, want):
-        failed.append(key)
-      continue
-    atol = 1e-3 if key == "audio_davenet_features" else 1e-4
-    errors[key] = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
-    if not np.allclose(got, want, atol=atol, rtol=1e-4):
-      failed.append(key)
-  print("\n" + "\n".join(f"{k:60s} {e:.2e}" for k, e in sorted(errors.items())))
-  assert not failed, {k: errors.get(k) for k in failed}
+  """Through the parity CLI's comparison with the family's tolerance table."""
+  table = lf.PARITY_TOLERANCES + parity.DEFAULT_TOLERANCES
+  assert parity.tolerance("text_attention_mask", table) == (0.0, 0.0)
+  assert parity.tolerance("metrics_completesize_t2v", table) == (0.0, 0.0)
+  assert parity.tolerance("gradnorm_davenet.conv1.weight", table) == (1e-4, 1e-4)
+  rows, ok = parity.compare(ours, reference, table)
+  print("\n" + parity.format_table(rows))
+  assert ok, [r for r in rows if r["status"] != "ok"]
 
 
 def test_masking_token_gets_no_gradient_and_fixture_has_empty_inputs(ours, reference):

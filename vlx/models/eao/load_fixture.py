@@ -27,6 +27,16 @@ BATCH_KEYS = ("text", "text_mask", "video", "video_mask", "audio", "audio_mask",
               "audio_STFT_nframes")
 CODES = {"t": "text", "v": "video", "a": "audio"}
 
+# tiny/README.md "Reproducibility / tolerance", as `Family.parity_tolerances` rows (key regex,
+# atol, rtol; 0, 0 = exact): masks, booleans and retrieval metrics exact, DAVEnet features atol
+# 1e-3, everything else (tokens, embeddings, sims, losses, gradients) atol = rtol = 1e-4.
+PARITY_TOLERANCES: tuple[tuple[str, float, float], ...] = (
+    (r".*mask.*", 0.0, 0.0),
+    (r"(?:clips_)?metrics_.*|metric_test_.*", 0.0, 0.0),
+    (r"audio_davenet_features", 1e-3, 1e-4),
+    (r".*", 1e-4, 1e-4),
+)
+
 
 # -- checkpoint -----------------------------------------------------------------------------------
 def convert_fixture(fixture_dir: pathlib.Path, cfg: dict) -> tuple[engine.ConversionResult, dict]:

@@ -329,3 +329,13 @@ def test_tokenizer_matches_open_clip_on_the_real_vocabulary():
   from vlx.layers.clip_tokenizer import ClipTokenizer
   ref = np.load(os.path.join(FIXTURE, "tokenizer_reference.npz"))
   np.testing.assert_array_equal(ClipTokenizer(path)(list(ref["texts"])), ref["ids"])
+
+
+def test_word_features_drop_sot_and_mask_eot(tiny):
+  _, model, inp, out = tiny
+  ids = inp["text_ids"]                                  # EOT at positions 4, 15, 8
+  feats, mask = _fast_jit(lambda m, x: clip.word_features(m.text, x, 20))(model, ids)
+  assert feats.shape == (3, 20, 24) and mask.shape == (3, 20)
+  np.testing.assert_array_equal(np.asarray(mask).sum(1), [3, 14, 7])
+  np.testing.assert_allclose(np.asarray(feats)[:, :15], out["text_tokens"][:, 1:], atol=1e-4)
+  assert not np.asarray(feats)[:, 15:].any()

@@ -269,6 +269,20 @@ def build(cfg, *, rngs: nnx.Rngs, dtype=None, remat: bool = False) -> ClipModel:
   return ClipModel(cfg, dtype=dtype, remat=remat, rngs=rngs)
 
 
+def word_features(text: ClipTextTower, ids: jax.Array, max_tokens: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """Per-token text features of a (frozen) CLIP text tower: `token_features` without the SOT
+  position, the first `max_tokens` positions [N, max_tokens, embed] float32, and their mask
+  [N, max_tokens] (1 for the tokens before EOT; EOT itself and padding 0). Rows shorter than
+  max_tokens + 1 ids are zero-padded."""
+  feats = text.token_features(ids).astype(jnp.float32)[:, 1:1 + max_tokens]
+  if feats.shape[1] < max_tokens:
+    feats = jnp.pad(feats, ((0, 0), (0, max_tokens - feats.shape[1]), (0, 0)))
+  eot = jnp.argmax(ids, axis=-1)                          # position of EOT in `ids`
+  mask = (jnp.arange(1, max_tokens + 1)[None, :] < eot[:, None]).astype(jnp.float32)
+  return feats, mask
+
+
 def image_features(model: ClipModel, frames: np.ndarray, *, batch_size: int = 64,
                    normalize: bool = True) -> np.ndarray:
   """uint8 RGB frames [N, H, W, 3] -> CLIP image features [N, embed] float32 (L2-normalised

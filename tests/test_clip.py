@@ -117,6 +117,11 @@ def test_vit_b32_key_set_maps_completely(variant, jit_scalars, linear_text_proj)
   assert len(m.unused) == (3 if jit_scalars else 0)
   n_params = sum(int(np.prod(v.shape)) for v in targets.values())
   assert n_params == 151_277_313                 # OpenAI ViT-B/32's parameter count
+  graphdef, state = nnx.split(abstract)
+  logits = jax.eval_shape(lambda st, x, t: nnx.merge(graphdef, st)(x, t), state,
+                          jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32),
+                          jax.ShapeDtypeStruct((3, 77), jnp.int32))
+  assert logits.shape == (2, 3)
 
 
 def test_prefixed_source_maps():

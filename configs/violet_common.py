@@ -96,7 +96,7 @@ def finetune_config(preset: str, *, task: str, builder: str, builder_config: str
     c.optim.schedule.update(type="linear", warmup_ratio=0.1)
     c.train.update(num_steps=350, log_every=25, eval_every=0, ckpt_every=350, keep=1)
   else:  # tiny: seconds, for tests
-    c.data.update(global_batch_size=4, tokenizer="moving_shapes", shuffle_buffer=64)
+    c.data.update(global_batch_size=8, tokenizer="moving_shapes", shuffle_buffer=64)
     c.data.train.update(builder="moving_shapes", builder_config="tiny", split="train",
                         num_frames=TINY["num_frames"], sampling="rand",
                         resolution=TINY["resolution"], max_text_len=TINY["max_text_len"])

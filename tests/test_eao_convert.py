@@ -9,9 +9,10 @@ import json
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from vlx.convert import engine, torch_io
-from vlx.convert.errors import WrongFamilyError
+from vlx.convert.errors import UnsafeCheckpointError, WrongFamilyError
 from vlx.models.eao import convert as ec
 from vlx.models.eao import model as em
 
@@ -94,3 +95,35 @@ def test_tiny_container_reads_safely_and_converts(reference_dir):
   assert (c.text_dim, c.video_dim, c.hidden, c.depth, c.proj_dim) == (32, 48, 64, 2, 96)
   assert c.davenet.to_dict() == em.model_config("tiny").davenet.to_dict()
   assert tuple(c.davenet.widths) == (16, 16, 24, 32, 48, 64, 80)
+
+
+def test_released_model_size_from_the_abstract_model(reference_dir):
+  """vlx's full-size tva model holds the reference's parameters minus the 4 never-used ones
+  (fusion.norm, davenet.batchnorm1 weight/bias)."""
+  m = _manifest(reference_dir, "tva")
+  model = engine.abstract_model(em.build, em.model_config(""))
+  params = sum(int(np.prod(v.get_value().shape))
+               for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  assert params == m["total_params"] - 2 * 4096 - 2
+
+
+class _Payload:   # pylint: disable=too-few-public-methods
+  """Stands for code a container would need to unpickle (never instantiated on load)."""
+
+
+@pytest.mark.torch
+def test_container_needing_code_is_refused(tmp_path, reference_dir):
+  import torch  # pylint: disable=import-outside-toplevel
+  sd = torch_io.load_state_dict(reference_dir / "eao" / "tiny" / "checkpoint.pth")
+  path = tmp_path / "latest_model.pth"
+  torch.save({"state_dict": {k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()},
+              "config": _Payload()}, path)
+  with pytest.raises(UnsafeCheckpointError, match="refused to load"):
+    ec.read_checkpoint(path)
+  good = tmp_path / "plain.pth"
+  torch.save({"state_dict": {"module." + k: torch.from_numpy(np.asarray(v))
+                             for k, v in sd.items()}, "arch": "DataParallel",
+              "config": {"arch": {"type": "EverythingAtOnceModel_TV_Only",
+                                  "args": {"fusion_params": {"num_heads": 4}}}}}, good)
+  source, variant, overrides = ec.read_checkpoint(good)
+  assert variant == "tv_only" and overrides == {"num_heads": 4} and len(source) == 200

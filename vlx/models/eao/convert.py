@@ -175,3 +175,16 @@ def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collection
   c.davenet.update(dv)
   c.tv_only = variant == "tv_only"
   return c
+
+
+def read_checkpoint(path) -> tuple[dict[str, Any], str, dict[str, Any]]:
+  """(flat state dict without `module.`, variant, model-config overrides) of a released
+  `latest_model.pth`: the container is read with torch.load(weights_only=True) only (optimizer
+  state, epoch, monitor_best and config are plain data; a file needing code to unpickle raises
+  UnsafeCheckpointError), its `arch` / `config` entries are read as data for the variant and the
+  sizes the shapes do not give (head count, audio pooling)."""
+  from vlx.convert import torch_io  # pylint: disable=import-outside-toplevel
+  raw = torch_io.load_raw(path)
+  container = raw if isinstance(raw, Mapping) else {}
+  source = torch_io.load_state_dict(path)   # same file again, memory-mapped: the weights
+  return source, variant_from_container(container, source), overrides_from_container(container)

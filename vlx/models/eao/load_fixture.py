@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vlx.convert import engine, reverse, torch_io
+from vlx.convert import engine, reverse
 from vlx.models.eao import convert as ec
 from vlx.objectives.cosine_contrastive import cosine_sim
 from vlx.objectives.norm_softmax import combinatorial_loss
@@ -42,12 +42,8 @@ PARITY_TOLERANCES: tuple[tuple[str, float, float], ...] = (
 def convert_fixture(fixture_dir: pathlib.Path, cfg: dict) -> tuple[engine.ConversionResult, dict]:
   """(strict conversion of checkpoint.pth, its flat state dict without `module.`)."""
   path = fixture_dir / "checkpoint.pth"
-  raw = torch_io.load_raw(path)
-  sd = torch_io.load_state_dict(path)
-  container = raw if isinstance(raw, Mapping) else {}
-  overrides = ec.overrides_from_container(container)
+  sd, variant, overrides = ec.read_checkpoint(path)
   overrides.update(ec.overrides_from_container({"config": cfg}))
-  variant = ec.variant_from_container(container, sd)
   res = engine.convert_with(ec, ec.build, "eao", sd, variant=variant, model_config=overrides)
   return engine.require_complete(res, f"fixture {path}"), sd
 

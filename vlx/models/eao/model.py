@@ -59,13 +59,15 @@ def n(x: jax.Array) -> jax.Array:
 
 
 class GatedEmbeddingUnit(nnx.Module):
-  """y = fc(x); y * sigmoid(cg_fc(y)) (no output normalisation); any leading axes."""
+  """y = fc(x); y * sigmoid(cg_fc(y)) (no output normalisation); any leading axes.
+  `in_axis` / `out_axis`: logical names of the input / output widths (raw feature widths such as
+  300 stay unnamed, i.e. replicated)."""
 
-  def __init__(self, din: int, dout: int, *, dtype=None, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(self, din: int, dout: int, *, in_axis: str | None, out_axis: str | None,
+               dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.fc = common.linear(din, dout, ("embed", "mlp"), **kw)
-    self.cg_fc = common.linear(dout, dout, ("mlp", "embed"), **kw)
+    self.fc = common.linear(din, dout, (in_axis, out_axis), **kw)
+    self.cg_fc = common.linear(dout, dout, (None, out_axis), **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = self.fc(x)
@@ -157,13 +159,15 @@ class EverythingAtOnce(nnx.Module):
                            widths=tuple(dv.widths), kernel=dv.kernel, **kw)
     dims = {"text": cfg.text_dim, "video": cfg.video_dim, "audio": dv.widths[-1]}
     for m in MODALITIES:
-      setattr(self, f"{m}_token_proj", GatedEmbeddingUnit(dims[m], d, **kw))
+      setattr(self, f"{m}_token_proj",
+              GatedEmbeddingUnit(dims[m], d, in_axis=None, out_axis="embed", **kw))
       setattr(self, f"{m}_norm_layer", common.layer_norm(d, cfg.ln_eps, dtype=dt, rngs=rngs))
+    head = dict(in_axis="embed", out_axis="proj", **kw)
     if cfg.individual_projections:
       for m in MODALITIES:
-        setattr(self, f"{m}_proj", GatedEmbeddingUnit(d, cfg.proj_dim, **kw))
+        setattr(self, f"{m}_proj", GatedEmbeddingUnit(d, cfg.proj_dim, **head))
     else:
-      self.proj = GatedEmbeddingUnit(d, cfg.proj_dim, **kw)
+      self.proj = GatedEmbeddingUnit(d, cfg.proj_dim, **head)
 
   def head(self, modality: str) -> GatedEmbeddingUnit:
     return getattr(self, f"{modality}_proj") if self.individual_projections else self.proj

@@ -16,7 +16,7 @@ from vlx.layers import clip, clip_rules, common
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "clip_tiny")
 TINY = dict(embed_dim=24, image_size=32, patch_size=8, vision_width=64, vision_layers=2,
             vision_heads=4, context_length=16, vocab_size=200, text_width=32, text_layers=2,
-            text_heads=2, mlp_ratio=4.0, activation="quick_gelu")
+            text_heads=2, vision_mlp_dim=256, text_mlp_dim=128, activation="quick_gelu")
 
 
 def _forward(m, images, ids):
@@ -105,7 +105,8 @@ def test_vit_b32_key_set_maps_completely(variant, jit_scalars, linear_text_proj)
   cfg = clip_rules.infer_config(keys, variant=variant)
   assert cfg == dict(embed_dim=512, image_size=224, patch_size=32, vision_width=768,
                      vision_layers=12, vision_heads=12, context_length=77, vocab_size=49408,
-                     text_width=512, text_layers=12, text_heads=8, mlp_ratio=4.0,
+                     text_width=512, text_layers=12, text_heads=8, vision_mlp_dim=3072,
+                     text_mlp_dim=2048,
                      activation=clip_rules.VARIANTS[variant])
   abstract = engine.abstract_model(clip.build, cfg)
   targets = {"/".join(map(str, p)): v.get_value()

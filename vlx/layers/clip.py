@@ -44,7 +44,8 @@ class ClipConfig:
   text_width: int = 512
   text_layers: int = 12
   text_heads: int = 8
-  mlp_ratio: float = 4.0
+  vision_mlp_dim: int = 0            # MLP hidden size; 0 = 4 * width (every OpenAI release)
+  text_mlp_dim: int = 0
   activation: str = "quick_gelu"     # 'quick_gelu' (OpenAI) or 'gelu' (open_clip non-quickgelu)
 
 
@@ -119,22 +120,22 @@ def resize_grid_bicubic(pos: jax.Array, grid: int) -> jax.Array:
 class ResidualBlock(nnx.Module):
   """x + attn(ln_1(x), mask), then x + mlp(ln_2(x)) (CLIP's ResidualAttentionBlock)."""
 
-  def __init__(self, width: int, heads: int, *, mlp_ratio: float, activation: str, dtype=None,
+  def __init__(self, width: int, heads: int, *, mlp_dim: int, activation: str, dtype=None,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = common.layer_norm(width, LN_EPS, **kw)
     self.attn = Attention(width, heads, **kw)
     self.norm2 = common.layer_norm(width, LN_EPS, **kw)
-    self.mlp = Mlp(width, int(width * mlp_ratio), width, activation=activation, **kw)
+    self.mlp = Mlp(width, mlp_dim or 4 * width, width, activation=activation, **kw)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = x + self.attn(self.norm1(x), mask=mask)
     return x + self.mlp(self.norm2(x))
 
 
-def _blocks(n: int, width: int, heads: int, cfg: ClipConfig, kw: dict) -> nnx.List:
-  return nnx.List([ResidualBlock(width, heads, mlp_ratio=cfg.mlp_ratio,
-                                 activation=cfg.activation, **kw) for _ in range(n)])
+def _blocks(n: int, width: int, heads: int, mlp_dim: int, cfg: ClipConfig, kw: dict) -> nnx.List:
+  return nnx.List([ResidualBlock(width, heads, mlp_dim=mlp_dim, activation=cfg.activation, **kw)
+                   for _ in range(n)])
 
 
 def _proj(rows: int, cols: int, pd, rngs: nnx.Rngs) -> nnx.Param:
@@ -165,7 +166,7 @@ class ClipVisionTower(nnx.Module):
     self.class_embedding = nnx.Param(_INIT(rngs.params(), (w,), pd))
     self.positional_embedding = nnx.Param(_INIT(rngs.params(), (1 + self.grid ** 2, w), pd))
     self.ln_pre = common.layer_norm(w, LN_EPS, **kw)
-    self.blocks = _blocks(cfg.vision_layers, w, cfg.vision_heads, cfg, kw)
+    self.blocks = _blocks(cfg.vision_layers, w, cfg.vision_heads, cfg.vision_mlp_dim, cfg, kw)
     self.ln_post = common.layer_norm(w, LN_EPS, **kw)
     self.proj = _proj(w, cfg.embed_dim, pd, rngs)
 
@@ -206,7 +207,7 @@ class ClipTextTower(nnx.Module):
                                      embedding_init=nnx.with_partitioning(_INIT, ("vocab", "embed")),
                                      rngs=rngs)
     self.positional_embedding = nnx.Param(_INIT(rngs.params(), (cfg.context_length, w), pd))
-    self.blocks = _blocks(cfg.text_layers, w, cfg.text_heads, cfg, kw)
+    self.blocks = _blocks(cfg.text_layers, w, cfg.text_heads, cfg.text_mlp_dim, cfg, kw)
     self.ln_final = common.layer_norm(w, LN_EPS, **kw)
     self.text_projection = _proj(w, cfg.embed_dim, pd, rngs)
 

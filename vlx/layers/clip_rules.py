@@ -104,7 +104,6 @@ def infer_config(source: Mapping[str, Any], src: str = "", *, variant: str = "op
   if grid * grid != n_pos:
     raise ValueError(f"{src}visual.positional_embedding has {n_pos} patch rows: not a square grid")
   text_width = shape("ln_final.weight")[0]
-  hidden = shape("visual.transformer.resblocks.0.mlp.c_fc.weight")[0]
   if text_width % head_width or width % head_width:
     raise ValueError(f"CLIP widths {width} / {text_width} are not multiples of "
                      f"head_width={head_width}; pass head_width")
@@ -113,7 +112,9 @@ def infer_config(source: Mapping[str, Any], src: str = "", *, variant: str = "op
               vision_heads=width // head_width, context_length=shape("positional_embedding")[0],
               vocab_size=shape("token_embedding.weight")[0], text_width=text_width,
               text_layers=_count(source, src), text_heads=text_width // head_width,
-              mlp_ratio=hidden / width, activation=_check_variant(variant))
+              vision_mlp_dim=shape("visual.transformer.resblocks.0.mlp.c_fc.weight")[0],
+              text_mlp_dim=shape("transformer.resblocks.0.mlp.c_fc.weight")[0],
+              activation=_check_variant(variant))
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:

@@ -345,3 +345,8 @@ def test_word_features_drop_sot_and_mask_eot(tiny):
   np.testing.assert_array_equal(np.asarray(mask).sum(1), [3, 14, 7])
   np.testing.assert_allclose(np.asarray(feats)[:, :15], out["text_tokens"][:, 1:], atol=1e-4)
   assert not np.asarray(feats)[:, 15:].any()
+
+
+def test_build_refuses_unknown_fields():
+  with pytest.raises(ValueError, match="mlp_ratio"):
+    clip.build({**TINY, "mlp_ratio": 4.0}, rngs=nnx.Rngs(0))

@@ -266,7 +266,11 @@ def build(cfg, *, rngs: nnx.Rngs, dtype=None, remat: bool = False) -> ClipModel:
   """ClipModel from a ClipConfig or a mapping of its fields (e.g. `clip_rules.infer_config`)."""
   if not isinstance(cfg, ClipConfig):
     names = {f.name for f in dataclasses.fields(ClipConfig)}
-    cfg = ClipConfig(**{k: v for k, v in dict(cfg).items() if k in names})
+    fields = dict(cfg)
+    unknown = sorted(set(fields) - names)
+    if unknown:
+      raise ValueError(f"CLIP config: unknown field(s) {unknown}; expected some of {sorted(names)}")
+    cfg = ClipConfig(**fields)
   return ClipModel(cfg, dtype=dtype, remat=remat, rngs=rngs)
 
 

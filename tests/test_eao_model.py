@@ -182,3 +182,17 @@ def test_family_objectives_return_the_active_pairs(outputs):
   assert float(metrics["text_nonempty"]) == 0.75
   only = losses.objectives(lambda _, train: out, batch, active=frozenset({"tv"}))[0]
   assert set(only) == {"tv"}
+
+
+def test_partial_batches_give_the_embeddings_of_the_present_modalities():
+  """Retrieval encodes texts and videos(+audio) separately: a batch with some modalities only."""
+  cfg = em.model_config("tiny")
+  batch = _batch()
+  text_only = {k: batch[k] for k in ("text", "text_mask")}
+  va = {k: v for k, v in batch.items() if not k.startswith("text")}
+  run = lambda b: em.build(cfg, rngs=nnx.Rngs(0))(b, force_cross_modal=True)
+  assert set(jax.eval_shape(run, text_only)) == {"text_embed", "text_nonempty_input_mask"}
+  out = jax.eval_shape(run, va)
+  assert {"video_embed", "audio_embed", "va_embed", "v+a_embed"} <= set(out)
+  assert not any(k.startswith(("text", "t")) for k in out)
+  assert out["va_embed"].shape == (B, 96)

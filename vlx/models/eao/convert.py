@@ -165,8 +165,6 @@ def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collection
   c.individual_projections = "text_proj.fc.weight" in names
   c.proj_dim = _shape(source, ("text_proj" if c.individual_projections else "proj")
                       + ".fc.weight")[0]
-  if hidden % c.num_heads:
-    c.num_heads = 1
   stripped = {_strip(k): v for k, v in source.items() if _strip(k).startswith("davenet.")}
   try:
     dv = davenet_rules.infer_config(stripped, "davenet.")

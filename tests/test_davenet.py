@@ -71,10 +71,19 @@ def test_batchnorm_running_vs_batch_statistics():
   def run(x):
     net = DAVEnet(feat_dim=8, layers=(1,), widths=(4, 6), kernel=3, rngs=nnx.Rngs(0))
     net.bn1.mean[...] = jnp.full((4,), 3.0)
-    return net(x), net(x, train=True), net.bn1(net.conv1(jnp.swapaxes(x, 1, 2)),
-                                               use_running_average=False)
+    evald, trained = net(x), net(x, train=True)
+    h = net.conv1(jnp.swapaxes(x, 1, 2))
+    before = net.bn1.var[...]
+    normed = net.bn1(h, train=True)
+    return evald, trained, normed, h, before, net.bn1.mean[...], net.bn1.var[...]
   x = jax.random.normal(jax.random.key(1), (2, 8, 40))
-  evald, trained, normed = jax.jit(run, compiler_options=FAST_COMPILE)(x)
+  evald, trained, normed, h, before, mean, var = jax.jit(run, compiler_options=FAST_COMPILE)(x)
   assert evald.shape == trained.shape == (2, 20, 6)
   assert not np.allclose(evald, trained)
   np.testing.assert_allclose(np.mean(np.asarray(normed), axis=(0, 1)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(np.std(np.asarray(normed), axis=(0, 1)), 1.0, atol=1e-2)
+  # torch's running update: momentum 0.1, unbiased batch variance
+  h = np.asarray(h).reshape(-1, 4)
+  np.testing.assert_allclose(var, 0.9 * np.asarray(before) + 0.1 * h.var(axis=0, ddof=1),
+                             rtol=1e-5)
+  assert np.all(np.asarray(mean) != 3.0)

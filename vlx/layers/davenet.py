@@ -33,13 +33,43 @@ def _conv(in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype, param_dty
                                                     (None, None, "embed")), rngs=rngs)
 
 
-def _bn(ch: int, *, param_dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
-  return nnx.BatchNorm(ch, epsilon=BN_EPS, momentum=0.9, use_fast_variance=False,
-                       param_dtype=common.as_dtype(param_dtype), rngs=rngs)
+class BatchNorm(nnx.Module):
+  """torch BatchNorm over [B, T, C] (statistics over B and T), eps 1e-5, momentum 0.1: normalises
+  with the biased batch variance and, in train mode, updates the running variance with the
+  unbiased one (n / (n - 1)), as torch does (flax's BatchNorm keeps the biased one)."""
+
+  def __init__(self, ch: int, *, eps: float = BN_EPS, momentum: float = 0.1,
+               param_dtype=jnp.float32):
+    pd = common.as_dtype(param_dtype)
+    self.scale = nnx.Param(jnp.ones((ch,), pd))
+    self.bias = nnx.Param(jnp.zeros((ch,), pd))
+    self.mean = nnx.BatchStat(jnp.zeros((ch,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((ch,), jnp.float32))
+    self.eps, self.momentum = eps, momentum
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axis=axes)
+      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+      n = xf.size // xf.shape[-1]
+      m = self.momentum
+      self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+      self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * n / max(n - 1, 1)
+    else:
+      mean, var = self.mean[...], self.var[...]
+    y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+    return y.astype(x.dtype)
 
 
-def _norm(bn: nnx.BatchNorm, x: jax.Array, train: bool) -> jax.Array:
-  return bn(x, use_running_average=not train)
+def _bn(ch: int, *, param_dtype, rngs: nnx.Rngs) -> BatchNorm:
+  del rngs
+  return BatchNorm(ch, param_dtype=param_dtype)
+
+
+def _norm(bn: BatchNorm, x: jax.Array, train: bool) -> jax.Array:
+  return bn(x, train=train)
 
 
 class BasicBlock(nnx.Module):

@@ -120,7 +120,7 @@ def pool_audio_tokens(tokens: jax.Array, mask: jax.Array, n_valid: jax.Array, k:
   clip = tokens[:, :k]
   if strategy == "clip":
     return clip, mask[:, :k]
-  nv = n_valid.astype(jnp.int32)[:, None]                          # [B, 1]
+  nv = jnp.minimum(n_valid.astype(jnp.int32), t)[:, None]         # [B, 1]: tokens[:n]
   i = jnp.arange(k)[None, :]                                       # [1, k]
   if strategy == "nearest":
     idx = (i * nv) // k

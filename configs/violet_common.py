@@ -93,8 +93,8 @@ def finetune_config(preset: str, *, task: str, builder: str, builder_config: str
                         resolution=DEMO["resolution"], max_text_len=DEMO["max_text_len"])
     # from scratch: lr 1e-4 (3e-4 collapses the embeddings to one point), clipping, warm-up
     c.optim.update(lr=1e-4, weight_decay=1e-3, grad_clip=5.0)
-    c.optim.schedule.update(type="linear", warmup_ratio=0.1)
-    c.train.update(num_steps=350, log_every=25, eval_every=0, ckpt_every=350, keep=1)
+    c.optim.schedule.update(type="constant", warmup_ratio=0.1)
+    c.train.update(num_steps=600, log_every=25, eval_every=0, ckpt_every=600, keep=1)
   else:  # tiny: seconds, for tests
     c.data.update(global_batch_size=8, tokenizer="moving_shapes", shuffle_buffer=64)
     c.data.train.update(builder="moving_shapes", builder_config="tiny", split="train",

@@ -46,14 +46,15 @@ def test_tiny_run_keeps_the_dvae_frozen(tiny_run, fast_build):
   c, work = tiny_run
   family = registry.get("violet")
   fresh = fast_build(lambda: steps.build_model(family, c))
+  dvae_targets.prepare_fresh_state(fresh, c)   # as the loop does: the conditioned random dVAE
   from flax import nnx  # pylint: disable=import-outside-toplevel
   init = {"/".join(map(str, k)): np.asarray(v[...])
           for k, v in nnx.to_flat_state(nnx.state(fresh, nnx.Param))}
   final = ckpt.load_params_flat(work)
   dvae = [k for k in init if k.startswith("dvae/")]
   assert dvae and all(k in final for k in dvae)
-  # both inits compiled, possibly differently: equal to float rounding; two AdamW steps at
-  # lr 1e-3 would move every weight by ~1e-3
+  # both inits compiled, possibly differently: equal to float rounding (the conditioning adds
+  # its own); two AdamW steps at lr 1e-3 would move every weight by ~1e-3
   for k in dvae:
     np.testing.assert_allclose(final[k], init[k], rtol=0, atol=1e-6, err_msg=k)
   moved = [k for k in init if not k.startswith("dvae/")

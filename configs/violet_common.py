@@ -15,9 +15,8 @@ model pairs rows, so the retrieval softmax runs over each GPU's 6 rows: config.m
 Step counts: epochs x training examples / batch, with the example counts of the official
 annotation files (override --config.train.num_steps for your copy). Frames: the reference
 pre-extracts T frames at int(n/(T+1)*(i+1)) (uniform, endpoints excluded) for training and
-testing alike; `segment_middle` (the middle of T equal segments) is the closest sampling here.
-Frames are squashed to a square (`resize='square'`), where the reference zero-pads to a square
-first.
+testing alike: `sampling='interior'` does the same on the stored frames. Frames are zero-padded
+to a square, then resized (`resize='pad_square'`, the reference's str2img).
 """
 from __future__ import annotations
 
@@ -73,14 +72,14 @@ def finetune_config(preset: str, *, task: str, builder: str, builder_config: str
   c.optim.schedule.update(type="constant", warmup_steps=0, warmup_ratio=0.0, end_value=0.0)
   c.init.keep_init = QAOE_FRESH if task == "qa" else ()
   c.data.answer_top_k = num_answers if task == "qa" and preset == "" else 0
-  c.data.train.update(task=DATA_TASKS[task], resize="square", norm="imagenet", crop=0,
+  c.data.train.update(task=DATA_TASKS[task], resize="pad_square", norm="imagenet", crop=0,
                       text_field=text_field, mc_template="{question} {choice}")
   if preset == "":
     batch = PER_GPU_BATCH[task] * REFERENCE_GPUS
     c.init.from_converted = CONVERTED_PRETRAIN
     c.data.update(global_batch_size=batch, tokenizer="bert-base-uncased", shuffle_buffer=10_000)
     c.data.train.update(builder=builder, builder_config=builder_config, split=train_split,
-                        num_frames=PAPER["num_frames"], sampling="segment_middle",
+                        num_frames=PAPER["num_frames"], sampling="interior",
                         resolution=PAPER["resolution"], max_text_len=PAPER["max_text_len"])
     c.train.update(num_steps=math.ceil(PAPER["epochs"] * train_examples / batch), log_every=100,
                    eval_every=0, ckpt_every=1000, keep=2)
@@ -107,10 +106,11 @@ def finetune_config(preset: str, *, task: str, builder: str, builder_config: str
 
 def eval_fields(c: ml_collections.ConfigDict, preset: str, **overrides) -> dict:
   """Data fields of an eval block: the training input's frames / size / text, fixed frames
-  (segment_middle), split 'test' (demo: its first 100 clips)."""
+  (the paper: interior, as the reference's extraction; demo / tiny: segment middles), split
+  'test' (demo: its first 100 clips)."""
   t = c.data.train
   out = dict(builder=t.builder, builder_config=t.builder_config, num_frames=t.num_frames,
-             sampling="segment_middle", resolution=t.resolution, crop=0, resize=t.resize,
+             sampling="interior" if preset == "" else "segment_middle", resolution=t.resolution, crop=0, resize=t.resize,
              norm=t.norm, max_text_len=t.max_text_len,
              split="test[:100]" if preset == "demo" else "test",
              batch_size={"": 32, "demo": 50}.get(preset, 4))

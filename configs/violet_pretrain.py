@@ -6,7 +6,7 @@ mixture, 4 frames at 224 px (zero-padded to a square, `resize='pad_square'`, Ima
 normalisation), 32 text tokens, batch 12 per GPU x 4 GPUs, AdamW (0.9, 0.98, eps 1e-8) lr 2e-5
 with decoupled weight decay 1e-3 on every parameter (torch AdamW: no exclusions), constant lr, no
 clipping, 5 epochs of WebVid + CC3M, every loss weight 1. Frames: the reference pre-extracts T
-frames at int(n/(T+1)*(i+1)); `segment_middle` is the closest sampling here. CC3M images are
+frames at int(n/(T+1)*(i+1)); `sampling='interior'` does the same on the stored frames. CC3M images are
 1-frame videos in the reference (Lv = 50); here a mixture batch has one frame count, so an image
 is repeated to 4 frames.
 
@@ -70,7 +70,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.update(global_batch_size=PER_GPU_BATCH * REFERENCE_GPUS, tokenizer="bert-base-uncased",
                   shuffle_buffer=10_000)
     c.data.train.update(builder="webvid", builder_config="", split="train", num_frames=4,
-                        sampling="segment_middle", resolution=224, max_text_len=32,
+                        sampling="interior", resolution=224, max_text_len=32,
                         mixture=PAPER_MIXTURE)
     c.train.update(num_steps=PAPER_NUM_STEPS, log_every=100, eval_every=0, ckpt_every=5000,
                    keep=3)

@@ -57,6 +57,15 @@ def test_short_clips_and_images_are_sampled_with_repetition(sampling):
   np.testing.assert_array_equal(video_ops.sample_indices(tf.constant(1), 4, sampling, seed), 0)
 
 
+@pytest.mark.parametrize("vlen", [1, 3, 5, 10, 37, 100, 251])
+def test_interior_sampling_is_the_reference_frame_extraction(vlen):
+  """VIOLET's extraction (its spec §1): N = n / (S + 1), frames int(N * (i + 1)), i < S."""
+  step = vlen / 6
+  want = [int(step * (i + 1)) for i in range(5)]
+  np.testing.assert_array_equal(video_ops.sample_indices(tf.constant(vlen), 5, "interior"), want)
+  assert min(want) >= 0 and max(want) < vlen
+
+
 def test_rand_and_headtail_sampling():
   seen = set()
   for s in range(50):

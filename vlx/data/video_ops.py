@@ -3,7 +3,9 @@
 Sampling follows ALPRO (spec §7): `rand` = sorted random frames without replacement, `headtail` =
 half from each half of the clip, `uniform` = numpy's integer arange `[0, s, 2s, ...]` with
 s = floor(vlen / T); and All-in-one (its spec §2): the clip cut into T equal segments, one frame
-per segment, `segment_rand` (random in the segment) or `segment_middle` (its middle). A clip with
+per segment, `segment_rand` (random in the segment) or `segment_middle` (its middle); and VIOLET's
+frame extraction (its spec §1): `interior` = frames floor(vlen * (i + 1) / (T + 1)), i < T, evenly
+spread with both ends excluded. A clip with
 fewer frames than T (builders store 1 fps; an image is a 1-frame clip) is sampled with repetition,
 spread evenly over its frames. Randomness comes only from stateless ops, so a clip's frames depend
 on its seed alone (the pipeline derives seeds from (config.seed, example counter)).
@@ -22,7 +24,7 @@ import tensorflow as tf
 from vlx.data import augment as aug
 from vlx.data.mixture import AUGMENTS
 
-SAMPLINGS = ("rand", "headtail", "uniform", "segment_rand", "segment_middle")
+SAMPLINGS = ("rand", "headtail", "uniform", "segment_rand", "segment_middle", "interior")
 RESIZES = ("square", "short_side", "pad_square")
 # CLIP pixel statistics (ALPRO's ImageNorm, spec §7), RGB.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,6 +60,10 @@ def sample_indices(vlen: tf.Tensor, num_frames: int, sampling: str,
     return tf.cond(vlen >= num_frames,
                    lambda: tf.range(num_frames, dtype=tf.int32) * (vlen // num_frames),
                    lambda: _spread(tf.constant(0), vlen, num_frames))
+  if sampling == "interior":  # int(vlen / (T + 1) * (i + 1)) as the reference, in float64
+    step = tf.cast(vlen, tf.float64) / float(num_frames + 1)
+    idx = tf.cast(tf.floor(step * tf.range(1, num_frames + 1, dtype=tf.float64)), tf.int32)
+    return tf.minimum(idx, tf.maximum(vlen - 1, 0))
   if sampling in ("segment_rand", "segment_middle"):
     return _segment_indices(vlen, num_frames, sampling == "segment_rand", seed)
   if seed is None:

@@ -10,7 +10,8 @@ Where the BERT / ViT parts sit, and what else a family needs (TimeSformer tempor
 tables, pos_embed resizing, refusing BERT), is the family's `Layout` (`Family.backbone_layout`,
 e.g. ALPRO: attn/norm1 also fill temporal_attn/temporal_norm, time_embed and temporal_fc start at
 zero, spec §11; All-in-one: the DeiT fills transformer/*, pos_embed's grid is resized bilinearly,
-no BERT). BERT layers 0..L-1 fill text and fusion layers alike (one BERT).
+no BERT; VIOLET: the BERT embeddings and layers sit at two separate prefixes and the MLM head has
+its own decoder, spec §4, §5.1). BERT layers 0..L-1 fill text and fusion layers alike (one BERT).
 
   state["params"], report = init_from_backbones(state["params"], layout=family.backbone_layout,
                                                 bert_dir=..., vit_file=...)
@@ -51,6 +52,11 @@ class Layout:
   grid to the model's; no_bert: why init.bert_dir is refused ("" = accepted); vit_hint: appended to
   a distilled/plain ViT mismatch error (which timm file each size expects); reasons: (first path
   component, why that model part keeps its fresh init) for the report.
+  text_embeddings / text_layers: where BERT's embeddings and encoder.layer.N go when they are not
+  a BertEncoder's `text`embeddings/ and `text`layers/N/ ("" = those); untied_mlm_decoder: the
+  MlmHead has its own decoder kernel [hidden, vocab], filled from cls.predictions.decoder.weight
+  (transposed) or, when the file has none, from the word embeddings (what tying gives); no_vit:
+  why init.vit_file is refused ("" = accepted).
   """
   text: str = "text/"
   mlm_head: str = "mlm_head/"
@@ -63,6 +69,25 @@ class Layout:
   no_bert: str = ""
   vit_hint: str = ""
   reasons: tuple[tuple[str, str], ...] = ()
+  text_embeddings: str = ""
+  text_layers: str = ""
+  untied_mlm_decoder: bool = False
+  no_vit: str = ""
+
+  @property
+  def bert_embeddings(self) -> str:
+    """Target prefix of the BERT embeddings (ending '/')."""
+    return self.text_embeddings or self.text + "embeddings/"
+
+  @property
+  def bert_layers(self) -> str:
+    """Target prefix of the BERT layers: layer N goes to this + 'N/'."""
+    return self.text_layers or self.text + "layers/"
+
+  def in_bert(self, path: str) -> bool:
+    """Whether `path` is a text-side variable a BERT file fills (MLM head excluded)."""
+    return path.startswith(tuple(p for p in (self.text, self.text_embeddings, self.text_layers)
+                                 if p))
 
 
 # -- reading the sources -------------------------------------------------------------------------
@@ -122,19 +147,19 @@ def read_bert_dir(bert_dir: str | os.PathLike) -> tuple[dict[str, np.ndarray], d
 def _check_bert_config(config: dict, targets: Mapping[str, Any], layout: Layout, where: str,
                        model_config: Any | None) -> None:
   """Sizes in config.json against the model (clear message naming both fields)."""
-  t = layout.text
-  checks = [("vocab_size", f"{t}embeddings/word/embedding", 0, "model.text.vocab_size"),
-            ("hidden_size", f"{t}embeddings/word/embedding", 1, "model.text.hidden_size"),
-            ("max_position_embeddings", f"{t}embeddings/position/embedding", 0,
+  e, t = layout.bert_embeddings, layout.bert_layers
+  checks = [("vocab_size", f"{e}word/embedding", 0, "model.text.vocab_size"),
+            ("hidden_size", f"{e}word/embedding", 1, "model.text.hidden_size"),
+            ("max_position_embeddings", f"{e}position/embedding", 0,
              "model.text.max_position_embeddings"),
-            ("type_vocab_size", f"{t}embeddings/token_type/embedding", 0,
+            ("type_vocab_size", f"{e}token_type/embedding", 0,
              "model.text.type_vocab_size"),
-            ("intermediate_size", f"{t}layers/0/mlp/fc1/kernel", 1, "model.text.intermediate_size")]
+            ("intermediate_size", f"{t}0/mlp/fc1/kernel", 1, "model.text.intermediate_size")]
   for field, path, axis, name in checks:
     if field in config and path in targets and int(config[field]) != targets[path].shape[axis]:
       raise ShapeMismatchError(f"{where}: {field}={config[field]} but the model has {name}="
                                f"{targets[path].shape[axis]}")
-  layers = _count(targets, re.escape(t) + r"layers/(\d+)/")
+  layers = _count(targets, re.escape(t) + r"(\d+)/")
   if "num_hidden_layers" in config and int(config["num_hidden_layers"]) != layers:
     raise ShapeMismatchError(f"{where}: num_hidden_layers={config['num_hidden_layers']} but the "
                              f"model has model.text.num_layers={layers} (BERT layers fill text "
@@ -216,6 +241,9 @@ def _zero_targets(targets: Mapping[str, Any], layout: Layout) -> dict[str, Any]:
 def _group(path: str, layout: Layout) -> str:
   """Report granularity: `video/blocks`, `text/layers`, ... inside the backbones, else top level."""
   parts = path.split("/")
+  for prefix in (layout.text_embeddings, layout.text_layers):
+    if prefix and path.startswith(prefix):
+      return prefix.rstrip("/")
   inside = path.startswith((layout.video, layout.text)) and len(parts) > 2
   return "/".join(parts[:2]) if inside else parts[0]
 
@@ -239,6 +267,8 @@ def init_from_backbones(state: Any, *, layout: Layout, bert_dir: str | None = No
                           "needs the model family's backbone_layout; this family declares none")
   if bert_dir and layout.no_bert:
     raise ConversionError(f"init.bert_dir={os.fspath(bert_dir)!r}: {layout.no_bert}")
+  if vit_file and layout.no_vit:
+    raise ConversionError(f"init.vit_file={os.fspath(vit_file)!r}: {layout.no_vit}")
   filled: dict[str, Any] = {}
   origin: dict[str, str] = {}
   report: dict[str, Any] = {"sources": {}, "unused": {}}
@@ -257,7 +287,9 @@ def init_from_backbones(state: Any, *, layout: Layout, bert_dir: str | None = No
     _check_bert_config(config, targets, layout, f"{bert_dir}/config.json", model_config)
     rules, unused, tied, fmt = bert_rules.hf_bert(
         source, layout.text, layout.mlm_head,
-        has_mlm=any(n.startswith(layout.mlm_head) for n in names), where=wpath)
+        has_mlm=any(n.startswith(layout.mlm_head) for n in names), where=wpath,
+        embeddings_dst=layout.text_embeddings or None, layers_dst=layout.text_layers or None,
+        untied_decoder=layout.untied_mlm_decoder)
     mapped = map_keys(source, rules, targets, unused=unused, tied=tied, what="bert")
     absorb(mapped, "bert", wpath)
     origin.update({t: f"bert:{wpath}" for t in mapped.filled})
@@ -307,7 +339,7 @@ def _kept_reason(group: str, path: str, reasons: dict[str, str], layout: Layout,
   if path.startswith(layout.video):
     return "no init.vit_file given: fresh init" if not vit_file else (
         "not in the ViT file: fresh init")
-  if path.startswith(layout.text):
+  if layout.in_bert(path):
     return "no init.bert_dir given: fresh init" if not bert_dir else (
         "not in the BERT file: fresh init")
   if path.startswith(layout.mlm_head):

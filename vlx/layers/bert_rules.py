@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vlx.convert import hooks as hk
 from vlx.convert import rules as r
 from vlx.convert.errors import WrongFamilyError
 from vlx.convert.rules import Rule, Tied
@@ -49,10 +50,23 @@ def mlm_head(src: str, dst: str, *, legacy: bool = False) -> list[Rule]:
           *r.norm(src + r"transform\.LayerNorm", dst + "norm", legacy=legacy)]
 
 
-def hf_bert(source: Mapping[str, Any], text: str, mlm: str, *, has_mlm: bool, where: str
+def _word_and_decoder(x: Any) -> tuple[Any, Any]:
+  """Word embeddings [vocab, hidden] -> (themselves, an untied decoder kernel [hidden, vocab])."""
+  return x, hk.linear(x)
+
+
+def hf_bert(source: Mapping[str, Any], text: str, mlm: str, *, has_mlm: bool, where: str,
+            embeddings_dst: str | None = None, layers_dst: str | None = None,
+            untied_decoder: bool = False
             ) -> tuple[list[Rule], dict[str, str], list[Tied], str]:
   """(rules, unused, tied, format name) for a Hugging Face BERT state dict, with or without the
-  `bert.` level, onto a BertEncoder at `text` and an MlmHead at `mlm` (paths ending in '/')."""
+  `bert.` level, onto a BertEncoder at `text` and an MlmHead at `mlm` (paths ending in '/').
+
+  embeddings_dst / layers_dst: BertEmbeddings and BertLayer-list paths used instead of the
+  BertEncoder's (a model whose BERT is split, e.g. VIOLET's text/ and encoder/N/).
+  untied_decoder: the MlmHead has its own decoder kernel: filled from cls.predictions.decoder.weight
+  (transposed) or, in a file without it (a bare BertModel, or a safetensors file that stores the
+  tied tensor once), from the word embeddings, which is what tying gives."""
   if "bert.embeddings.word_embeddings.weight" in source:
     p, fmt = r"bert\.", ("BertForPreTraining" if any(k.startswith("cls.seq_relationship.")
                                                      for k in source) else "BertForMaskedLM")
@@ -62,7 +76,11 @@ def hf_bert(source: Mapping[str, Any], text: str, mlm: str, *, has_mlm: bool, wh
     raise WrongFamilyError(f"{where}: not a BERT state dict (expected bert.embeddings."
                            "word_embeddings.weight or embeddings.word_embeddings.weight, got e.g. "
                            f"{sorted(source)[:6]})")
-  rules = encoder(p, text, legacy=True)
+  if embeddings_dst is None and layers_dst is None:
+    rules = encoder(p, text, legacy=True)
+  else:
+    rules = [*embeddings(p + r"embeddings\.", embeddings_dst or text + "embeddings/", legacy=True),
+             *layers(p + r"encoder\.", layers_dst or text + "layers/", legacy=True)]
   unused = {
       p + r"embeddings\.(?:position_ids|token_type_ids)":
           "constant buffer; vlx builds positions/types itself",
@@ -73,7 +91,15 @@ def hf_bert(source: Mapping[str, Any], text: str, mlm: str, *, has_mlm: bool, wh
   c = r"cls\.predictions\."
   if has_mlm:
     rules += mlm_head(c, mlm, legacy=True)
-    if p:
+    if untied_decoder and "cls.predictions.decoder.weight" in source:
+      rules.append(Rule(c + r"decoder\.weight", mlm + "decoder/kernel", hk.linear))
+    elif untied_decoder:  # first match wins: this rule shadows the plain word-embedding rule
+      word = "bert.embeddings.word_embeddings.weight" if p else "embeddings.word_embeddings.weight"
+      emb = embeddings_dst or text + "embeddings/"
+      rules.insert(0, Rule(word.replace(".", r"\."), (emb + "word/embedding",
+                                                       mlm + "decoder/kernel"),
+                           _word_and_decoder))
+    elif p:
       tied.append(Tied(c + r"decoder\.weight", "bert.embeddings.word_embeddings.weight",
                        "MLM decoder weight = the word embeddings (tied)"))
     tied.append(Tied(c + r"decoder\.bias", "cls.predictions.bias",

@@ -13,9 +13,10 @@ is repeated to 4 frames.
 Initialisation: the Kinetics Video Swin the reference loads (`_snapshot/ckpt_video-swin.pt`),
 converted with `python -m vlx.convert --family violet` (its 'video_swin' variant puts the weights
 at `video/`), as `init.from_converted`. The reference also starts the text embeddings, the
-cross-modal layers and the MLM head from bert-base-uncased; `init.bert_dir` cannot place them yet
-(VIOLET's BERT is split into `text/` embeddings and `encoder/N` layers, which the generic backbone
-layout does not describe), so they start fresh unless a converted VIOLET checkpoint is loaded.
+cross-modal layers and the (untied) MLM head from bert-base-uncased: add
+`--config.init.bert_dir=<local copy of bert-base-uncased>` (a Hugging Face folder, like ALPRO's) to
+fill `text/`, `encoder/N` and `mlm_head/` (vlx/models/violet/layout.py); without it they start
+fresh. `init.vit_file` is refused (the video tower is a Video Swin).
 
 MVM targets: on the fly from the frozen DALL-E encoder (`model.dvae`, OpenAI's encoder.pkl
 converted with `python -m vlx.convert --family violet` into DVAE_CONVERTED), or from a token

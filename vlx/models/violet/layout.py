@@ -1,4 +1,4 @@
-"""Where bert-base-uncased goes in the VIOLET module tree (`Family.backbone_layout`, spec §4, §5.1).
+"""Where bert-base-uncased goes in the VIOLET module tree (`Family.backbone_layout`, spec §4, 5.1).
 
 The reference builds its text embeddings from BertModel('bert-base-uncased').embeddings, its
 cross-modal layers from BertForMaskedLM('bert-base-uncased').bert.encoder and its MLM head from a

@@ -2,9 +2,11 @@
 (configs/violet_msrvtt_qa.py) with the blanked sentence as the question, over the 908 most
 frequent training answers (the authors' VIOLETv2 args; probable for v1), paper 53.7.
 
-Data: the `lsmdc/fib` builder stores `fib` = [{sentence, answer}], not the `qa` feature that
-task 'qa' reads, so the paper preset stops with a one-line data error until the QA task can read
-it (or a builder writes `qa`). `:demo` / `:tiny` train on moving_shapes' questions.
+Data: the `lsmdc/fib` builder stores `fib` = [{sentence, answer}] and no `qa` feature; task 'qa'
+then reads `fib` (vlx.data.qa.QA_FEATURES: question = the sentence with its blank, answer = the
+blank's word) for training, the answer vocabulary and evaluation. The per-type accuracies of the
+first-word types (what/who/...) do not apply to FiB sentences; `acc` is the paper's number.
+`:demo` / `:tiny` train on moving_shapes' questions.
 """
 from __future__ import annotations
 

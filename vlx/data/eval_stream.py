@@ -20,7 +20,7 @@ def _row_counts(builder, splits: list[str], ctx: tasks.EvalText, rows: str,
   if rows in ("clip", "multiple_choice", "classification"):
     return [builder.info.splits[s].num_examples * num_views for s in splits]
   if rows == "qa":
-    return [sum(len(c["question"]) for c in qa.read_split_texts(builder, s, "qa"))
+    return [sum(len(c["question"]) for c in qa.read_qa_pairs(builder, s))
             for s in splits]
   return [sum(int(np.size(ex[ctx.field])) for ex in tasks.read_features(builder, s, (ctx.field,)))
           for s in splits]
@@ -36,7 +36,7 @@ def _eval_context(eval_cfg, config, builder, task: str,
   if task == "retrieval":
     ctx.field = tasks.text_field(eval_cfg, builder, where)
   elif task == "qa":
-    tasks.require_features(builder, ("qa",), f"{where}.task='qa'")
+    ctx.qa_feature = qa.qa_feature(builder, f"{where}.task='qa'")
     ctx.vocab = qa.resolve_answer_vocab(config)
     ctx.qtypes = tuple(eval_cfg.get("qtypes", qa.MSRVTT_QTYPES))
     ctx.qtype_source = eval_cfg.get("qtype_source", "first_word")

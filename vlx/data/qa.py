@@ -12,6 +12,10 @@ Question types: the reference reads an `answer_type` field written into its anno
 MSRVTT-QA / MSVD-QA one of what/who/how/where/when: the question's wh-word). Here the type is the
 question's first word (`qtype_source='first_word'`) or a builder's own `qa/qtype` feature
 (`qtype_source='feature'`, e.g. moving_shapes: colour/shape/direction/count).
+
+QA pairs come from the builder's `qa` feature (question/answer[/qtype]) or, for a dataset without
+one, its fill-in-the-blank `fib` feature (sentence with the blank = the question, answer): every
+reader (training rows, answer vocabulary, evaluation rows) resolves it with `qa_feature`.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ MSRVTT_QTYPES = ("what", "who", "how", "where", "when")
 MIN_NUM_LABELS = 1500           # num_labels = max(len(ans2label), 1500) in the reference
 VOCAB_FILENAME = "train_ans2label.json"
 QTYPE_SOURCES = ("first_word", "feature")
+# QA-pair feature -> (its question field, its answer field); the first one a builder has is read
+QA_FEATURES = {"qa": ("question", "answer"), "fib": ("sentence", "answer")}
 _cache: dict[tuple, dict[str, int]] = {}
 
 
@@ -134,6 +140,31 @@ def read_split_texts(builder, split: str, feature: str) -> list[dict[str, list[s
   return out
 
 
+def qa_feature(builder, where: str = "the QA data path") -> str:
+  """The builder's QA-pair feature: the first of QA_FEATURES it has (`qa` before `fib`)."""
+  for name in QA_FEATURES:
+    if name in builder.info.features:
+      return name
+  raise DataConfigError(f"dataset {builder.name} has none of the QA features {list(QA_FEATURES)} "
+                        f"(needed by {where}); it has {sorted(builder.info.features.keys())}")
+
+
+def as_qa(value: dict, feature: str) -> dict:
+  """A `feature` value (dict of fields) with its question/answer fields named question/answer."""
+  q, a = QA_FEATURES[feature]
+  if (q, a) == ("question", "answer"):
+    return value
+  rest = {k: v for k, v in value.items() if k not in (q, a)}
+  return dict(rest, question=value[q], answer=value[a])
+
+
+def read_qa_pairs(builder, split: str) -> list[dict[str, list[str]]]:
+  """Per clip of `split`, its QA pairs {'question': [...], 'answer': [...][, 'qtype': [...]]}
+  from the builder's QA-pair feature (qa_feature), without decoding the videos."""
+  feature = qa_feature(builder, f"split {split!r}")
+  return [as_qa(c, feature) for c in read_split_texts(builder, split, feature)]
+
+
 def resolve_answer_vocab(config, workdir: str = "") -> dict[str, int]:
   """config.data.answer_vocab if set, else built from the train split's QA answers
   (top config.data.answer_top_k, 0 = all); written to <workdir>/train_ans2label.json if given."""
@@ -149,7 +180,7 @@ def resolve_answer_vocab(config, workdir: str = "") -> dict[str, int]:
       from vlx.data import pipeline  # pylint: disable=g-import-not-at-top (TF stays lazy)
       builder = pipeline.get_builder(t.builder, t.get("builder_config", ""), d.data_dir,
                                      d.get("manual_dir", ""))
-      answers = [a for clip in read_split_texts(builder, t.split, "qa") for a in clip["answer"]]
+      answers = [a for clip in read_qa_pairs(builder, t.split) for a in clip["answer"]]
       if not answers:
         raise DataConfigError(f"no QA answers in {t.builder}/{t.split} to build the answer vocabulary")
       _cache[key] = build_answer_vocab(answers, key[-1])

@@ -5,8 +5,8 @@ is its `Task`: the features a training example needs, its records (one per clip,
 its row fields and its batch keys (`train_keys` / `eval_keys`, besides the inputs' keys, which the
 modality readers yield: vlx.data.modalities). Training rows are built with TF ops inside tf.data
 (texts tokenized per batch in a py_function, `TrainText`); evaluation rows with numpy
-(`EvalText`). The data_contract feature names are read: `captions` (or any `text_field`), `qa`,
-`question` / `mc_choices` / `mc_answer`, `label` (ClassLabel).
+(`EvalText`). The data_contract feature names are read: `captions` (or any `text_field`), `qa`
+(or `fib`, qa.QA_FEATURES), `question` / `mc_choices` / `mc_answer`, `label` (ClassLabel).
 """
 from __future__ import annotations
 
@@ -239,7 +239,8 @@ class QA(Task):
     """The reference trains on the (clip, question) pairs whose answer is in ans2label."""
     vocab = qa.resolve_answer_vocab(config)
     check_num_labels(config, len(vocab), "answer vocabulary")
-    clips = qa.read_split_texts(builder, split, "qa")
+    clips = qa.read_qa_pairs(builder, split)
+    feature = qa.qa_feature(builder)
     count = sum(int((qa.answer_labels(c["answer"], vocab) >= 0).sum()) for c in clips)
     init = tf.lookup.KeyValueTensorInitializer(tf.constant(list(vocab), tf.string),
                                                tf.constant(list(vocab.values()), tf.int32))
@@ -247,7 +248,8 @@ class QA(Task):
     base = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
 
     def rows(ex):
-      pairs = dict(question=ex["qa"]["question"], label=table.lookup(ex["qa"]["answer"]))
+      pair = qa.as_qa(ex[feature], feature)
+      pairs = dict(question=pair["question"], label=table.lookup(pair["answer"]))
       shared = {k: ex[k] for k in keep}
       return tf.data.Dataset.from_tensor_slices(pairs).map(lambda r: dict(**shared, **r))
 
@@ -261,7 +263,7 @@ class QA(Task):
     return dict(text_ids=ids, text_mask=mask, label=batch["label"])
 
   def eval_fields(self, ex, ctx):
-    return dict(text=ex["qa"])
+    return dict(text=qa.as_qa(ex[ctx.qa_feature], ctx.qa_feature))
 
 
 class MultipleChoice(Task):
@@ -348,6 +350,7 @@ class EvalText:
   vocab: dict | None = None
   qtypes: tuple = ()
   qtype_source: str = "first_word"
+  qa_feature: str = "qa"      # the builder's QA-pair feature (qa.qa_feature)
   num_choices: int = 0
   inputs: dict = dataclasses.field(default_factory=dict)  # {key: (row shape, dtype)} (readers)
 

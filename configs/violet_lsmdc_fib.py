@@ -4,7 +4,7 @@ frequent training answers (the authors' VIOLETv2 args; probable for v1), paper 5
 
 Data: the `lsmdc/fib` builder stores `fib` = [{sentence, answer}] and no `qa` feature; task 'qa'
 then reads `fib` (vlx.data.qa.QA_FEATURES: question = the sentence with its blank, answer = the
-blank's word) for training, the answer vocabulary and evaluation. The per-type accuracies of the
+blank's word) for training, the answer vocabulary and evaluation. No per-type accuracies: the
 first-word types (what/who/...) do not apply to FiB sentences; `acc` is the paper's number.
 `:demo` / `:tiny` train on moving_shapes' questions.
 """
@@ -19,7 +19,8 @@ TRAIN_EXAMPLES = 296_960    # LSMDC16 fill-in-the-blank training sentences
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return violet_common.qa_config(common.parse_preset(arg), vocab="lsmdc_fib", builder="lsmdc",
-                                 builder_config="fib", train_examples=TRAIN_EXAMPLES)
+                                 builder_config="fib", train_examples=TRAIN_EXAMPLES,
+                                 qtypes=())
 
 
 get_config = common.with_modifiers(get_config)

@@ -19,12 +19,11 @@ fill `text/`, `encoder/N` and `mlm_head/` (vlx/models/violet/layout.py); without
 fresh. `init.vit_file` is refused (the video tower is a Video Swin).
 
 MVM targets: on the fly from the frozen DALL-E encoder (`model.dvae`, OpenAI's encoder.pkl
-converted with `python -m vlx.convert --family violet` into DVAE_CONVERTED), or from a token
-dataset: `python -m vlx.tokenize ...` then
-  --config.data.train.inputs.video = ConfigDict(reader='frames')
-  --config.data.train.inputs.vq_tokens = ConfigDict(reader='token_grid', align_with='video',
-                                                    height=7, width=7)
-with model.dvae.enabled=False (the batch key `vq_tokens` wins when both are there).
+converted with `python -m vlx.convert --family violet` into DVAE_CONVERTED), or, with the `tokens`
+option (`--config configs/violet_pretrain.py:tokens`, `:demo,tokens`), from token datasets written
+by `python -m vlx.tokenize` (builder `<name>_vq` beside each source in the same data_dir, with
+`--grid` = resolution / 32): the `frames` reader plus a `token_grid` reader aligned with it, so
+`vq_tokens` are the codes of exactly the sampled frames, and no dVAE in the step.
 
 `:demo` pre-trains a small VIOLET on moving_shapes on a CPU in minutes (frames resized to 96 px:
 3x3 visual tokens, the least blockwise masking allows; targets from a random dVAE) and logs
@@ -46,12 +45,49 @@ PAPER_NUM_STEPS = 5 * (2_500_000 + 3_000_000) // (PER_GPU_BATCH * REFERENCE_GPUS
 # One dataset per step with probability ∝ weight: WebVid and CC3M by size (the reference visits
 # each whole dataset once per epoch); YT-Temporal's share is not given by the reference (it is
 # not in the released code): as WebVid's here.
-PAPER_MIXTURE = ("webvid:2.5", "cc3m:3.0", "yt_temporal:2.5")
+# Builder configs named so `:tokens` finds the token datasets `vlx.tokenize --config C` writes.
+PAPER_MIXTURE = ("webvid/2M:2.5", "cc3m/default:3.0", "yt_temporal/default:2.5")
 DEMO = dict(num_frames=4, resolution=96, max_text_len=16, batch=16)
 TINY = dict(num_frames=2, resolution=96, max_text_len=12, batch=8)
 
 
+def _vq(name: str, config: str, grid: int) -> tuple[str, str]:
+  """The token dataset `vlx.tokenize --builder name --config config --grid grid` writes:
+  builder `<name>_vq`, config `<config>[_g<grid>_pad]` (no suffix at VIOLET's grid 7)."""
+  tag = "" if grid == 7 else f"g{grid}_pad"
+  return name + "_vq", "_".join(p for p in (config, tag) if p)
+
+
+def _vq_entry(entry: str, grid: int) -> str:
+  """A mixture entry 'name[/config][:weight]' -> the same entry on its token dataset."""
+  head, colon, weight = entry.partition(":")
+  name, _, config = head.partition("/")
+  name, config = _vq(name, config, grid)
+  return name + (f"/{config}" if config else "") + colon + weight
+
+
+def from_token_datasets(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """MVM targets from `vlx.tokenize` datasets instead of the dVAE inside the step."""
+  t = c.data.train
+  grid = int(t.resolution) // 32
+  t.builder, t.builder_config = _vq(t.builder, t.builder_config, grid)
+  t.mixture = tuple(_vq_entry(e, grid) for e in t.mixture)
+  t.inputs = ml_collections.ConfigDict(dict(
+      video=dict(reader="frames"),
+      vq_tokens=dict(reader="token_grid", height=grid, width=grid, align_with="video")))
+  c.model.dvae.enabled = False
+  c.model.dvae.converted = ""
+  return c
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  tokens = "tokens" in parts
+  c = _get_config(",".join(p for p in parts if p != "tokens"))
+  return from_token_datasets(c) if tokens else c
+
+
+def _get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = common.parse_preset(arg)
   c = common.base_config()
   c.seed = 42
@@ -70,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.init.from_converted = VIDEO_SWIN_CONVERTED
     c.data.update(global_batch_size=PER_GPU_BATCH * REFERENCE_GPUS, tokenizer="bert-base-uncased",
                   shuffle_buffer=10_000)
-    c.data.train.update(builder="webvid", builder_config="", split="train", num_frames=4,
+    c.data.train.update(builder="webvid", builder_config="2M", split="train", num_frames=4,
                         sampling="interior", resolution=224, max_text_len=32,
                         mixture=PAPER_MIXTURE)
     c.train.update(num_steps=PAPER_NUM_STEPS, log_every=100, eval_every=0, ckpt_every=5000,

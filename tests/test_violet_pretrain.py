@@ -192,7 +192,8 @@ def test_presets(preset):
   if preset == "":
     assert c.data.global_batch_size == 48 and c.optim.lr == 2e-5
     assert c.optim.schedule.type == "constant" and c.data.train.max_text_len == 32
-    assert {m.split(":")[0] for m in c.data.train.mixture} == {"webvid", "cc3m", "yt_temporal"}
+    assert {m.split(":")[0].split("/")[0] for m in c.data.train.mixture} == {"webvid", "cc3m",
+                                                                         "yt_temporal"}
 
 
 def test_a_random_dvae_is_conditioned_to_varied_codes(fast_build):
@@ -219,3 +220,27 @@ def test_a_random_dvae_is_conditioned_to_varied_codes(fast_build):
   after = np.asarray(codes(state, jnp.asarray(imgs)))
   assert len(np.unique(after)) > 2 * len(np.unique(before))
   assert np.bincount(after.ravel()).max() < 0.45 * after.size
+
+
+@pytest.mark.parametrize("preset", ["", "demo", "tiny"])
+def test_tokens_option_reads_the_datasets_vlx_tokenize_writes(preset):
+  """`:tokens` names exactly the token datasets `vlx.tokenize --grid resolution/32` writes, reads
+  the codes of the sampled frames and runs no dVAE in the step."""
+  from vlx.data.tokenize import settings as tok
+  plain = violet_pretrain.get_config(preset)
+  c = violet_pretrain.get_config(",".join(p for p in (preset, "tokens") if p))
+  t, grid = c.data.train, plain.data.train.resolution // 32
+  want = tok.output_names(tok.Settings(builder=plain.data.train.builder, split="train",
+                                       config=plain.data.train.builder_config, data_dir="D",
+                                       grid=grid))
+  assert (t.builder, t.builder_config) == want
+  for entry, source in zip(t.mixture, plain.data.train.mixture):
+    head, _, weight = source.partition(":")
+    name, _, config = head.partition("/")
+    out, out_config = tok.output_names(tok.Settings(builder=name, config=config, split="train",
+                                                    data_dir="D", grid=grid))
+    assert entry == f"{out}/{out_config}:{weight}" if out_config else f"{out}:{weight}"
+  assert t.inputs.vq_tokens.to_dict() == dict(reader="token_grid", height=grid, width=grid,
+                                              align_with="video")
+  assert not c.model.dvae.enabled
+  registry.get("violet").validate_config(c)

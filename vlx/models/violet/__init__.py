@@ -11,6 +11,7 @@ import importlib
 from typing import Any, Callable
 
 from vlx import registry
+from vlx.models.violet.layout import BACKBONE_LAYOUT
 
 # Pre-training (spec §5) then downstream (spec §6) objectives.
 OBJECTIVES = ("vtm", "mlm", "mvm", "ret", "vtc", "qa", "mc")
@@ -47,7 +48,7 @@ FAMILY = registry.Family(
     mc_scores=_late("tasks", "mc_scores"),
     converter="vlx.models.violet.convert",
     fixture_outputs=_late("load_fixture", "compute_fixture_outputs"),
-    parity_tolerances=PARITY_TOLERANCES,
+    parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
     data_hooks=_late("data", "data_hooks"))
 
 __all__ = ["FAMILY", "OBJECTIVES", "build"]

@@ -69,7 +69,7 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool) -> dict:
   rules = tuple(config.mesh.rules)
   tx, sched = optim.make_optimizer(config)
   graphdef, abstract = steps.abstract_state(family, config, tx)
-  shardings = steps.state_shardings(abstract, tx, mesh, rules)
+  shardings = steps.state_shardings(abstract, tx, mesh, rules, family.frozen_params)
   batch = synthetic_batch(config, batch_size)
   bsh = shd.batch_sharding(mesh, rules)
   fn = steps.jit_train_step(steps.make_train_step(family, config, graphdef, tx, sched),

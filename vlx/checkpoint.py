@@ -257,3 +257,31 @@ def load_params_flat(path: str, what: str = "config.init") -> dict[str, np.ndarr
     raise FileNotFoundError(f"{what}={path!r}: neither a vlx workdir/checkpoint (checkpoints/"
                             "<step>) nor a converted dir (model_config.json)") from None
   return {k: np.asarray(v) for k, v in _flat(_restore_params_numpy(step_dir)).items()}
+
+
+def fill_module(module: Any, source: dict[str, Any], what: str, hint: str) -> int:
+  """Copies `source` ({'a/b/kernel': array}, paths relative to `module`) into every nnx.Param of
+  `module`, in place, on each parameter's sharding. Every parameter must be there with its shape:
+  otherwise one ValueError naming `what`, the missing / mismatched paths and `hint`. Returns the
+  number of arrays loaded (a frozen sub-model loaded from another run or a converted dir)."""
+  state = nnx.state(module, nnx.Param)
+  missing, bad = [], []
+
+  def one(p, leaf):
+    key = path_str(p)
+    src = source.get(key)
+    if src is None:
+      missing.append(key)
+      return leaf
+    if tuple(src.shape) != tuple(leaf.shape):
+      bad.append(f"{key} {tuple(src.shape)} != {tuple(leaf.shape)}")
+      return leaf
+    return jax.device_put(np.asarray(src, leaf.dtype), getattr(leaf, "sharding", None))
+
+  pure = jax.tree_util.tree_map_with_path(one, nnx.to_pure_dict(state))
+  if missing or bad:
+    raise ValueError(f"{what}: {len(missing)} parameters missing {missing[:8]}, shape "
+                     f"mismatches {bad[:8]} ({hint})")
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(module, state)
+  return len(jax.tree.leaves(pure))

@@ -18,7 +18,6 @@ from flax import nnx
 
 from vlx import checkpoint as ckpt
 from vlx.models.alpro import prompts
-from vlx.optim import path_str
 
 PROMPT_FEAT = "prompt_feat"
 
@@ -35,31 +34,12 @@ def load_prompter(prompter: nnx.Module, path: str) -> int:
   """Copies the parameters of `path` (vlx workdir or converted dir) into `prompter` (in place);
   every prompter parameter must be found with its shape. Returns the number loaded."""
   source = prompter_source(ckpt.load_params_flat(path, "config.init.prompter"))
-  state = nnx.state(prompter, nnx.Param)
-  missing, bad = [], []
-
-  def one(p, leaf):
-    key = path_str(p)
-    src = source.get(key)
-    if src is None:
-      missing.append(key)
-      return leaf
-    if tuple(src.shape) != tuple(leaf.shape):
-      bad.append(f"{key} {tuple(src.shape)} != {tuple(leaf.shape)}")
-      return leaf
-    return jax.device_put(jnp.asarray(src, leaf.dtype), leaf.sharding)
-
-  pure = jax.tree_util.tree_map_with_path(one, nnx.to_pure_dict(state))
-  if missing or bad:
-    raise ValueError(f"config.init.prompter={path!r} does not fit model.prompter: "
-                     f"{len(missing)} parameters missing {missing[:8]}, shape mismatches "
-                     f"{bad[:8]} (a run of configs/alpro_prompter_pretrain.py with the same "
-                     "model sizes, or a converted ALPRO prompter/pretrain checkpoint)")
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(prompter, state)
-  logging.info("loaded %d prompter parameters from %s (prompt features skipped)",
-               len(jax.tree.leaves(pure)), path)
-  return len(jax.tree.leaves(pure))
+  n = ckpt.fill_module(
+      prompter, source, f"config.init.prompter={path!r} does not fit model.prompter",
+      "a run of configs/alpro_prompter_pretrain.py with the same model sizes, or a converted "
+      "ALPRO prompter/pretrain checkpoint")
+  logging.info("loaded %d prompter parameters from %s (prompt features skipped)", n, path)
+  return n
 
 
 def prompt_features(prompter: nnx.Module, config: ml_collections.ConfigDict

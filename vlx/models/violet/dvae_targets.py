@@ -67,31 +67,11 @@ def load_dvae(dvae: nnx.Module, path: str) -> int:
   """Copies the converted encoder at `path` into `dvae` in place; every parameter must be found
   with its shape. Returns the number of arrays loaded."""
   from vlx import checkpoint as ckpt  # pylint: disable=import-outside-toplevel
-  from vlx.optim import path_str  # pylint: disable=import-outside-toplevel
   source = _dvae_source(ckpt.load_params_flat(path, "config.model.dvae.converted"))
-  state = nnx.state(dvae, nnx.Param)
-  missing, bad = [], []
-
-  def one(p, leaf):
-    key = path_str(p)
-    src = source.get(key)
-    if src is None:
-      missing.append(key)
-      return leaf
-    if tuple(src.shape) != tuple(leaf.shape):
-      bad.append(f"{key} {tuple(src.shape)} != {tuple(leaf.shape)}")
-      return leaf
-    return jax.device_put(jnp.asarray(src, leaf.dtype), getattr(leaf, "sharding", None))
-
-  pure = jax.tree_util.tree_map_with_path(one, nnx.to_pure_dict(state))
-  if missing or bad:
-    raise ValueError(f"config.model.dvae.converted={path!r} does not fit model.dvae: "
-                     f"{len(missing)} parameters missing {missing[:6]}, shape mismatches "
-                     f"{bad[:6]} (convert OpenAI's encoder.pkl with `python -m vlx.convert "
-                     "--family violet`; config.model.dvae sizes must match it)")
-  nnx.replace_by_pure_dict(state, pure)
-  nnx.update(dvae, state)
-  return len(jax.tree.leaves(pure))
+  return ckpt.fill_module(
+      dvae, source, f"config.model.dvae.converted={path!r} does not fit model.dvae",
+      "convert OpenAI's encoder.pkl with `python -m vlx.convert --family violet`; "
+      "config.model.dvae sizes must match it")
 
 
 def condition_random(dvae: nnx.Module, seed: int, *, size: int = 32, count: int = 64,

@@ -124,3 +124,24 @@ def test_video_swin_file_fills_the_paths_of_violet(reference_dir):
   assert ours and set(ours) == {p for p in theirs if p[0] == "video"}
   for path, var in ours.items():
     np.testing.assert_array_equal(var[...], theirs[path][...], err_msg="/".join(map(str, path)))
+
+
+@pytest.mark.torch
+def test_cli_uses_a_converters_container_reader(reference_dir, tmp_path, capsys, monkeypatch):
+  """A converter module's optional read_checkpoint(path) -> (state dict, variant, overrides)
+  replaces the generic reader: its variant and sizes reach the conversion, --set still wins."""
+  from vlx.models.violet import convert as violet_convert
+  ckpt = reference_dir / "violet" / "tiny" / "checkpoint_retrieval.pt"
+  seen = []
+
+  def reader(path):
+    seen.append(str(path))
+    return load_state_dict(path), "qamc", {"text": {"num_heads": 4, "ln_eps": 1e-12}}
+
+  monkeypatch.setattr(violet_convert, "read_checkpoint", reader, raising=False)
+  out = tmp_path / "out"
+  assert cli.main(["--family", "violet", "--checkpoint", str(ckpt), "--out", str(out),
+                   "--set", "text.num_heads=2"]) == 0, capsys.readouterr()
+  assert seen == [str(ckpt)] and "variant qamc" in capsys.readouterr().out
+  cfg, _ = load_converted(out, build=vm.build)
+  assert (cfg.head, cfg.text.num_heads) == ("qamc", 2)

@@ -41,7 +41,9 @@ class Family:
     class_logits(model, batch) -> [B, C].
   Weights:
     converter: import path of the module with the converter rules (vlx.convert.engine reads it;
-      imported on use), None = no converter.
+      imported on use), None = no converter. Optionally the module's `read_checkpoint(path) ->
+      (state dict, variant or None, {model config overrides})` replaces the generic reader for
+      containers whose other entries (read as data) name the variant or sizes.
     fixture_outputs(fixture_dir) -> {name: array}: the parity runner of the reference fixtures.
     parity_tolerances: ((key regex, atol, rtol), ...) for `python -m vlx.convert.parity
       --compare`, first fullmatch wins, atol = rtol = 0 means exact; keys no regex matches use

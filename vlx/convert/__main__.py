@@ -40,6 +40,15 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
   return out
 
 
+def _merged(base: dict[str, Any], wins: dict[str, Any]) -> dict[str, Any]:
+  """Nested override dicts merged; `wins` (the command line) takes precedence."""
+  out = dict(base)
+  for key, value in wins.items():
+    both = isinstance(value, dict) and isinstance(out.get(key), dict)
+    out[key] = _merged(out[key], value) if both else value
+  return out
+
+
 def summary(report: dict[str, Any]) -> str:
   """Human-readable report: counts, unused keys grouped by reason, then the problem lists."""
   lines = [f"family {report['family']}, variant {report['variant']}: {report['mapped']} keys "
@@ -110,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
                           + (f"; nearest: {near[0]}" if near else "")
                           + f" (families: {', '.join(registry.available())})")
   overrides = _parse_set(args.overrides)
-  source = load_state_dict(args.checkpoint)
-  result = convert_state_dict(args.family, source, variant=args.variant,
+  variant = args.variant
+  reader = getattr(registry.get(args.family).converter_module(), "read_checkpoint", None)
+  if reader is None:
+    source = load_state_dict(args.checkpoint)
+  else:  # the converter also reads the container's other entries (as data: variant, sizes)
+    source, detected, found = reader(args.checkpoint)
+    variant = variant or detected
+    overrides = _merged(found, overrides)
+  result = convert_state_dict(args.family, source, variant=variant,
                               model_config=overrides or None)
   print(summary(result.report))
   if result.report["unmapped"] or result.report["missing"]:

@@ -1,12 +1,13 @@
 """The users' path end to end: their own videos + a CSV -> video_text -> ALPRO training and a
 retrieval eval on their val split, with the same config fields as every dataset."""
 import importlib
+import importlib.util
 import json
 
 import pytest
 
 from configs import alpro_pretrain
-from vlx import train
+from vlx import registry, train
 
 
 def test_own_videos_build_train_and_evaluate(tmp_path, own_videos, fast_compile):
@@ -26,7 +27,17 @@ def test_own_videos_build_train_and_evaluate(tmp_path, own_videos, fast_compile)
   assert any("train/loss" in r for r in logged)
 
 
-@pytest.mark.parametrize("config_module", ["alpro_msrvtt_ret", "allinone_msrvtt_ret"])
+# every registered family's MSRVTT retrieval config (the family's retrieval recipe)
+RETRIEVAL_CONFIGS = [f"{f}_msrvtt_ret" for f in registry.available()
+                     if importlib.util.find_spec(f"configs.{f}_msrvtt_ret") is not None]
+
+
+def test_every_family_with_a_retrieval_config_is_covered():
+  assert {"alpro_msrvtt_ret", "allinone_msrvtt_ret", "violet_msrvtt_ret"} <= set(
+      RETRIEVAL_CONFIGS)
+
+
+@pytest.mark.parametrize("config_module", RETRIEVAL_CONFIGS)
 def test_own_modifier_trains_and_evaluates_every_family(tmp_path, own_videos, fast_compile,
                                                         config_module):
   """`:tiny,own` of each family's retrieval config: train split trains, val split evaluates,

@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import re
+import sys
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -89,9 +90,10 @@ def _written_dataset(builder: str, builder_config: str, data_dir: str):
   """tfds.builder_from_directory of data_dir/<builder>[/<config>]/<newest version> when
   data_builders/<builder> does not exist and that folder holds a dataset; else None."""
   root = pathlib.Path(__file__).resolve().parents[2] / "data_builders" / builder
+  module = f"data_builders.{builder}.{builder}_dataset_builder"   # also one registered in code
   folder = pathlib.Path(data_dir, builder, builder_config) if builder_config else \
       pathlib.Path(data_dir, builder)
-  if root.exists() or not folder.is_dir():
+  if root.exists() or module in sys.modules or not folder.is_dir():
     return None
   versions = [d for d in folder.iterdir()   # not TFDS's incomplete.* folders of a killed write
               if re.fullmatch(r"\d+\.\d+\.\d+", d.name) and (d / "dataset_info.json").is_file()]

@@ -1,4 +1,7 @@
-"""The driver: source split -> shard files (resumable) -> the TFDS token dataset."""
+"""The driver: source split -> shard files (resumable) -> the TFDS token dataset.
+
+`compute_shards` is the resumable loop of any derived dataset (tokens here, per-second features
+in vlx.data.features_extract); `tokenize_split` plugs the dVAE into it."""
 from __future__ import annotations
 
 import json
@@ -13,7 +16,7 @@ from vlx.cli import UsageError
 from vlx.data import pipeline
 from vlx.data.tokenize import shards, writer
 from vlx.data.tokenize.encoder import Encoder
-from vlx.data.tokenize.settings import Settings, data_root, output_names, work_dir
+from vlx.data.tokenize.settings import Settings, data_root, output_names, work_root
 from vlx.logging_utils import format_eta
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,7 @@ class StopAfter(Exception):
   """Raised by the `stop_after_shards` test hook: the run stops as if killed."""
 
 
-def _splits(s: Settings) -> list[str]:
+def _splits(s) -> list[str]:
   return [p.strip() for p in s.split.split(",") if p.strip()]
 
 
@@ -46,10 +49,9 @@ def open_source(s: Settings):
   return source
 
 
-def _finished_splits(s: Settings, source) -> dict[str, str]:
-  """{split: shard folder} of every split whose shards are all written (this run's settings)."""
-  name, config = output_names(s)
-  root = os.path.dirname(work_dir(s))
+def _finished_splits(s, source, root: str) -> dict[str, str]:
+  """{split: shard folder} of every split under `root` whose shards are all written with this
+  run's settings (`s`: fingerprint() and shard_size)."""
   out = {}
   for sp in sorted(source.info.splits.keys()):
     folder = os.path.join(root, sp)
@@ -60,11 +62,59 @@ def _finished_splits(s: Settings, source) -> dict[str, str]:
       have = json.load(f)
     n = source.info.splits[sp].num_examples
     if have != dict(s.fingerprint(), num_examples=n):
-      log.warning("%s/%s: codes of %s were made with other settings; not packed", name, config, sp)
+      log.warning("%s: shards of %s were made with other settings; not packed", root, sp)
       continue
     if all(shards.done(folder, k) for k in range(shards.num_shards(n, s.shard_size))):
       out[sp] = folder
   return out
+
+
+# (arrays of source examples [lo, hi) of a split: `lengths` and the added arrays; frames read)
+ShardFn = Callable[[str, int, int], tuple[dict, int]]
+
+
+def compute_shards(s, source, name: str, config: str, compute: ShardFn, *,
+                   overwrite: bool = False, worker: tuple[int, int] = (0, 1),
+                   stop_after_shards: int | None = None,
+                   echo: Callable[[str], None] = print) -> dict[str, str] | None:
+  """The resumable part of a derived dataset name/config of `source`: every shard of the splits
+  of `s.split` not written yet (those of this worker) is computed with `compute(split, lo, hi)`
+  and written atomically with its `source_index`. Returns {split: shard folder} of the finished
+  splits when every asked split is finished, else None (other workers' shards missing). `s`:
+  split, data_dir, shard_size and fingerprint() (a tokenize Settings or alike)."""
+  root = work_root(s.data_dir, name, config)
+  todo = []
+  for sp in _splits(s):
+    n = source.info.splits[sp].num_examples
+    folder = os.path.join(root, sp)
+    shards.prepare(folder, s, n, overwrite)
+    shards.clean_temp(folder)
+    todo += [(sp, folder, k, n) for k in range(shards.num_shards(n, s.shard_size))
+             if k % worker[1] == worker[0] and not shards.done(folder, k)]
+  total = sum(min((k + 1) * s.shard_size, n) - k * s.shard_size for _, _, k, n in todo)
+  echo(f"{name}/{config or 'default'}: {len(todo)} shard(s) to compute ({total} examples) into "
+       f"{root}")
+  done_examples, computed, frames, t0 = 0, 0, 0, time.time()
+  for sp, folder, k, n in todo:
+    lo, hi = k * s.shard_size, min((k + 1) * s.shard_size, n)
+    arrays, read = compute(sp, lo, hi)
+    shards.write_arrays(folder, k, dict(arrays, source_index=np.arange(lo, hi, dtype=np.int64)))
+    done_examples, computed, frames = done_examples + hi - lo, computed + 1, frames + read
+    seconds = max(time.time() - t0, 1e-9)
+    eta = (total - done_examples) * seconds / done_examples
+    echo(f"{sp} shard {k + 1}/{shards.num_shards(n, s.shard_size)}: {done_examples}/{total} "
+         f"examples ({100.0 * done_examples / max(total, 1):.1f}%), {frames / seconds:.1f} "
+         f"frames/s, ETA {format_eta(eta)}")
+    if stop_after_shards is not None and computed >= stop_after_shards:
+      raise StopAfter(f"stopped after {computed} shard(s)")
+  ready = _finished_splits(s, source, root)
+  waiting = [sp for sp in _splits(s) if sp not in ready]
+  if waiting:
+    echo(f"worker {worker[0]}/{worker[1]} done; splits {waiting} still have shards of other "
+         "workers: run the same command without --worker_index once they finish to write the "
+         "dataset")
+    return None
+  return ready
 
 
 def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
@@ -81,37 +131,16 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
     raise ValueError(f"vocabulary {encoder.vocab_size} does not fit int16 codes")
   source = open_source(s)
   name, config = output_names(s)
-  todo = []
-  for sp in _splits(s):
-    n = source.info.splits[sp].num_examples
-    folder = work_dir(s, sp)
-    shards.prepare(folder, s, n, overwrite)
-    shards.clean_temp(folder)
-    todo += [(sp, folder, k, n) for k in range(shards.num_shards(n, s.shard_size))
-             if k % worker[1] == worker[0] and not shards.done(folder, k)]
-  total = sum(min((k + 1) * s.shard_size, n) - k * s.shard_size for _, _, k, n in todo)
-  echo(f"{name}/{config or 'default'}: {len(todo)} shard(s) to encode ({total} examples) into "
-       f"{os.path.dirname(work_dir(s))}")
-  done_examples, computed, frames, t0 = 0, 0, 0, time.time()
-  for sp, folder, k, n in todo:
-    lo, hi = k * s.shard_size, min((k + 1) * s.shard_size, n)
-    tokens, lengths = shards.compute(source, sp, lo, hi, s, encoder.fn, on_first_batch)
-    on_first_batch = None
-    shards.write(folder, k, tokens, lengths, np.arange(lo, hi))
-    done_examples, computed, frames = done_examples + hi - lo, computed + 1, frames + len(tokens)
-    seconds = max(time.time() - t0, 1e-9)
-    eta = (total - done_examples) * seconds / done_examples
-    echo(f"{sp} shard {k + 1}/{shards.num_shards(n, s.shard_size)}: {done_examples}/{total} "
-         f"examples ({100.0 * done_examples / max(total, 1):.1f}%), {frames / seconds:.1f} "
-         f"frames/s, ETA {format_eta(eta)}")
-    if stop_after_shards is not None and computed >= stop_after_shards:
-      raise StopAfter(f"stopped after {computed} shard(s)")
-  ready = _finished_splits(s, source)
-  waiting = [sp for sp in _splits(s) if sp not in ready]
-  if waiting:
-    echo(f"worker {worker[0]}/{worker[1]} done; splits {waiting} still have shards of other "
-         "workers: run the same command without --worker_index once they finish to write the "
-         "dataset")
+  first = [on_first_batch]
+
+  def compute(sp: str, lo: int, hi: int) -> tuple[dict, int]:
+    tokens, lengths = shards.compute(source, sp, lo, hi, s, encoder.fn, first[0])
+    first[0] = None
+    return dict(tokens=tokens.astype(np.int16), lengths=lengths.astype(np.int32)), len(tokens)
+
+  ready = compute_shards(s, source, name, config, compute, overwrite=overwrite, worker=worker,
+                         stop_after_shards=stop_after_shards, echo=echo)
+  if ready is None:
     return None
   metadata = dict(s.fingerprint(), source_version=str(source.info.version),
                   is_image=pipeline.is_image_dataset(source),

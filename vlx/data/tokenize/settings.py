@@ -88,10 +88,14 @@ def data_root(s: Settings) -> str:
   return os.path.expanduser(s.data_dir)
 
 
+def work_root(data_dir: str, name: str, config: str) -> str:
+  """D/<name>.work/<config or _>: the shard folders (one per split) of a derived dataset."""
+  return os.path.join(os.path.expanduser(data_dir), name + ".work", config or "_")
+
+
 def work_dir(s: Settings, split: str | None = None) -> str:
   """D/<out>.work/<config or _>/<split>: the shard files of one split."""
-  name, config = output_names(s)
-  return os.path.join(data_root(s), name + ".work", config or "_", split or s.split)
+  return os.path.join(work_root(s.data_dir, *output_names(s)), split or s.split)
 
 
 def write_json_atomic(path: str, value) -> None:

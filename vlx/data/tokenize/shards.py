@@ -38,8 +38,9 @@ def num_shards(num_examples: int, shard_size: int) -> int:
   return -(-num_examples // shard_size)
 
 
-def prepare(folder: str, s: Settings, num_examples: int, overwrite: bool) -> None:
-  """Creates the work folder, or checks that its shards were made with the same settings."""
+def prepare(folder: str, s, num_examples: int, overwrite: bool) -> None:
+  """Creates the work folder, or checks that its shards were made with the same settings (`s`:
+  any settings object with `fingerprint() -> dict`, e.g. a tokenize Settings)."""
   want = dict(s.fingerprint(), num_examples=int(num_examples))
   path = os.path.join(folder, SETTINGS)
   if overwrite and os.path.isdir(folder):
@@ -61,13 +62,21 @@ def done(folder: str, k: int) -> bool:
   return os.path.isfile(shard_path(folder, k))
 
 
-def write(folder: str, k: int, tokens: np.ndarray, lengths: np.ndarray,
-          source_index: np.ndarray) -> None:
+def write_arrays(folder: str, k: int, arrays: dict[str, np.ndarray]) -> None:
+  """Shard k as one .npz of `arrays`, atomically (temp file + rename). Derived datasets store
+  `lengths` int32 [n] (rows of their per-example arrays, concatenated in example order) and
+  `source_index` int64 [n]; optionally `source_frames` int32 [n] (frames of each source example,
+  checked when packing; `lengths` is checked when absent)."""
   path = shard_path(folder, k)
   tmp = f"{path}.tmp{os.getpid()}.npz"
-  np.savez(tmp, tokens=tokens.astype(np.int16), lengths=lengths.astype(np.int32),
-           source_index=source_index.astype(np.int64))
+  np.savez(tmp, **arrays)
   os.replace(tmp, path)
+
+
+def write(folder: str, k: int, tokens: np.ndarray, lengths: np.ndarray,
+          source_index: np.ndarray) -> None:
+  write_arrays(folder, k, dict(tokens=tokens.astype(np.int16), lengths=lengths.astype(np.int32),
+                               source_index=source_index.astype(np.int64)))
 
 
 def load(folder: str, k: int) -> dict[str, np.ndarray]:

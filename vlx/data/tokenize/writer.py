@@ -1,4 +1,5 @@
-"""Writes the token dataset with TFDS: the source's features + `vq_tokens` + `source_index`.
+"""Writes a derived dataset with TFDS: the source's features + the added ones + `source_index`
+(the token dataset: `vq_tokens`).
 
 The output builder is a GeneratorBasedBuilder made per run (its name and config are the token
 dataset's, vlx.data.tokenize.settings.output_names); TFDS writes each split into a temporary
@@ -8,8 +9,9 @@ never re-encoded; the other features are decoded and re-encoded by their own TFD
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,57 +25,89 @@ from vlx.data.tokenize.settings import VERSION, Settings
 TOKENS, SOURCE_INDEX = "vq_tokens", "source_index"
 
 
+@dataclasses.dataclass(frozen=True)
+class Added:
+  """What a derived dataset adds to its source's features: {output feature: (array key in the
+  shard files, its TFDS feature)}, each array holding `lengths[j]` rows per example. `frames` is
+  the source's frames feature (dropped unless `keep_frames`; its length is checked against the
+  shard's frame counts). A token dataset adds `vq_tokens`; `python -m vlx.extract_features` its
+  per-second features."""
+  features: Mapping[str, tuple[str, Any]]
+  frames: str = "video"
+  keep_frames: bool = True
+  description: str = ""
+
+
 def _is_image(feature) -> bool:
   return isinstance(feature, (tfds.features.Image, tfds.features.Video))
 
 
-def output_features(source: tfds.core.DatasetBuilder, s: Settings) -> dict:
+def token_added(s: Settings) -> Added:
+  return Added({TOKENS: ("tokens", token_grid_feature(s.grid, s.grid))}, s.feature,
+               s.keep_frames,
+               f"DALL-E dVAE codes ({s.grid}x{s.grid} per stored frame) of {s.builder}/"
+               f"{s.config or 'default'}, written by `python -m vlx.tokenize`")
+
+
+def derived_features(source: tfds.core.DatasetBuilder, added: Added) -> dict:
   feats = dict(source.info.features.items())
-  if not s.keep_frames:
-    feats.pop(s.feature, None)
-  for name in (TOKENS, SOURCE_INDEX):
+  if not added.keep_frames:
+    feats.pop(added.frames, None)
+  for name in (*added.features, SOURCE_INDEX):
     if name in feats:
-      raise UsageError(f"--builder {source.name}: already has a feature {name!r}; tokenize the "
-                       "frame dataset it was made from")
-  feats[TOKENS] = token_grid_feature(s.grid, s.grid)
+      raise UsageError(f"--builder {source.name}: already has a feature {name!r}; start from "
+                       "the frame dataset it was made from")
+  feats.update({name: feature for name, (_, feature) in added.features.items()})
   feats[SOURCE_INDEX] = np.int64
   return feats
 
 
-def _examples(source: tfds.core.DatasetBuilder, split: str, folder: str, s: Settings,
-              num_examples: int) -> Iterator[tuple[int, dict]]:
+def output_features(source: tfds.core.DatasetBuilder, s: Settings) -> dict:
+  return derived_features(source, token_added(s))
+
+
+def _examples(source: tfds.core.DatasetBuilder, split: str, folder: str, added: Added,
+              shard_size: int, num_examples: int) -> Iterator[tuple[int, dict]]:
   feats = source.info.features
   skip = {k: tfds.decode.SkipDecoding() for k, f in feats.items() if _is_image(f)}
   ds = source.as_dataset(split=split, shuffle_files=False, decoders=skip)
   it = ds.as_numpy_iterator()
-  for k in range(shards.num_shards(num_examples, s.shard_size)):
+  for k in range(shards.num_shards(num_examples, shard_size)):
     shard = shards.load(folder, k)
     offsets = np.concatenate([[0], np.cumsum(shard["lengths"])])
+    frames = shard.get("source_frames", shard["lengths"])
     for j, index in enumerate(shard["source_index"]):
       ex = next(it)
-      n = len(ex[s.feature])
-      if n != shard["lengths"][j]:
+      n = len(ex[added.frames])
+      if n != frames[j]:
         raise RuntimeError(f"{source.name}/{split} example {index}: {n} frames but its shard "
-                           f"has {shard['lengths'][j]} codes; was the source rebuilt? "
-                           "(--overwrite)")
+                           f"was made from {frames[j]}; was the source rebuilt? (--overwrite)")
       out = {key: (list(v) if key in skip else v) for key, v in ex.items()
-             if s.keep_frames or key != s.feature}
-      out[TOKENS] = shard["tokens"][offsets[j]:offsets[j + 1]]
+             if added.keep_frames or key != added.frames}
+      for name, (key, _) in added.features.items():
+        out[name] = shard[key][offsets[j]:offsets[j + 1]]
       out[SOURCE_INDEX] = int(index)
       yield int(index), out
 
 
 def write(source: tfds.core.DatasetBuilder, s: Settings, name: str, config: str,
           splits: Mapping[str, str], metadata: dict) -> tfds.core.DatasetBuilder:
-  """Writes `splits` ({split: its shard folder}) as the TFDS dataset name/config in s.data_dir
+  """The token dataset: `write_derived` with the dVAE codes."""
+  return write_derived(source, s.data_dir, name, config, splits, s.shard_size, token_added(s),
+                       metadata)
+
+
+def write_derived(source: tfds.core.DatasetBuilder, data_dir: str, name: str, config: str,
+                  splits: Mapping[str, str], shard_size: int, added: Added, metadata: dict
+                  ) -> tfds.core.DatasetBuilder:
+  """Writes `splits` ({split: its shard folder}) as the TFDS dataset name/config in data_dir
   (replacing an earlier version) and returns its builder."""
-  features = tfds.features.FeaturesDict(output_features(source, s))
+  features = tfds.features.FeaturesDict(derived_features(source, added))
   sizes = {sp: source.info.splits[sp].num_examples for sp in splits}
-  description = (f"DALL-E dVAE codes ({s.grid}x{s.grid} per stored frame) of {source.name}/"
-                 f"{s.config or 'default'}, written by `python -m vlx.tokenize`")
+  description = added.description
 
   class TokenDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """The token dataset (see the module docstring)."""
+    """The derived dataset (see the module docstring)."""
     code_path = epath.Path(__file__)
     VERSION = tfds.core.Version(globals()["VERSION"])
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=config, description=description)] \
@@ -89,10 +123,10 @@ def write(source: tfds.core.DatasetBuilder, s: Settings, name: str, config: str,
       return {sp: self._generate_examples(sp, folder) for sp, folder in splits.items()}
 
     def _generate_examples(self, split, folder):
-      yield from _examples(source, split, folder, s, sizes[split])
+      yield from _examples(source, split, folder, added, shard_size, sizes[split])
 
   TokenDataset.name = name
-  builder = TokenDataset(config=config or None, data_dir=os.path.expanduser(s.data_dir))
+  builder = TokenDataset(config=config or None, data_dir=os.path.expanduser(data_dir))
   if os.path.isdir(builder.data_dir):  # an earlier pack (fewer splits): replaced as a whole
     import shutil  # pylint: disable=import-outside-toplevel
     shutil.rmtree(builder.data_dir)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
+from vlx.data import word_tokenizer
 from vlx.data.errors import DataConfigError
 
 VOCAB_DIR = pathlib.Path(__file__).resolve().parent / "vocab"
@@ -24,7 +25,10 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
-  """A `BertTokenizerFast` (lower-casing) from a shipped vocab name, a vocab file or a folder."""
+  """A `BertTokenizerFast` (lower-casing) from a shipped vocab name, a vocab file or a folder;
+  'words:<vocab.txt>' gives the word-level word2vec tokenizer (vlx.data.word_tokenizer)."""
+  if name_or_path and name_or_path.startswith(word_tokenizer.PREFIX):
+    return word_tokenizer.load(name_or_path)
   if name_or_path in SHIPPED:
     return transformers.BertTokenizerFast(vocab=str(SHIPPED[name_or_path]), do_lower_case=True)
   path = pathlib.Path(os.path.expanduser(name_or_path or ""))
@@ -54,6 +58,8 @@ def mlm_corruption(config, tokenizer):
   """(ids, mask, seed) -> (mlm ids, labels) by config.data.mlm_masking: 'token' (each token with
   mlm_probability, mask_tokens) or 'whole_word' (whole words, whole_word_mask)."""
   d = config.data
+  if getattr(tokenizer, "mask_token_id", None) is None:  # no [MASK] (word tokenizer): no MLM
+    return no_corruption
   kw = dict(special_ids=special_ids(tokenizer), vocab_size=len(tokenizer),
             mask_id=tokenizer.mask_token_id, probability=d.mlm_probability)
   masking = d.get("mlm_masking", "token") or "token"
@@ -68,6 +74,13 @@ def mlm_corruption(config, tokenizer):
   bounds = (tokenizer.cls_token_id, tokenizer.sep_token_id)
   return lambda ids, mask, seed: whole_word_mask(ids, seed=seed, subword=subword,
                                                  boundary_ids=bounds, **kw)
+
+
+def no_corruption(ids, mask, seed) -> tuple[tf.Tensor, tf.Tensor]:
+  """The ids unchanged and no MLM targets (labels all -100): tokenizers without a mask token."""
+  del mask, seed
+  ids = tf.convert_to_tensor(ids)
+  return ids, tf.fill(tf.shape(ids), tf.constant(-100, ids.dtype))
 
 
 def special_ids(tokenizer) -> tuple[int, ...]:

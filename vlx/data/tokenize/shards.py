@@ -93,6 +93,48 @@ def clean_temp(folder: str) -> None:
       pass
 
 
+def packed(clips: Iterator[np.ndarray], batch: int, lengths: list[int]
+           ) -> Iterator[tuple[np.ndarray, int]]:
+  """(rows [batch, ...], real rows in it): the rows of consecutive clips (arrays [n_i, ...] of
+  one row shape) packed into fixed-size batches, the last one zero-padded (one compiled shape).
+  Appends each clip's row count to `lengths`."""
+  buf, fill = None, 0
+  for clip in clips:
+    lengths.append(len(clip))
+    if buf is None and len(clip):
+      buf = np.zeros((batch,) + clip.shape[1:], clip.dtype)
+    pos = 0
+    while pos < len(clip):
+      take = min(batch - fill, len(clip) - pos)
+      buf[fill:fill + take] = clip[pos:pos + take]
+      fill, pos = fill + take, pos + take
+      if fill == batch:
+        yield buf.copy(), batch
+        fill = 0
+  if fill:
+    buf[fill:] = 0
+    yield buf.copy(), fill
+
+
+def apply(batches: Iterator[tuple[np.ndarray, int]], fn: Callable,
+          on_first_batch: Callable[[np.ndarray, np.ndarray], None] | None = None
+          ) -> list[np.ndarray]:
+  """fn(batch)[:real] of every batch. The device works on batch k while the host prepares batch
+  k + 1 (jax dispatch is asynchronous)."""
+  out, pending = [], None
+  for rows, real in batches:
+    result = fn(rows)
+    if on_first_batch is not None:
+      on_first_batch(rows[:real], result)
+      on_first_batch = None
+    if pending is not None:
+      out.append(np.asarray(pending[0])[:pending[1]])
+    pending = (result, real)
+  if pending is not None:
+    out.append(np.asarray(pending[0])[:pending[1]])
+  return out
+
+
 def pixel_batches(builder: tfds.core.DatasetBuilder, split: str, lo: int, hi: int, s: Settings,
                   lengths: list[int]) -> Iterator[tuple[np.ndarray, int]]:
   """(pixels float32 [batch, P, P, 3], real frames in it) over source examples [lo, hi): frames
@@ -102,40 +144,15 @@ def pixel_batches(builder: tfds.core.DatasetBuilder, split: str, lo: int, hi: in
                           decoders={s.feature: tfds.decode.SkipDecoding()})
   ds = ds.map(lambda ex: frames_lib.pixels(ex[s.feature], s),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
-  p, n = s.pixels, s.batch
-  buf = np.zeros([n, p, p, 3], np.float32)
-  fill = 0
-  for clip in ds.as_numpy_iterator():
-    lengths.append(len(clip))
-    pos = 0
-    while pos < len(clip):
-      take = min(n - fill, len(clip) - pos)
-      buf[fill:fill + take] = clip[pos:pos + take]
-      fill, pos = fill + take, pos + take
-      if fill == n:
-        yield buf.copy(), n
-        fill = 0
-  if fill:
-    buf[fill:] = 0.0
-    yield buf.copy(), fill
+  yield from packed(ds.as_numpy_iterator(), s.batch, lengths)
 
 
 def compute(builder, split: str, lo: int, hi: int, s: Settings, fn: Callable,
             on_first_batch: Callable[[np.ndarray, np.ndarray], None] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-  """(tokens int16 [sum T, g, g], lengths int32 [hi - lo]) of source examples [lo, hi). The
-  device works on batch k while the host prepares batch k + 1 (jax dispatch is asynchronous)."""
-  out, pending, counts = [], None, []
-  for pixels, real in pixel_batches(builder, split, lo, hi, s, counts):
-    codes = fn(pixels)
-    if on_first_batch is not None:
-      on_first_batch(pixels[:real], codes)
-      on_first_batch = None
-    if pending is not None:
-      out.append(np.asarray(pending[0])[:pending[1]])
-    pending = (codes, real)
-  if pending is not None:
-    out.append(np.asarray(pending[0])[:pending[1]])
+  """(tokens int16 [sum T, g, g], lengths int32 [hi - lo]) of source examples [lo, hi)."""
+  counts = []
+  out = apply(pixel_batches(builder, split, lo, hi, s, counts), fn, on_first_batch)
   lengths = np.asarray(counts, np.int32)
   if len(lengths) != hi - lo:
     raise RuntimeError(f"read {len(lengths)} examples of {split}[{lo}:{hi}], expected {hi - lo}")

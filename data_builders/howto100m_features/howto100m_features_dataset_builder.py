@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import pickle
 import zipfile
 
 import numpy as np
@@ -26,8 +27,7 @@ from etils import epath
 
 from vlx.data import builder_base as bb
 from vlx.data import release_layout as rl
-
-from data_builders.howto100m_features import numpy_pickle
+from vlx.data import safe_numpy_pickle
 
 CAPTION_FILES = ("caption.pickle", "caption.json")   # in order of preference
 VIDEO_LISTS = ("HowTo100M_1166_videopaths.txt", "HowTo100M_v1.csv")
@@ -146,10 +146,10 @@ def read_captions(path: str) -> dict:
     captions = bb.read_json(path)
   else:
     try:
-      captions = numpy_pickle.load(path)
-    except numpy_pickle.UnsafePickleError as e:
+      captions = safe_numpy_pickle.load(path)
+    except safe_numpy_pickle.UnsafePickleError as e:
       raise bb.AnnotationError(path, None, "<pickle>", f"containers and numpy arrays ({e})")
-    except (OSError, EOFError, ValueError, TypeError) as e:  # truncated / not a pickle
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError) as e:  # damaged
       raise bb.AnnotationError(path, None, "<pickle>", f"a readable pickle ({e})")
   if not isinstance(captions, dict):
     raise bb.AnnotationError(path, None, "<captions>", "a dict keyed by video_id")

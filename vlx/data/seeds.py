@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-STREAM_SALTS = dict(example=1, mlm=2, shuffle=3)  # the stream's own; hooks use others (< 16)
+STREAM_SALTS = dict(example=1, mlm=2, shuffle=3, clips=7)  # the stream's own (clips: task
+# asr_clips, vlx.data.asr_clips); hooks use others (< 16)
 MAX_INT64 = np.iinfo(np.int64).max
 
 

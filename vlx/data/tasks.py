@@ -18,11 +18,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from vlx.data import qa, seeds, text_ops
+from vlx.data import asr_clips, qa, seeds, text_ops
 from vlx.data.errors import DataConfigError
 from vlx.padding import INDEX_KEYS  # noqa: F401  (batch keys, -1 on padding rows)
 
 TASKS = ("retrieval", "qa", "multiple_choice", "classification")
+TRAIN_TASKS = TASKS + ("asr_clips",)   # asr_clips: training only (vlx.data.asr_clips)
 MC_TEMPLATE = "{question} {choice}"
 MC_FIELDS = ("question", "choice", "options")
 _num_choices_cache: dict[tuple, int] = {}
@@ -35,8 +36,8 @@ def _text(x) -> str:
 def train_task(t) -> str:
   """config.data.train.task, checked."""
   task = t.get("task", "retrieval") or "retrieval"
-  if task not in TASKS:
-    raise DataConfigError(f"config.data.train.task={task!r}: expected one of {TASKS}")
+  if task not in TRAIN_TASKS:
+    raise DataConfigError(f"config.data.train.task={task!r}: expected one of {TRAIN_TASKS}")
   return task
 
 
@@ -199,6 +200,11 @@ class Task:
     base = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     return base.map(lambda ex: {k: ex[k] for k in keep}), builder.info.splits[split].num_examples
 
+  def rows(self, base: tf.data.Dataset, ctx) -> tf.data.Dataset:
+    """The training rows from ctx.first_example on, from the host's records `base`: shuffled
+    epochs, one row per record (a task may unroll a record into several rows)."""
+    return ctx.shuffled(base, "shuffle", 1)
+
   def row(self, ex: dict, seed: tf.Tensor, ctx) -> dict:
     """The task fields of one training row (TF ops), besides the inputs."""
     raise NotImplementedError
@@ -320,6 +326,29 @@ class Classification(Task):
     return dict(label=tf.cast(ex["label"], tf.int32))
 
 
+class AsrClips(Task):
+  """A whole narrated video per record, unrolled into clips.n_clips rows: clip windows of its
+  stored features and the clip's ASR text ('' when none) (vlx.data.asr_clips); no MLM."""
+
+  def features(self, config, builder):
+    s = asr_clips.settings(config.data.train)
+    asr_clips.check_features(s, builder)
+    return s.features
+
+  def rows(self, base, ctx):
+    return asr_clips.unroll(base, ctx, asr_clips.settings(ctx.config.data.train))
+
+  def row(self, ex, seed, ctx):
+    return dict(caption=ex[asr_clips.TEXT_KEY])
+
+  def text(self, batch, ctx, text):
+    ids, mask = text.batch_tokens(batch["caption"])
+    return dict(text_ids=ids, text_mask=mask)
+
+  def eval_fields(self, ex, ctx):
+    raise DataConfigError("task 'asr_clips' is a training task; evaluate with 'retrieval'")
+
+
 TASK = {t.name: t for t in (
     Retrieval("retrieval", ("text_ids", "text_mask", "mlm_text_ids", "mlm_labels"),
               ("text_ids", "text_mask", "video_index", "valid")),
@@ -332,6 +361,7 @@ TASK = {t.name: t for t in (
     Classification("classification", ("text_ids", "text_mask", "label"),
                    ("text_ids", "text_mask", "label", "video_index", "example_index",
                     "view_index", "valid")),
+    AsrClips("asr_clips", ("text_ids", "text_mask"), (), unit="videos"),
 )}
 # the keys of a batch of the default single `video` input (vlx.data.modalities)
 TRAIN_KEYS = {n: ("video",) + t.train_keys for n, t in TASK.items()}

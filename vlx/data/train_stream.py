@@ -158,7 +158,7 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
       process_index=process_index, process_count=process_count, readers=readers,
       text_field=feats[0] if name == "retrieval" else "", max_text_len=text.length,
       counter_of=counter_of, tokenize=text.tokenize)
-  ds = ctx.shuffled(base, "shuffle", 1)  # the epoch's order depends on (seed, epoch) only
+  ds = task.rows(base, ctx)  # shuffled epochs: the order depends on (seed, epoch) only
   ds = ds.enumerate(start=first_example)
   extras = [x for x in (h.extra_dataset(ctx) for h in hooks) if x is not None]
   if extras:  # per-row draws of the hooks join the encoded example

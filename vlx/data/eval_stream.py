@@ -133,7 +133,7 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf
   out = {}
   for prefix, reader in readers.items():
     s = modalities.input_seed(seed, prefix, reader)
-    encoded = ex[reader.feature]
+    encoded = modalities.encoded_input(reader, ex)
     if not views:
       out.update(reader.read(encoded, s, train=False))
       continue

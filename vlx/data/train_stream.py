@@ -100,7 +100,8 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor) -> dict[str, tf.Tensor]:
   """Every input of one training row, each with its seed (modalities.input_seed)."""
   out = {}
   for prefix, reader in readers.items():
-    out.update(reader.read(ex[reader.feature], modalities.input_seed(seed, prefix, reader),
+    out.update(reader.read(modalities.encoded_input(reader, ex),
+                           modalities.input_seed(seed, prefix, reader),
                            train=True))
   return out
 
@@ -139,7 +140,8 @@ def _entry_dataset(config, builder, *, seed: int, process_index: int, process_co
                                      process_count=process_count)
   feats = task.features(config, builder)
   decoders = {r.feature: r.decoder() for r in readers.values() if r.decoder() is not None}
-  keep = tuple(dict.fromkeys(tuple(r.feature for r in readers.values()) + feats
+  keep = tuple(dict.fromkeys(tuple(f for r in readers.values()
+                                   for f in modalities.stored_features(r)) + feats
                              + tuple(extra_keys)))
   base, n_host = task.records(config, builder, split, decoders, keep)
   if n_host == 0:

@@ -15,12 +15,13 @@ import ml_collections
 import tensorflow as tf
 
 from vlx.data.errors import DataConfigError
-from vlx.data.modalities import audio, features, frames, token_grid
+from vlx.data.modalities import audio, features, frame_features, frames, token_grid
 from vlx.data.modalities.base import Reader
 
 READERS = {"frames": frames.from_config,   # kind -> from_config(cfg, where) -> Reader
            "audio": audio.from_config, "features": features.from_config,
-           "token_grid": token_grid.from_config}
+           "token_grid": token_grid.from_config,
+           "frame_features": frame_features.from_config}
 DEFAULT_INPUT = "video"                    # the key prefix of the frames input of a plain block
 
 
@@ -70,9 +71,22 @@ def input_seed(seed: tf.Tensor, prefix: str, reader: Reader | None = None) -> tf
   return tf.random.experimental.stateless_fold_in(seed, zlib.crc32(prefix.encode()) & 0x7FFFFFFF)
 
 
+def stored_features(reader: Reader) -> tuple[str, ...]:
+  """The TFDS features `reader` reads: its `stored_features` (a reader of several, e.g. the
+  features reader's parts) or its one `feature`."""
+  return tuple(getattr(reader, "stored_features", ()) or (reader.feature,))
+
+
+def encoded_input(reader: Reader, ex: dict):
+  """What `reader.read` gets of example `ex`: ex[feature], or the tuple of its stored features."""
+  names = stored_features(reader)
+  return ex[reader.feature] if names == (reader.feature,) else tuple(ex[n] for n in names)
+
+
 def input_keys(readers: dict[str, Reader]) -> tuple[str, ...]:
   """Every batch key the readers yield, in order."""
   return tuple(k for r in readers.values() for k in r.keys)
 
 
-__all__ = ["READERS", "Reader", "input_keys", "input_seed", "make_reader", "make_readers"]
+__all__ = ["READERS", "Reader", "encoded_input", "input_keys", "input_seed", "make_reader",
+           "make_readers", "stored_features"]

@@ -17,6 +17,15 @@ sequence gives zeros and an all-zero mask.
 
 Config (reader='features'): feature ('features'), key ('features'), dim (required: the stored D,
 checked), max_len (required), select ('window'), normalize (False: L2 per step).
+
+Several stored features as one sequence (spec section 4, create_video_features 'clip' with 2D
+and 3D features): parts (e.g. ('features_2d', 'features_3d')) and dims (their stored D, e.g.
+(2048, 2048)) instead of feature / dim. Each part is nearest-resampled to the LAST part's length
+(torch's interpolate 'nearest': step i reads floor(i * float32(n / m)), n -> m steps), L2-normalised
+per step separately when normalize is set (the spec's setting), and the parts are concatenated
+along D ([2D | 3D], dim = sum(dims)); then the window / padding / mask above. If any part is
+empty the row is empty (zeros, mask 0), as in the reference. The streams hand such a reader the
+tuple of its `stored_features` (vlx.data.modalities.encoded_input).
 """
 from __future__ import annotations
 
@@ -43,10 +52,17 @@ class FeaturesReader:
   key: str = "features"
   select: str = "window"
   normalize: bool = False
+  parts: tuple[str, ...] = ()     # several stored features read as one sequence (see above)
+  dims: tuple[int, ...] = ()      # their stored D, one per part (dim = sum)
 
   @property
   def keys(self) -> tuple[str, ...]:
     return (self.key, self.key + "_mask")
+
+  @property
+  def stored_features(self) -> tuple[str, ...]:
+    """The TFDS features this reader reads (`feature`, or every part)."""
+    return tuple(self.parts) or (self.feature,)
 
   def decoder(self) -> Any:
     return None
@@ -55,26 +71,45 @@ class FeaturesReader:
     return {self.key: ((self.max_len, self.dim), np.float32),
             self.key + "_mask": ((self.max_len,), np.int32)}
 
-  def _checked(self, encoded: tf.Tensor) -> tf.Tensor:
+  def _checked(self, encoded: tf.Tensor, feature: str = "", dim: int = 0) -> tf.Tensor:
+    feature, dim = feature or self.feature, dim or self.dim
     x = tf.cast(tf.convert_to_tensor(encoded), tf.float32)
-    where = f"{self.feature}: stored features"
+    where = f"{feature}: stored features"
     if x.shape.rank is not None and x.shape.rank != 2:
-      raise DataConfigError(f"{where} have shape {x.shape}, expected [N, {self.dim}]")
+      raise DataConfigError(f"{where} have shape {x.shape}, expected [N, {dim}]")
     stored = x.shape[-1]
     if stored is not None:
-      if stored != self.dim:
-        raise DataConfigError(f"{where} have D={stored} but the reader's dim is {self.dim}")
+      if stored != dim:
+        raise DataConfigError(f"{where} have D={stored} but the reader's dim is {dim}")
       return x
-    check = tf.debugging.assert_equal(tf.shape(x)[-1], self.dim,
+    check = tf.debugging.assert_equal(tf.shape(x)[-1], dim,
                                       message=f"{where}: D differs from config dim "
-                                              f"{self.dim}")
+                                              f"{dim}")
     with tf.control_dependencies([check]):
-      return tf.ensure_shape(tf.identity(x), [None, self.dim])
+      return tf.ensure_shape(tf.identity(x), [None, dim])
+
+  def _joined(self, encoded) -> tf.Tensor:
+    """The parts as one [M, sum(dims)] sequence (see the module docstring)."""
+    if isinstance(encoded, dict):
+      encoded = [encoded[p] for p in self.parts]
+    if len(encoded) != len(self.parts):
+      raise DataConfigError(f"{self.key}: got {len(encoded)} stored features for the parts "
+                            f"{self.parts}")
+    xs = [self._checked(e, p, d) for e, p, d in zip(encoded, self.parts, self.dims)]
+    m = tf.shape(xs[-1])[0]
+    empty = tf.reduce_any(tf.stack([tf.equal(tf.shape(x)[0], 0) for x in xs]))
+    out = []
+    for x in xs:  # a zero row appended: an empty part gathers it (the row is emptied below)
+      padded = tf.concat([x, tf.zeros([1, x.shape[1]], x.dtype)], 0)
+      x = tf.gather(padded, nearest_indices(tf.shape(x)[0], m))
+      out.append(tf.math.l2_normalize(x, axis=-1) if self.normalize else x)
+    x = tf.concat(out, axis=-1)
+    return tf.cond(empty, lambda: x[:0], lambda: x)
 
   def read(self, encoded: tf.Tensor, seed: tf.Tensor, *, train: bool, view: int = 0
            ) -> dict[str, tf.Tensor]:
     del view  # evaluation views arrive as the view's temporal window of `encoded`
-    x = self._checked(encoded)
+    x = self._joined(encoded) if self.parts else self._checked(encoded)
     n = tf.shape(x)[0]
     if self.select == "uniform":
       idx = tf.cond(
@@ -88,18 +123,49 @@ class FeaturesReader:
     else:
       start = windows.window_start(n, self.max_len, seed, train=train, anchor="start")
     out, mask = windows.crop_or_pad(x, start, self.max_len)
-    if self.normalize:
+    if self.normalize and not self.parts:  # parts: normalised each on its own in _joined
       out = tf.math.l2_normalize(out, axis=-1)  # zero rows stay zero
     return {self.key: out, self.key + "_mask": mask}
+
+
+def nearest_indices(n: tf.Tensor, m: tf.Tensor) -> tf.Tensor:
+  """int32 [m]: the source step of each of m steps resampled from n (torch's 'nearest':
+  min(floor(i * float32(n / m)), n - 1), float32 arithmetic as torch's CPU kernel); n = 0 gives
+  zeros (an empty part empties the row anyway)."""
+  scale = tf.cast(n, tf.float32) / tf.cast(tf.maximum(m, 1), tf.float32)
+  idx = tf.cast(tf.floor(tf.cast(tf.range(m), tf.float32) * scale), tf.int32)
+  return tf.clip_by_value(idx, 0, tf.maximum(n - 1, 0))
+
+
+def _names(f: Fields, name: str) -> tuple[str, ...]:
+  value = f._get(name, ())
+  value = (value,) if isinstance(value, str) else value
+  if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) and v for v in value):
+    raise f.error(name, f"expected a tuple of TFDS feature names, got {value!r}")
+  return tuple(value)
+
+
+def _ints(f: Fields, name: str) -> tuple[int, ...]:
+  value = f._get(name, ())
+  if not isinstance(value, (tuple, list)) or not all(
+      isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    raise f.error(name, f"expected a tuple of positive integers, got {value!r}")
+  return tuple(value)
 
 
 def from_config(cfg: Any, where: str) -> FeaturesReader:
   """FeaturesReader from `cfg` (see the module docstring); one-line errors name `where.<field>`."""
   f = Fields(cfg, where)
+  parts, dims = _names(f, "parts"), _ints(f, "dims")
+  if len(parts) != len(dims):
+    raise f.error("dims", f"one stored D per part is required: parts={parts}, dims={dims}")
   reader = FeaturesReader(
-      dim=f.int("dim", 0), max_len=f.int("max_len", 0),
+      dim=sum(dims) if parts else f.int("dim", 0), max_len=f.int("max_len", 0),
       feature=f.str("feature", "features"), key=f.str("key", "features"),
-      select=f.str("select", "window", SELECTS), normalize=f.bool("normalize", False))
+      select=f.str("select", "window", SELECTS), normalize=f.bool("normalize", False),
+      parts=parts, dims=dims)
+  if parts and f._get("dim", 0) not in (0, reader.dim):
+    raise f.error("dim", f"{f._get('dim', 0)} differs from sum(dims)={reader.dim} of the parts")
   if reader.dim < 1:
     raise f.error("dim", f"the stored feature size D is required (>= 1), got {reader.dim}")
   if reader.max_len < 1:

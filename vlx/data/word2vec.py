@@ -39,7 +39,6 @@ import numpy as np
 
 _WORD = re.compile(r"[\w']+")
 BLOCK = 1 << 20
-_TEXT_BYTES = frozenset(b"0123456789.-+eEinfINFaA \t\r\n")
 
 
 class Word2VecFormatError(ValueError):
@@ -119,12 +118,18 @@ def _header(r: _Reader, path: str) -> tuple[int, int]:
 
 
 def _is_text(r: _Reader, dim: int) -> bool:
-  """Whether the record after the header is a text line: its first 4*D bytes after the word are
-  all digits / signs / spaces (a binary float32 block practically never is)."""
+  """Whether the record after the header is a text line "word x1 ... xD" (a binary record's
+  float32 bytes practically never parse as D numbers)."""
   head = r.peek(BLOCK)
-  space = head.find(b" ")
-  sample = head[space + 1:space + 1 + 4 * dim] if space >= 0 else b""
-  return bool(sample) and all(b in _TEXT_BYTES for b in sample)
+  end = head.find(b"\n")
+  parts = (head[:end] if end >= 0 else head).rstrip(b"\r ").split(b" ")
+  if len(parts) != dim + 1:
+    return False
+  try:
+    [float(p) for p in parts[1:]]
+  except ValueError:
+    return False
+  return True
 
 
 def iter_vectors(path: str | os.PathLike, fmt: str = "auto"

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "constant", "exponential")
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -77,6 +77,9 @@ def make_schedule(optim_cfg: ml_collections.ConfigDict, num_steps: int) -> optax
     main = optax.constant_schedule(lr)
   elif kind == "linear":
     main = optax.linear_schedule(lr, end, decay)
+  elif kind == "exponential":   # lr * decay_rate ** floor(step / transition_steps) (per epoch)
+    main = optax.exponential_decay(lr, max(int(sched.get("transition_steps", 1)), 1),
+                                   float(sched.get("decay_rate", 1.0)), staircase=True)
   else:
     main = optax.cosine_decay_schedule(lr, decay, alpha=end / lr if lr else 0.0)
   if warm == 0:

@@ -123,8 +123,12 @@ def make_train_step(family: Family, config: ml_collections.ConfigDict,
   base_key = jax.random.key(int(config.seed))
 
   def loss_on(params, frozen, other, batch, rng):
-    model = nnx.merge(graphdef, params, frozen, other)
-    return weighted_loss(family, model, batch, weights=weights, rng=rng, train=True)
+    # copy: fresh Variables of this trace, so the forward may update BatchStats in place
+    model = nnx.merge(graphdef, params, frozen, other, copy=True)
+    loss, metrics = weighted_loss(family, model, batch, weights=weights, rng=rng, train=True)
+    # BatchNorm running statistics the forward pass updated (nnx.BatchStat; empty for models
+    # without them): model state like any other, carried out of the step.
+    return loss, (metrics, nnx.state(model, nnx.BatchStat))
 
   # Differentiates the trainable parameters (argument 0) only: frozen ones are step constants.
   grad_fn = jax.value_and_grad(loss_on, has_aux=True)
@@ -134,22 +138,25 @@ def make_train_step(family: Family, config: ml_collections.ConfigDict,
     params, frozen = optim.split_frozen(state["params"], family.frozen_params)
     other = state["other"]
     if accum == 1:
-      (loss, metrics), grads = grad_fn(params, frozen, other, batch, rng)
+      (loss, (metrics, stats)), grads = grad_fn(params, frozen, other, batch, rng)
+      other = nnx.merge_state(other, stats)
     else:
       micro = _split_micro(batch, accum)
 
       def body(carry, xs):
+        acc, oth = carry
         i, mb = xs
         mb = {k: shd.constrain(v, ("batch",)) for k, v in mb.items()}
-        (l, m), g = grad_fn(params, frozen, other, mb, jax.random.fold_in(rng, i))
-        acc = jax.tree.map(jnp.add, carry, (l, m, g))
-        return acc, None
+        (l, (m, st)), g = grad_fn(params, frozen, oth, mb, jax.random.fold_in(rng, i))
+        acc = jax.tree.map(jnp.add, acc, (l, m, g))
+        return (acc, nnx.merge_state(oth, st)), None   # running stats: micro-batch by micro-batch
 
       first = jax.tree.map(lambda x: x[0], micro)
       zeros = jax.eval_shape(lambda: grad_fn(params, frozen, other, first, rng))
       init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
-      init = (init[0][0], init[0][1], init[1])
-      (loss, metrics, grads), _ = jax.lax.scan(body, init, (jnp.arange(accum), micro))
+      init = (init[0][0], init[0][1][0], init[1])
+      ((loss, metrics, grads), other), _ = jax.lax.scan(body, (init, other),
+                                                        (jnp.arange(accum), micro))
       loss, metrics, grads = jax.tree.map(lambda x: x / accum, (loss, metrics, grads))
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     params = nnx.merge_state(optax.apply_updates(params, updates), frozen)

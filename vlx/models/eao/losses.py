@@ -8,13 +8,16 @@ weights already divided (pre-training: tv 1/1.5, the other five 0.1/1.5; fine-tu
 
 `train=True` runs DAVEnet's BatchNorm on batch statistics (the reference's pre-training, model in
 train mode; running statistics are updated in the model); fine-tuning configs of the reference
-keep eval mode (`use_eval_mode_always`), i.e. train=False.
+keep eval mode (`use_eval_mode_always`), i.e. train=False: a config's `model.bn_train` (False
+in fine-tuning) decides, the step's `train` flag applies only where it is True. The model is called
+through `inputs.model_inputs` (pipeline batch keys -> model inputs).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from vlx.models.eao import inputs
 from vlx.objectives.norm_softmax import PAIRS, combinatorial_loss
 
 OBJECTIVES = tuple(p[0] for p in PAIRS)
@@ -29,7 +32,8 @@ def objectives(model, batch: dict, *, active: frozenset, rng: jax.Array | None =
   unknown = sorted(set(active) - set(OBJECTIVES))
   if unknown:
     raise ValueError(f"unknown Everything-at-Once objectives {unknown}; expected {OBJECTIVES}")
-  out = model(batch, train=train)
+  out = model(inputs.model_inputs(model, batch),
+              train=train and bool(getattr(model, "bn_train", True)))
   nonempty = {m: out[f"{m}_nonempty_input_mask"] for m in ("text", "video", "audio")
               if f"{m}_nonempty_input_mask" in out}
   weights = {name: 1.0 for name in active}

@@ -21,6 +21,7 @@ from flax import nnx
 from vlx.layers import common
 from vlx.layers.davenet import DAVEnet
 from vlx.layers.vit import ViTBlock
+from vlx.models.eao import inputs
 
 MODALITIES = ("text", "video", "audio")
 SHORT = {"text": "t", "video": "v", "audio": "a"}
@@ -35,6 +36,16 @@ def model_config(preset: str = "") -> ml_collections.ConfigDict:
       mlp_ratio=1.0, ln_eps=1e-6, proj_dim=6144, token_projection="gated", projection="gated",
       individual_projections=True, tv_only=False, cross_modal=True,
       audio_max_tokens=0, audio_pooling="none",
+      # frozen text front end of token-id batches (vlx/models/eao/inputs.py): 'features' (none:
+      # float text in the batch), 'word_vectors' (table [word_vocab_size + 1, text_dim]) or
+      # 'clip' (a CLIP text tower of sizes `clip`, per-word features of the first clip_max_words)
+      text_input="features", word_vocab_size=0, clip_max_words=20,
+      random_word_vectors=False,   # True: keep the random table (demos; no init.word_vectors)
+      # training with DAVEnet's BatchNorm on batch statistics (pre-training); False = running
+      # statistics always (the reference's fine-tuning, use_eval_mode_always)
+      bn_train=True,
+      clip=dict(embed_dim=512, context_length=77, vocab_size=49408, text_width=512,
+                text_layers=12, text_heads=8, text_mlp_dim=0, activation="quick_gelu"),
       davenet=dict(feat_dim=40, layers=(2, 2, 1, 1, 1, 1),
                    widths=(128, 128, 256, 512, 1024, 2048, 4096), kernel=9),
       dtype="float32"))
@@ -158,6 +169,10 @@ class EverythingAtOnce(nnx.Module):
     self.davenet = DAVEnet(feat_dim=dv.feat_dim, layers=tuple(dv.layers),
                            widths=tuple(dv.widths), kernel=dv.kernel, **kw)
     dims = {"text": cfg.text_dim, "video": cfg.video_dim, "audio": dv.widths[-1]}
+    self.text_input = str(cfg.get("text_input", "features"))
+    self.bn_train = bool(cfg.get("bn_train", True))
+    self.clip_max_words = int(cfg.get("clip_max_words", 20))
+    self.word_vectors, self.clip_text = inputs.text_front_end(cfg, rngs=rngs)
     for m in MODALITIES:
       setattr(self, f"{m}_token_proj",
               GatedEmbeddingUnit(dims[m], d, in_axis=None, out_axis="embed", **kw))

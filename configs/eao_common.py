@@ -1,0 +1,156 @@
+"""Shared pieces of the Everything-at-Once configs (shared/reference/eao/spec.md §4-§6).
+
+Model: `eao_model(preset, variant)`: the released sizes ('' = ResNet+ResNeXt tva; variants 's3d'
+and 'clip' as config options `:s3d` / `:clip`), or the small demo / tiny ones. Text: token ids
+from the configured tokenizer through a FROZEN front end in the model (vlx/models/eao/inputs.py):
+word2vec ('words:<vocab.txt>' tokenizer + table from `config.init.word_vectors`, the directory
+`python -m vlx.data.word2vec` writes) or, for the CLIP variant, OpenAI's CLIP ViT-B/32 text tower
+(`config.init.clip`: ViT-B-32.pt or an open_clip state dict; CLIP BPE tokenizer).
+
+Loss weights: the reference divides the weighted sum by Σw, so the configs carry w / Σw:
+pre-training tv 1/1.5 and ta, va, t_va, v_ta, a_tv 0.1/1.5; fine-tuning all six 1/6.
+
+Feature data (helper C's builders; the TFDS feature names below are the interface used here):
+video = the `features` reader over the [2D | 3D] parts (`parts`, each part L2-normalised,
+resampled to one length, concatenated: 4096-d), audio = the `features` reader over the stored
+40-band log-mel spectrogram (time first, [T, 40]).
+
+Demo / tiny (moving_shapes, no pre-computed features): video = the `frame_features` reader (a
+fixed silhouette feature per frame: shape, size, count, motion, NOT colour), audio = the
+moving_shapes tone (its pitch encodes the colour) through the `audio` reader at 16 kHz (stored
+8 kHz), text = the shipped moving_shapes vocabulary through a random frozen word-vector table
+(`model.random_word_vectors`: the demo's stand-in for word2vec).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+from vlx.models.eao.model import model_config
+
+PRETRAIN_WEIGHTS = dict(tv=1 / 1.5, ta=0.1 / 1.5, va=0.1 / 1.5, t_va=0.1 / 1.5, v_ta=0.1 / 1.5,
+                        a_tv=0.1 / 1.5)
+FINETUNE_WEIGHTS = {k: 1 / 6 for k in PRETRAIN_WEIGHTS}
+VARIANTS = ("", "s3d", "clip")        # '' = ResNet-152 2D + ResNeXt-101 3D (the tva release)
+MAX_WORDS = 20                        # words kept per caption (spec §4)
+# GoogleNews-vectors-negative300 has 3,000,000 words; set model.word_vocab_size to the rows of
+# your vectors.npy (`python -m vlx.data.word2vec --max_words N` writes fewer).
+WORD2VEC_WORDS = 3_000_000
+WORD2VEC_DIR = "word2vec"             # config.init.word_vectors: `python -m vlx.data.word2vec` output
+CLIP_FILE = "ViT-B-32.pt"             # config.init.clip: OpenAI's CLIP ViT-B/32
+# Video feature parts per variant (TFDS features of the *_features builders) and their width.
+VIDEO_PARTS = {"": (("features_2d", "features_3d"), 4096), "s3d": (("features_s3d",), 1024),
+               "clip": (("features_clip",), 512)}
+SPECTROGRAM = "spectrogram"           # the stored [T, 40] log-mel feature
+MEL = 40
+# Demo / tiny sizes (moving_shapes: 1 s clips; 8 kHz tone resampled to 16 kHz: 100 mel frames).
+DEMO = dict(num_frames=8, resolution=32, grid=8, video_dim=128, max_text_len=16, batch=64)
+TINY = dict(num_frames=4, resolution=32, grid=4, video_dim=32, max_text_len=12, batch=8)
+
+
+def parse(arg: str | None) -> tuple[str, str]:
+  """'demo' / 'clip' / ',s3d' ... -> (preset, variant); variants are config options."""
+  parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+  variants = [p for p in parts if p in VARIANTS[1:]]
+  if len(variants) > 1:
+    raise ValueError(f"EAO config options {variants}: pick one variant of {VARIANTS[1:]}")
+  preset = common.parse_preset(",".join(p for p in parts if p not in VARIANTS[1:]))
+  if variants and preset:
+    raise ValueError(f"EAO variant {variants[0]!r} is a paper-size option; the {preset!r} preset "
+                     "has its own small model")
+  return preset, (variants[0] if variants else "")
+
+
+def eao_model(preset: str, variant: str = "") -> ml_collections.ConfigDict:
+  """config.model of a preset (paper sizes per variant; small demo / tiny models)."""
+  if preset == "":
+    m = model_config(variant)
+    if variant == "clip":
+      m.update(text_input="clip", text_dim=512)
+    else:
+      m.update(text_input="word_vectors", word_vocab_size=WORD2VEC_WORDS)
+    return m
+  m = model_config("tiny")
+  m.update(text_input="word_vectors", random_word_vectors=True,
+           word_vocab_size=79)   # moving_shapes vocab: 80 ids, 0 = [PAD] (the zero row)
+  if preset == "demo":
+    # 3 DAVEnet stages: 100 mel frames (1 s) -> 13 audio tokens
+    m.update(text_dim=64, video_dim=DEMO["video_dim"], hidden=128, depth=1, num_heads=4,
+             mlp_ratio=2.0, proj_dim=128)
+    m.davenet.update(layers=(1, 1, 1), widths=(32, 32, 64, 128), kernel=9)
+  else:
+    m.update(text_dim=16, video_dim=TINY["video_dim"], hidden=32, depth=1, num_heads=2,
+             mlp_ratio=1.0, proj_dim=32)
+    m.davenet.update(layers=(1, 1), widths=(8, 8, 16), kernel=3)
+  return m
+
+
+def moving_shapes_inputs(sizes: dict) -> ml_collections.ConfigDict:
+  """data.<block>.inputs of the demo / tiny: per-frame silhouette features + the tone."""
+  return ml_collections.ConfigDict(dict(
+      video=dict(reader="frame_features", feature="video", grid=sizes["grid"],
+                 dim=sizes["video_dim"]),
+      audio=dict(reader="audio", feature="audio", stored_rate=8000, sample_rate=16000,
+                 seconds=1.0, num_mel_bins=MEL)))
+
+
+def feature_inputs(variant: str, video_tokens: int, audio_frames: int
+                   ) -> ml_collections.ConfigDict:
+  """data.<block>.inputs of the released feature datasets (spec §4, strategy 'clip')."""
+  parts, dim = VIDEO_PARTS[variant]
+  return ml_collections.ConfigDict(dict(
+      video=dict(reader="features", parts=parts, key="video", dim=dim, max_len=video_tokens,
+                 select="window", normalize=True),
+      audio=dict(reader="features", feature=SPECTROGRAM, key="audio", dim=MEL,
+                 max_len=audio_frames, select="window")))
+
+
+def tokenizer(variant: str) -> str:
+  return "clip" if variant == "clip" else f"words:{WORD2VEC_DIR}/vocab.txt"
+
+
+def base(preset: str, variant: str, objectives: dict[str, float]) -> ml_collections.ConfigDict:
+  """Model, objectives, Adam without weight decay (torch Adam: b2 0.999, eps 1e-8), init paths."""
+  c = common.base_config()
+  c.model = eao_model(preset, variant)
+  c.objectives = ml_collections.ConfigDict(objectives)
+  c.optim.update(name="adamw", lr=5e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                 grad_clip=0.0, wd_exclude=())
+  c.optim.schedule.update(type="constant", warmup_steps=0, warmup_ratio=0.0, end_value=0.0)
+  c.init.word_vectors = WORD2VEC_DIR if (preset == "" and variant != "clip") else ""
+  c.init.clip = CLIP_FILE if (preset == "" and variant == "clip") else ""
+  c.data.train.update(task="retrieval", text_field="captions")
+  return c
+
+
+def moving_shapes_data(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Training data of the demo / tiny presets."""
+  sizes = DEMO if preset == "demo" else TINY
+  c.data.update(global_batch_size=sizes["batch"], tokenizer="moving_shapes",
+                shuffle_buffer=4000 if preset == "demo" else 64)
+  c.data.train.update(builder="moving_shapes", builder_config="" if preset == "demo" else "tiny",
+                      split="train", num_frames=sizes["num_frames"], sampling="rand",
+                      resolution=sizes["resolution"], max_text_len=sizes["max_text_len"],
+                      inputs=moving_shapes_inputs(sizes))
+
+
+def retrieval_evals(c: ml_collections.ConfigDict, preset: str, *, modes=("t2v", "t2va"),
+                    **fields) -> ml_collections.ConfigDict:
+  """One retrieval eval per mode, named `<split name>_<mode>` (metrics eval/<name>/r1 ...), on
+  the training block's inputs read deterministically (frames 'segment_middle', audio centred).
+  Paper: the reference's metric (protocol 'averaged_ties': ties averaged, R@k over the dataset's
+  complete size)."""
+  t = c.data.train
+  base_fields = dict(builder=t.builder, builder_config=t.builder_config, split="test",
+                     num_frames=t.num_frames, sampling="segment_middle", resolution=t.resolution,
+                     max_text_len=t.max_text_len, text_field=t.text_field,
+                     inputs=ml_collections.ConfigDict(t.inputs.to_dict()),
+                     protocol="averaged_ties", all_captions=False,
+                     batch_size={"": 64, "demo": 100}.get(preset, 4))
+  if preset == "demo":
+    base_fields["split"] = "test[:100]"
+  base_fields.update(fields)
+  name = fields.pop("name", "test")
+  base_fields.pop("name", None)
+  return ml_collections.ConfigDict({f"{name}_{m}": common.retrieval_eval(mode=m, **base_fields)
+                                    for m in modes})

@@ -103,7 +103,8 @@ def _config(name: str, preset: str = "tiny"):
 
 
 def test_protocols_are_named_by_what_they_do_and_families_choose_them():
-  assert evals.PROTOCOLS == {"retrieval": ("rounded_stable", "tie_aware", "stable"),
+  assert evals.PROTOCOLS == {"retrieval": ("rounded_stable", "tie_aware", "stable",
+                                           "averaged_ties"),
                              "qa": ("oov_wrong", "oov_excluded")}
   assert _config("alpro_msrvtt_ret").evals.test.protocol == "rounded_stable"
   assert _config("alpro_msrvtt_qa").evals.test.protocol == "oov_wrong"
@@ -115,7 +116,8 @@ def test_protocols_are_named_by_what_they_do_and_families_choose_them():
     c = _config("alpro_msrvtt_ret")
     c.evals.test.protocol = old
     with pytest.raises(ConfigError, match=r"^config\.evals\.test\.protocol='%s': expected one "
-                       r"of \('rounded_stable', 'tie_aware', 'stable'\) for type 'retrieval'$" % old):
+                       r"of \('rounded_stable', 'tie_aware', 'stable', 'averaged_ties'\) for type "
+                       r"'retrieval'$" % old):
       validate(c, num_devices=8)
   q = _config("alpro_msrvtt_qa")
   q.evals.test.protocol = "tie_aware"                      # a retrieval protocol, not a QA one

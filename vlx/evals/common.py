@@ -126,18 +126,20 @@ def jitted(family: Family, graphdef: nnx.GraphDef, fn_names: str | Sequence[str]
 def collect(model: nnx.Module, family: Family, fn_names: str | Sequence[str],
             eval_cfg: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
             mesh: jax.sharding.Mesh, make_eval_batches=None,
-            prepare: Callable[[dict], dict] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+            prepare: Callable[[dict], dict] | None = None,
+            static: dict | None = None) -> tuple[Any, dict[str, np.ndarray]]:
   """Runs `jitted(family, graphdef, fn_names)` over every batch of the eval block's split.
 
   Returns (outputs, columns) on every host, valid rows only, in split order: outputs as numpy
   (the functions' output tree), columns = the batches' HOST_ONLY_KEYS (never given to the model)
   and INDEX_KEYS (also given to the model: a family may key per-row randomness on them).
-  `prepare(batch)` may add model keys to each host batch first."""
+  `prepare(batch)` may add model keys to each host batch first; `static`: keyword arguments
+  (hashable) of every function."""
   if make_eval_batches is None:
     from vlx.data.eval_stream import make_eval_batches  # the real pipeline (lazy: TF import)
   rules = tuple(config.mesh.rules)
   graphdef, state = nnx.split(model)
-  run = jitted(family, graphdef, fn_names)
+  run = jitted(family, graphdef, fn_names, **(static or {}))
   outs: list[Any] = []
   cols: list[dict[str, np.ndarray]] = []
   with jax.set_mesh(mesh), shd.use_rules(rules):

@@ -9,7 +9,20 @@ family's configs choose theirs:
   'tie_aware' (`tie_aware_metrics`; All-in-one spec §5): no rounding; text->video ties count in
     the query's favour, video->text tied positions are averaged, best over the video's captions.
   'stable': as 'rounded_stable' without the rounding (VIOLET spec §6).
+  'averaged_ties' (`vlx.evals.ranking`; EAO spec §6): queries = the rows of the mode's score
+    matrix, ties averaged, R@k over `complete_size` queries (`complete_size`), plus 'r50' and
+    'geomean'; no v2t/ keys (a family's modes name each direction).
 R@k = 100 * fraction of queries with rank < k, MedR = median(rank + 1), MeanR = mean(rank + 1).
+
+Eval-block options read here (besides mode / protocol / num_views):
+  encode_options: {name: value} passed as static keyword arguments to the family's encode_videos
+    and encode_texts (what they accept is the family's; e.g. a long-video strategy).
+  average_ids: a per-row id whose rows are averaged (`ranking.average_by_id`, -1 dropped) on both
+    sides before scoring: an index column of the batches (e.g. 'video_index') or an int output
+    of the family's encoders of that name; texts and videos must then cover the same ids.
+  complete_size (protocol 'averaged_ties'): the number of queries R@k divides by; absent: the
+    dataset's metadata 'complete_size' (an int, or {split: int}) when the split is read whole,
+    else the queries present; 0: the queries present.
 """
 from __future__ import annotations
 
@@ -22,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from vlx import sharding as shd
-from vlx.evals import common
+from vlx.evals import common, ranking
 from vlx.registry import Family
 
 
@@ -88,8 +101,10 @@ def tie_aware_metrics(sim: np.ndarray, gt_video_for_text: Sequence[int]) -> dict
 METRIC_PROTOCOLS = {"rounded_stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=4),
                     "tie_aware": tie_aware_metrics,
                     # as rounded_stable without the rounding (VIOLET spec §6 eval_retrieval.py)
-                    "stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=None)}
+                    "stable": lambda sim, gt: retrieval_metrics(sim, gt, decimals=None),
+                    "averaged_ties": ranking.averaged_ties_metrics}
 DEFAULT_PROTOCOL = "rounded_stable"
+COMPLETE_SIZE_PROTOCOLS = ("averaged_ties",)   # protocols that take complete_size
 # Modes scored pair by pair through a fusion encoder: [Nt, Nv] computed in memory-bounded blocks.
 # Any other mode of the family gives the whole matrix in one call. 'rerank' is two-stage
 # (`score_matrix`): a first-stage mode of the family, then `pair_scores` on each text's top k.
@@ -196,13 +211,78 @@ def encode_split(model: nnx.Module, family: Family, eval_cfg: ml_collections.Con
     return batch
 
   (videos, texts), cols = common.collect(model, family, ("encode_videos", "encode_texts"),
-                                         eval_cfg, config, mesh, make_eval_batches, with_view)
+                                         eval_cfg, config, mesh, make_eval_batches, with_view,
+                                         static=encode_options(eval_cfg))
   index_all = cols["video_index"]
   # One column per distinct video (several captions of a clip share it), in video_index order.
   uniq, first = np.unique(index_all, return_index=True)
   videos = jax.tree.map(lambda x: x[first], videos)
   gt = np.searchsorted(uniq, index_all)
+  key = eval_cfg.get("average_ids", "") or ""
+  if key:
+    return _averaged(key, texts, videos, cols, first, eval_cfg)
   return texts, videos, uniq, gt
+
+
+def _hashable(v):
+  if isinstance(v, (list, tuple)):
+    return tuple(_hashable(x) for x in v)
+  if isinstance(v, dict):
+    return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+  return v
+
+
+def encode_options(eval_cfg: ml_collections.ConfigDict) -> dict:
+  """evals.<name>.encode_options as static (hashable) keyword arguments of the encoders."""
+  opts = eval_cfg.get("encode_options", None) or {}
+  if hasattr(opts, "to_dict"):
+    opts = opts.to_dict()
+  if not isinstance(opts, dict):
+    raise ValueError(f"evals.<name>.encode_options={opts!r}: expected a dict of keyword "
+                     "arguments")
+  return {str(k): _hashable(v) for k, v in opts.items()}
+
+
+def _averaged(key: str, texts: dict, videos: dict, cols: dict, first: np.ndarray,
+              eval_cfg: ml_collections.ConfigDict) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+  """encode_split's result with rows averaged over `key` ids (option average_ids): one text and
+  one video row per id (sorted), gt = the diagonal; the returned index = the ids."""
+  where = f"eval {eval_cfg.get('builder')!r}: average_ids={key!r}"
+  if key in cols:
+    t_ids, v_ids = cols[key], cols[key][first]
+  elif key in texts and key in videos:
+    t_ids, v_ids = texts.pop(key), videos.pop(key)
+  else:
+    raise ValueError(f"{where} is neither a batch index column ({sorted(cols)}) nor an output of "
+                     "both encoders")
+  texts, t_uniq = ranking.average_by_id(texts, np.asarray(t_ids).astype(np.int64))
+  videos, v_uniq = ranking.average_by_id(videos, np.asarray(v_ids).astype(np.int64))
+  if not np.array_equal(t_uniq, v_uniq):
+    raise ValueError(f"{where}: texts and videos cover different ids ({len(t_uniq)} vs "
+                     f"{len(v_uniq)})")
+  return texts, videos, v_uniq, np.arange(len(v_uniq))
+
+
+def complete_size(eval_cfg: ml_collections.ConfigDict, config: ml_collections.ConfigDict,
+                  from_dataset: bool = True) -> int | None:
+  """evals.<name>.complete_size (see the module docstring); None = the queries present.
+  `from_dataset`: look at the dataset's metadata when the field is absent."""
+  value = eval_cfg.get("complete_size", None)
+  if value is not None:
+    if int(value) < 0:
+      raise ValueError(f"evals.<name>.complete_size={value}: expected >= 0")
+    return int(value) or None
+  split = str(eval_cfg.get("split", ""))
+  if not from_dataset or not split or any(c in split for c in "[]+"):
+    return None
+  from vlx.data.pipeline import get_builder   # lazy: TF import
+  builder = get_builder(eval_cfg.builder, eval_cfg.get("builder_config", ""),
+                        config.data.data_dir, config.data.get("manual_dir", ""))
+  meta = getattr(builder.info, "metadata", None) or {}
+  size = meta.get("complete_size") if hasattr(meta, "get") else None
+  if isinstance(size, dict):
+    size = size.get(split)
+  return int(size) if size else None
 
 
 RANDOM_SAMPLINGS = ("rand", "segment_rand")
@@ -251,7 +331,14 @@ def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collectio
   if protocol not in METRIC_PROTOCOLS:
     raise ValueError(f"eval {eval_cfg.get('builder')!r}: protocol={protocol!r}, expected one of "
                      f"{sorted(METRIC_PROTOCOLS)}")
-  metrics = METRIC_PROTOCOLS[protocol](sim, gt)
+  if protocol in COMPLETE_SIZE_PROTOCOLS:
+    metrics = METRIC_PROTOCOLS[protocol](
+        sim, gt, complete_size(eval_cfg, config, from_dataset=make_eval_batches is None))
+  elif eval_cfg.get("complete_size", None) is not None:
+    raise ValueError(f"eval {eval_cfg.get('builder')!r}: complete_size needs a protocol of "
+                     f"{COMPLETE_SIZE_PROTOCOLS}, not {protocol!r}")
+  else:
+    metrics = METRIC_PROTOCOLS[protocol](sim, gt)
   metrics["num_videos"] = int(len(uniq))
   metrics["num_texts"] = int(len(gt))
   metrics["seconds"] = round(t2 - t0, 3)

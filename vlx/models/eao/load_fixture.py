@@ -19,6 +19,8 @@ import numpy as np
 from flax import nnx
 
 from vlx.convert import engine, reverse
+# the reference's metric.retrieval_metrics (diagonal ground truth, ties averaged), generic code
+from vlx.evals.ranking import diagonal_metrics as retrieval_metrics
 from vlx.models.eao import convert as ec
 from vlx.objectives.cosine_contrastive import cosine_sim
 from vlx.objectives.norm_softmax import combinatorial_loss
@@ -80,21 +82,6 @@ def _grad_step(model, batch, weights, temperature):
   def total(m):
     return _losses(m, batch, weights, False, temperature)["total"]
   return nnx.grad(total)(model)
-
-
-# -- retrieval metrics (trainer.eval / metric.retrieval_metrics of the reference) ----------------
-def retrieval_metrics(sims: np.ndarray, complete_size: int | None = None) -> np.ndarray:
-  """[R1, R5, R10, R50, MedR, MeanR, geometric mean of R1/R5/R10] with the diagonal as ground
-  truth and ties averaged; R@k divide by `complete_size` (default: the number of queries)."""
-  s = np.asarray(sims, np.float64)
-  gt = np.diagonal(s)[:, None]
-  rank = np.sum(s > gt, axis=1) + (np.sum(s == gt, axis=1) - 1) / 2.0
-  num = complete_size or s.shape[0]
-  r = [100.0 * np.sum(rank < k) / num for k in (1, 5, 10, 50)]
-  medr, meanr = np.median(rank) + 1, np.mean(rank) + 1
-  with np.errstate(divide="ignore"):   # R@k = 0 -> log = -inf -> geometric mean 0
-    geo = float(np.exp(np.mean(np.log(r[:3]))))   # scipy gmean's order of operations
-  return np.asarray(r + [medr, meanr, geo], np.float64)
 
 
 def _embed_name(code: str) -> str:

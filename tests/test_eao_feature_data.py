@@ -207,6 +207,10 @@ def test_reader_parts_config_errors():
     features.from_config(dict(parts=("a", "b"), dims=(3,), max_len=2), "inputs.v")
   with pytest.raises(ValueError, match=r"^inputs\.v\.dim: 7 differs from sum\(dims\)=5"):
     features.from_config(dict(parts=("a", "b"), dims=(2, 3), dim=7, max_len=2), "inputs.v")
+  reader = features.from_config(dict(parts=("a", "b"), dim=6, max_len=2), "inputs.v")
+  with pytest.raises(ValueError, match=r"^features: stored parts \{'a': 2, 'b': 3\} do not sum to"):
+    reader.read((np.ones([2, 2], np.float32), np.ones([2, 3], np.float32)),
+                tf.constant([0, 1], tf.int64), train=False)
 
 
 def test_training_stream_word_tokenizer_and_parts(built, tmp_path):
@@ -223,8 +227,8 @@ def test_training_stream_word_tokenizer_and_parts(built, tmp_path):
   c.data.train.update(builder="msrvtt_features", builder_config="resnet", split="train",
                       max_text_len=5)
   c.data.train.inputs = ml_collections.ConfigDict(dict(
-      video=dict(reader="features", parts=("features_2d", "features_3d"), dims=(D2, D3),
-                 max_len=8, normalize=True, select="window"),
+      video=dict(reader="features", parts=("features_2d", "features_3d"), dim=D2 + D3,
+                 max_len=8, normalize=True, select="window"),   # dims from the stored shapes
       audio=dict(reader="features", feature="audio", dim=40, max_len=16)))
   # pylint: disable-next=protected-access
   ds = train_stream._train_dataset(c, process_index=0, process_count=1, extra_keys=("video_id",))

@@ -232,9 +232,10 @@ class FeaturePickleBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                   corrupt_videos=[e.split(":", 1)[0] for e in errors], corrupt_errors=errors)
     bb._finish_report(report)  # noqa: SLF001 (the video builders' report: message, JSON file)
     if not found:
+      example = f": {errors[0]}" if errors else ""
       raise rl.DatasetLayoutError(
           f"{name}/{split}: none of the {total} items of {paths[self.MAIN_SOURCE]} could be "
-          f"used ({missing} missing features, {corrupt} corrupt){': ' + errors[0] if errors else ''}")
+          f"used ({missing} missing features, {corrupt} corrupt){example}")
 
 
 __all__ = ["BACKBONES", "FeaturePickleBuilder", "FeaturePickleConfig", "ItemError",

@@ -163,9 +163,9 @@ def _binary_record(r: _Reader, dim: int, path: str, i: int, count: int
   raw = r.until(b" ")
   if raw is None:
     raise _truncated(path, i, count)
-  word = raw.decode("utf-8", "replace")
+  word = raw.replace(b"\n", b"").decode("utf-8", "replace")  # gensim drops '\n' bytes too
   data = r.take(4 * dim)
-  if data is None or b"\n" in raw:
+  if data is None:
     raise _truncated(path, i, count, word)
   return word, np.frombuffer(data, "<f4").astype(np.float32)
 
@@ -173,7 +173,7 @@ def _binary_record(r: _Reader, dim: int, path: str, i: int, count: int
 def _text_record(r: _Reader, dim: int, path: str, i: int, count: int
                  ) -> tuple[str, np.ndarray]:
   line = r.until(b"\n")
-  parts = (line or b"").rstrip(b"\r\n ").split(b" ")
+  parts = (line or b"").rstrip().split(b" ")
   if line is None or len(parts) != dim + 1:
     raise _truncated(path, i, count, parts[0].decode("utf-8", "replace") if line else "")
   try:
@@ -249,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
   except Word2VecFormatError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"wrote {rows} words x {dim} to {os.path.join(a.out, 'vocab.txt')} and "
-        f"{os.path.join(a.out, 'vectors.npy')} (tokenizer: words:{os.path.join(a.out, 'vocab.txt')})")
+  vocab = os.path.join(a.out, "vocab.txt")
+  print(f"wrote {rows} words x {dim} to {vocab} and {os.path.join(a.out, 'vectors.npy')} "
+        f"(tokenizer: words:{vocab})")
   return 0
 
 

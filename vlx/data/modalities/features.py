@@ -20,12 +20,13 @@ checked), max_len (required), select ('window'), normalize (False: L2 per step).
 
 Several stored features as one sequence (spec section 4, create_video_features 'clip' with 2D
 and 3D features): parts (e.g. ('features_2d', 'features_3d')) and dims (their stored D, e.g.
-(2048, 2048)) instead of feature / dim. Each part is nearest-resampled to the LAST part's length
-(torch's interpolate 'nearest': step i reads floor(i * float32(n / m)), n -> m steps), L2-normalised
-per step separately when normalize is set (the spec's setting), and the parts are concatenated
-along D ([2D | 3D], dim = sum(dims)); then the window / padding / mask above. If any part is
-empty the row is empty (zeros, mask 0), as in the reference. The streams hand such a reader the
-tuple of its `stored_features` (vlx.data.modalities.encoded_input).
+(2048, 2048); optional: without it each part's stored static D is used, checked to sum to dim)
+instead of feature / dim. Each part is nearest-resampled to the LAST part's length (torch's
+interpolate 'nearest': step i reads floor(i * float32(n / m)), n -> m steps), L2-normalised per
+step separately when normalize is set (the spec's setting), and the parts are concatenated along
+D ([2D | 3D], dim = sum(dims)); then the window / padding / mask above. If any part is empty the
+row is empty (zeros, mask 0), as in the reference. The streams hand such a reader the tuple of
+its `stored_features` (vlx.data.modalities.encoded_input).
 """
 from __future__ import annotations
 
@@ -71,10 +72,15 @@ class FeaturesReader:
     return {self.key: ((self.max_len, self.dim), np.float32),
             self.key + "_mask": ((self.max_len,), np.int32)}
 
-  def _checked(self, encoded: tf.Tensor, feature: str = "", dim: int = 0) -> tf.Tensor:
-    feature, dim = feature or self.feature, dim or self.dim
+  def _checked(self, encoded: tf.Tensor, feature: str = "", dim: int | None = 0) -> tf.Tensor:
+    """float32 [N, dim] (dim None: a part's own static D, unchecked)."""
+    feature, dim = feature or self.feature, (self.dim if dim == 0 else dim)
     x = tf.cast(tf.convert_to_tensor(encoded), tf.float32)
     where = f"{feature}: stored features"
+    if dim is None:
+      if x.shape.rank is not None and x.shape.rank != 2:
+        raise DataConfigError(f"{where} have shape {x.shape}, expected [N, D]")
+      return x
     if x.shape.rank is not None and x.shape.rank != 2:
       raise DataConfigError(f"{where} have shape {x.shape}, expected [N, {dim}]")
     stored = x.shape[-1]
@@ -95,7 +101,13 @@ class FeaturesReader:
     if len(encoded) != len(self.parts):
       raise DataConfigError(f"{self.key}: got {len(encoded)} stored features for the parts "
                             f"{self.parts}")
-    xs = [self._checked(e, p, d) for e, p, d in zip(encoded, self.parts, self.dims)]
+    xs = [self._checked(e, p, d) for e, p, d in
+          zip(encoded, self.parts, self.dims or [None] * len(self.parts))]
+    if not self.dims:  # no per-part dims: the stored static D of each part, summing to dim
+      stored = [x.shape[-1] for x in xs]
+      if None in stored or sum(stored) != self.dim:
+        raise DataConfigError(f"{self.key}: stored parts {dict(zip(self.parts, stored))} do not "
+                              f"sum to the reader's dim {self.dim} (or set dims per part)")
     m = tf.shape(xs[-1])[0]
     empty = tf.reduce_any(tf.stack([tf.equal(tf.shape(x)[0], 0) for x in xs]))
     out = []
@@ -157,14 +169,14 @@ def from_config(cfg: Any, where: str) -> FeaturesReader:
   """FeaturesReader from `cfg` (see the module docstring); one-line errors name `where.<field>`."""
   f = Fields(cfg, where)
   parts, dims = _names(f, "parts"), _ints(f, "dims")
-  if len(parts) != len(dims):
+  if dims and len(parts) != len(dims):
     raise f.error("dims", f"one stored D per part is required: parts={parts}, dims={dims}")
   reader = FeaturesReader(
-      dim=sum(dims) if parts else f.int("dim", 0), max_len=f.int("max_len", 0),
+      dim=sum(dims) if dims else f.int("dim", 0), max_len=f.int("max_len", 0),
       feature=f.str("feature", "features"), key=f.str("key", "features"),
       select=f.str("select", "window", SELECTS), normalize=f.bool("normalize", False),
       parts=parts, dims=dims)
-  if parts and f._get("dim", 0) not in (0, reader.dim):
+  if dims and f._get("dim", 0) not in (0, reader.dim):
     raise f.error("dim", f"{f._get('dim', 0)} differs from sum(dims)={reader.dim} of the parts")
   if reader.dim < 1:
     raise f.error("dim", f"the stored feature size D is required (>= 1), got {reader.dim}")

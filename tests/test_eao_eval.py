@@ -15,6 +15,7 @@ import fake_family
 from tests.conftest import FAST_COMPILE
 from vlx import sharding as shd
 from vlx.evals import ranking, retrieval
+from vlx.models.eao import load_fixture as lf
 from vlx.models.eao import model as em
 from vlx.models.eao import tasks
 
@@ -157,14 +158,14 @@ def test_cut_clips_layout_and_audio_rule():
 
 
 # -- tasks on the tiny model ---------------------------------------------------------------------
-def _batch(b: int = 4, frames: int = 256) -> dict[str, np.ndarray]:
-  """A pipeline-layout batch (audio time first) with an empty text and a short audio row."""
+def _batch(b: int = 4, frames: int = 128) -> dict[str, np.ndarray]:
+  """A pipeline-layout batch (audio time first) with an empty text and short audio rows."""
   r = np.random.default_rng(0)
   text_mask = np.ones((b, 5), np.int32)
   text_mask[1] = 0
   video_mask = np.ones((b, 4), np.int32)
   video_mask[2, 2:] = 0
-  nframes = np.asarray([frames, 100, frames, 200][:b], np.int32)
+  nframes = np.asarray([frames, 50, frames, 100][:b], np.int32)
   audio_mask = (np.arange(frames)[None] < nframes[:, None]).astype(np.int32)
   return dict(text=r.normal(size=(b, 5, 32)).astype(np.float32), text_mask=text_mask,
               video=r.normal(size=(b, 4, 48)).astype(np.float32), video_mask=video_mask,
@@ -178,8 +179,8 @@ def tiny_run():
   calls they must reproduce."""
   cfg = em.model_config("tiny")
   cfg.depth = 1
-  clip_opts = dict(clips=2, clip_tokens=2, clip_frames=128, clip_min_audio=0.7)
-  pool_opts = dict(audio_max_tokens=2, audio_pooling="max_pool")
+  clip_opts = dict(clips=2, clip_tokens=2, clip_frames=64, clip_min_audio=0.7)
+  pool_opts = dict(audio_max_tokens=1, audio_pooling="max_pool")
 
   def run(batch):
     model = em.build(cfg, rngs=nnx.Rngs(0))
@@ -188,17 +189,16 @@ def tiny_run():
               for m in tasks.RETRIEVAL_MODES}
     x = dict(batch, audio=jnp.swapaxes(batch["audio"], 1, 2))
     direct = model(x, force_cross_modal=True)
-    clipped = (tasks.encode_texts(model, batch, **clip_opts),
-               tasks.encode_videos(model, batch, **clip_opts))
+    clipped = tasks.encode_videos(model, batch, **clip_opts)
     per_clip = []
-    for i in range(2):      # clip i by hand: tokens 2i..2i+1, frames 128i..128i+127
-      xi = dict(text=x["text"], text_mask=x["text_mask"],
-                video=x["video"][:, 2 * i:2 * i + 2], video_mask=x["video_mask"][:, 2 * i:2 * i + 2],
-                audio=x["audio"][:, :, 128 * i:128 * (i + 1)],
-                audio_mask=x["audio_mask"][:, 128 * i:128 * (i + 1)])
+    for i in range(2):      # clip i by hand: tokens 2i..2i+1, frames 64i..64i+63
+      xi = dict(video=x["video"][:, 2 * i:2 * i + 2], video_mask=x["video_mask"][:, 2 * i:2 * i + 2],
+                audio=x["audio"][:, :, 64 * i:64 * (i + 1)],
+                audio_mask=x["audio_mask"][:, 64 * i:64 * (i + 1)])
       per_clip.append(model(xi, force_cross_modal=True))
     pooled = tasks.encode_videos(model, batch, **pool_opts)
-    direct_pooled = model(x, force_cross_modal=True, audio_max_tokens=2,
+    va = {k: x[k] for k in ("video", "video_mask", "audio", "audio_mask", "audio_STFT_nframes")}
+    direct_pooled = model(va, force_cross_modal=True, audio_max_tokens=1,
                           audio_pooling="max_pool")
     return texts, videos, scores, direct, clipped, per_clip, pooled, direct_pooled
 
@@ -228,16 +228,38 @@ def test_scores_are_cosines_of_the_direct_model_call(tiny_run):
 
 
 def test_clips_average_the_kept_clips(tiny_run):
-  """nframes 256, 100, 256, 200 with 2 clips of 128 frames: clip 1 kept for rows 0, 2 (128
-  remain) but not 1 (none) or 3 (72 <= 0.7 * 128)."""
-  _, _, _, _, (ct, cv), per_clip, _, _ = tiny_run
+  """nframes 128, 50, 128, 100 with 2 clips of 64 frames: clip 1 kept for rows 0, 2 (64 remain)
+  but not 1 (none) or 3 (36 <= 0.7 * 64)."""
+  _, _, _, _, clipped, per_clip, _, _ = tiny_run
   kept = np.asarray([[1, 1], [1, 0], [1, 1], [1, 0]], np.float64)
-  for short, name in (("va", "va_embed"), ("v", "video_embed"), ("tv", "tv_embed"),
-                      ("t", "text_embed"), ("v+a", "v+a_embed")):
+  for short, name in (("va", "va_embed"), ("v", "video_embed"), ("a", "audio_embed"),
+                      ("v+a", "v+a_embed")):
     stack = np.stack([np.asarray(p[name], np.float64) for p in per_clip], 1)   # [B, 2, P]
     want = np.einsum("bc,bcp->bp", kept, stack) / kept.sum(1, keepdims=True)
-    got = ct[short] if short in ct else cv[short]
-    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=short)
+    np.testing.assert_allclose(clipped[short], want, atol=1e-5, err_msg=short)
+  assert not np.allclose(clipped["va"][1], per_clip[0]["va_embed"][1] / 2
+                         + per_clip[1]["va_embed"][1] / 2, atol=1e-4)   # clip 1 of row 1 dropped
+
+
+def test_clip_cutting_matches_the_reference_clips(reference_dir):
+  """The fixture's clip-wise rows (configs/evaluation/*_clips.yaml, 2 clips x 6 tokens / 384
+  frames): cutting each raw video's 12 tokens / 768 frames gives its clips_video / clips_audio
+  rows and masks, and the kept clips are those whose id is not '-1'."""
+  x = np.load(reference_dir / "eao" / "tiny" / "inputs.npz")
+  rows = {k: [] for k in ("video", "video_mask", "audio", "audio_mask", "audio_STFT_nframes")}
+  for i in range(len(x["clips_ids"]) // 2):
+    v, m = lf.video_features(x[f"clips_raw{i}_feat_2d"], x[f"clips_raw{i}_feat_3d"], 12, "clip")
+    mel = x[f"clips_raw{i}_mel"]
+    n = min(mel.shape[1], 768)
+    a = np.zeros((mel.shape[0], 768), np.float32)
+    a[:, :n] = mel[:, :n]
+    for k, val in zip(rows, (v, m, a, (np.arange(768) < n).astype(np.float32), n)):
+      rows[k].append(val)
+  out, kept = tasks.cut_clips({k: jnp.asarray(np.stack(v)) for k, v in rows.items()},
+                              2, 6, 384, 0.7)
+  for k in ("video", "video_mask", "audio", "audio_mask"):
+    np.testing.assert_allclose(out[k], x["clips_" + k], atol=1e-6, err_msg=k)
+  assert np.asarray(kept).reshape(-1).tolist() == (x["clips_ids"] != "-1").tolist()
 
 
 def test_audio_pooling_option(tiny_run):

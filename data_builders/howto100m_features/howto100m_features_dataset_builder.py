@@ -3,8 +3,10 @@ the 2D (ResNet-152, 1/s) and 3D (ResNeXt-101, 1.5/s) feature sequences, the log-
 (40 bins, 100 frames/s) and the ASR caption segments. One example per video; the clips are cut at
 training time (task 'asr_clips', vlx.data.asr_clips), new ones every epoch as the reference does.
 
-Features of an example: features_2d float32 [N, dim_2d], features_3d float32 [M, dim_3d],
-audio float32 [n, 40] (time first; absent in config 'no_audio'), asr Sequence({start, end, text}),
+Features of an example (the names of the released MSR-VTT / YouCook2 feature builders,
+vlx.data.feature_pickles): features_2d float32 [N, dim_2d], features_3d float32 [M, dim_3d] (configs
+'s3d': features_3d only, 1024-d at 1/s; 'clip': features_2d only, 512-d), audio float32 [n, 40]
+(time first; absent in config 'no_audio'), asr Sequence({start, end, text}),
 path (the video's relative folder from the video list, '' without one), plus the common
 video_id, duration (seconds: spectrogram frames / 100, or the longer feature sequence without
 audio), start = end = -1 and orig_fps = 0.
@@ -62,8 +64,11 @@ folders); files are found by name up to 8 levels down. With the 1166-video list 
 
 @dataclasses.dataclass
 class FeaturesConfig(bb.VideoBuilderConfig):
+  parts: tuple = ("2d", "3d")   # the video feature files required and stored
   dim_2d: int = 2048
   dim_3d: int = 2048
+  rate_2d: float = 1.0      # steps per second (duration without audio)
+  rate_3d: float = 1.5
   audio: bool = True        # spectrograms required and stored
 
 
@@ -82,15 +87,21 @@ class Builder(bb.VideoDatasetBuilder):
       FeaturesConfig(name="default", description="2D + 3D features (2048 each), spectrograms, ASR."),
       FeaturesConfig(name="no_audio", audio=False,
                      description="2D + 3D features and ASR; no spectrograms needed."),
+      FeaturesConfig(name="s3d", parts=("3d",), dim_3d=1024, rate_3d=1.0,
+                     description="S3D features only (1024, 1 per second) as <id>_3d files, "
+                                 "spectrograms, ASR (the reference's S3D variant)."),
+      FeaturesConfig(name="clip", parts=("2d",), dim_2d=512,
+                     description="CLIP ViT-B/32 image features only (512, 1 per second) as "
+                                 "<id>_2d files, spectrograms, ASR (the CLIP variant)."),
       FeaturesConfig(name="tiny", dim_2d=8, dim_3d=8,
                      description="Feature size 8 (synthetic test releases)."),
   ]
 
   def _features(self):
     c = self.builder_config
-    out = dict(
-        features_2d=tfds.features.Tensor(shape=(None, c.dim_2d), dtype=np.float32),
-        features_3d=tfds.features.Tensor(shape=(None, c.dim_3d), dtype=np.float32),
+    out = {f"features_{p}": tfds.features.Tensor(shape=(None, _dim(c, p)), dtype=np.float32)
+           for p in c.parts}
+    out.update(
         asr=tfds.features.Sequence({"start": np.float32, "end": np.float32,
                                     "text": tfds.features.Text()}),
         path=tfds.features.Text())
@@ -236,9 +247,14 @@ def load_array(path: str, keys: tuple[str, ...]) -> np.ndarray:
     raise ValueError(f"{path}: cannot read ({e})") from None
 
 
+def _dim(c: FeaturesConfig, part: str) -> int:
+  return c.dim_2d if part == "2d" else c.dim_3d
+
+
 def read_item(item: Item, config: FeaturesConfig) -> tuple[str, object]:
   """('ok', example) | ('missing', what) | ('corrupt', message) of one listed video."""
-  needed = [("2d", item.file_2d), ("3d", item.file_3d)]
+  files = {"2d": item.file_2d, "3d": item.file_3d}
+  needed = [(p, files[p]) for p in config.parts]
   if config.audio:
     needed.append(("spectrogram", item.file_audio))
   absent = [k for k, f in needed if not f]
@@ -248,8 +264,8 @@ def read_item(item: Item, config: FeaturesConfig) -> tuple[str, object]:
     return "missing", f"{item.video_id} ({', '.join(absent)})"
   out = {}
   try:
-    for key, path, dim in (("features_2d", item.file_2d, config.dim_2d),
-                           ("features_3d", item.file_3d, config.dim_3d)):
+    for part in config.parts:
+      key, path, dim = f"features_{part}", files[part], _dim(config, part)
       x = load_array(path, ("features",))
       if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{path}: features of shape {x.shape}, expected [N, {dim}]")
@@ -268,7 +284,8 @@ def read_item(item: Item, config: FeaturesConfig) -> tuple[str, object]:
   if "audio" in out:
     duration = len(out["audio"]) / MEL_RATE
   else:
-    duration = max(len(out["features_2d"]) / 1.0, len(out["features_3d"]) / 1.5)
+    rates = {"2d": config.rate_2d, "3d": config.rate_3d}
+    duration = max(len(out[f"features_{p}"]) / rates[p] for p in config.parts)
   out.update(asr=dict(start=start, end=end, text=texts), path=item.path, video_id=item.video_id,
              duration=float(duration), orig_fps=0.0, start=-1.0, end=-1.0)
   return "ok", out

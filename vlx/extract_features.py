@@ -40,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
                  help="random tower weights (demos/tests: the features mean nothing)")
   p.add_argument("--clip_variant", default="openai", help="openai (QuickGELU) | open_clip "
                  "(GELU) for --clip")
+  p.add_argument("--clip_head_width", type=int, default=64, help="--clip: attention heads = "
+                 "width // this (64 in every CLIP release)")
   p.add_argument("--clip_preset", default="ViT-B/32", help="--random_clip sizes: ViT-B/32 | "
                  "tiny (32 px input)")
   p.add_argument("--features_per_second", type=float, default=1.0,
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.clip and not os.path.isfile(os.path.expanduser(args.clip)):
       raise cli.PathError(f"--clip {args.clip}: no such file (OpenAI's ViT-B-32.pt or an "
                           "open_clip state dict)")
+    if args.random_clip and args.clip_preset not in tower_lib.PRESETS:
+      raise cli.UsageError(f"--clip_preset={args.clip_preset!r}: expected one of "
+                           f"{sorted(tower_lib.PRESETS)}")
     split = args.split
     if split.strip() == "all":
       split = run_lib.all_splits(args.builder, args.config, data_dir)
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "(demos and tests only)", file=sys.stderr, flush=True)
       tower = tower_lib.random_tower(args.clip_preset, args.dtype, args.seed)
     else:
-      tower = tower_lib.loaded_tower(args.clip, args.clip_variant, args.dtype)
+      tower = tower_lib.loaded_tower(args.clip, args.clip_variant, args.dtype,
+                                     args.clip_head_width)
     s = dataclasses.replace(s, tower=tower.description)
     extract_split(s, tower, overwrite=args.overwrite,
                   worker=(args.worker_index, args.num_workers))

@@ -113,9 +113,11 @@ def _prefix(state: dict) -> str:
                    f"{sorted(state)[:4]})")
 
 
-def loaded_tower(path: str, variant: str = "openai", dtype: str = "float32") -> Tower:
+def loaded_tower(path: str, variant: str = "openai", dtype: str = "float32",
+                 head_width: int = 64) -> Tower:
   """The image tower of a CLIP file: OpenAI's TorchScript `.pt` (variant 'openai') or an
-  open_clip state dict ('open_clip': GELU; 'openai' for its *-quickgelu configs)."""
+  open_clip state dict ('open_clip': GELU; 'openai' for its *-quickgelu configs). Heads are
+  width // head_width (64 in every CLIP release)."""
   from vlx.convert.errors import ConversionError  # pylint: disable=import-outside-toplevel
   from vlx.layers import clip_rules  # pylint: disable=import-outside-toplevel
   path = os.path.abspath(os.path.expanduser(path))
@@ -126,11 +128,14 @@ def loaded_tower(path: str, variant: str = "openai", dtype: str = "float32") -> 
     state = clip_rules.read_checkpoint(path)
     if isinstance(state.get("state_dict"), dict):   # a training checkpoint's container
       state = state["state_dict"]
-    model = clip_rules.load(state, variant=variant, src=_prefix(state), dtype=_dtype(dtype))
+    model = clip_rules.load(state, variant=variant, src=_prefix(state), dtype=_dtype(dtype),
+                            head_width=head_width)
   except (ValueError, KeyError, OSError, ConversionError) as e:
-    raise TowerError(f"--clip {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    detail = (str(e).splitlines() or [type(e).__name__])[0].removeprefix(f"{path}: ")
+    raise TowerError(f"--clip {path}: {detail}"
                      ) from e
-  return _tower(model.visual, f"{os.path.basename(path)} sha1 {_digest(path)} ({variant})")
+  return _tower(model.visual, f"{os.path.basename(path)} sha1 {_digest(path)} ({variant}, "
+                f"head_width {head_width})")
 
 
 @functools.lru_cache(maxsize=64)

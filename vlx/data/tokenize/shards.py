@@ -51,7 +51,7 @@ def prepare(folder: str, s, num_examples: int, overwrite: bool) -> None:
     if have != want:
       diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
       changes = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in diff)
-      raise WorkDirMismatch(f"{folder} holds codes made with other settings ({changes}); pass "
+      raise WorkDirMismatch(f"{folder} holds shards made with other settings ({changes}); pass "
                             "--overwrite to start again, or another --out_builder")
     return
   os.makedirs(folder, exist_ok=True)

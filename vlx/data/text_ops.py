@@ -3,7 +3,8 @@
 `load_tokenizer('moving_shapes')` gives the WordPiece vocab shipped with vlx (every word of the
 synthetic captions and of ALPRO's entity-prompt templates, vlx/models/alpro/prompts.py; < 128
 ids, so the demo's text.vocab_size=128 fits); a directory gives a local BERT tokenizer (e.g. a
-copy of bert-base-uncased). `mask_tokens` and `whole_word_mask` are written with stateless TF ops
+copy of bert-base-uncased); 'words:<vocab.txt>' gives the word-level word2vec tokenizer
+(vlx.data.word_tokenizer: no special tokens, so no MLM corruption). `mask_tokens` and `whole_word_mask` are written with stateless TF ops
 so they run inside tf.data and depend on their seed only; `mlm_corruption` picks one by
 config.data.mlm_masking.
 """

@@ -217,7 +217,7 @@ def test_training_stream_word_tokenizer_and_parts(built, tmp_path):
   """A training batch of msrvtt_features with the words: tokenizer (no MLM) and the [2D|3D] /
   spectrogram inputs: shapes, masks and ids of the in-vocabulary words."""
   from configs import common  # pylint: disable=import-outside-toplevel
-  from vlx.data import train_stream  # pylint: disable=import-outside-toplevel
+  from vlx.data import eval_stream, train_stream  # pylint: disable=import-outside-toplevel
   vec = tmp_path / "v.txt"
   vec.write_text("4 2\ncat 1 0\nthe 0 1\nNew_York 1 1\ndog 2 2\n")
   word2vec.convert(vec, tmp_path / "w")
@@ -241,6 +241,15 @@ def test_training_stream_word_tokenizer_and_parts(built, tmp_path):
   for vid, ids, mask in zip(batch["video_id"], batch["text_ids"], batch["text_mask"]):
     assert tuple(ids) in allowed[vid]
     np.testing.assert_array_equal(mask, ids > 0)
+  # the evaluation stream reads the same inputs (the test split, its one caption per clip)
+  ev = common.retrieval_eval(builder="msrvtt_features", builder_config="resnet",
+                             split="test_1ka", max_text_len=5)
+  ev.inputs = c.data.train.inputs
+  rows = list(eval_stream.make_eval_batches(ev, c, batch_size=2, process_index=0,
+                                            process_count=1))
+  got = {b["video_index"][i]: (b["video_mask"][i].sum(), tuple(b["text_ids"][i]))
+         for b in rows for i in range(2)}
+  assert sorted(got.values()) == [(0, (0, 0, 0, 0, 0)), (8, (2, 1, 0, 0, 0))]  # empty 2D: no video
   assert (batch["mlm_labels"] == -100).all()
 
 

@@ -115,6 +115,11 @@ def test_driver_average_ids_complete_size_and_encode_options():
   assert m["num_videos"] == 5 and m["num_texts"] == 5
   for k, v in want.items():
     assert m[k] == pytest.approx(v, rel=1e-5), k
+  ev.encode_options = dict(scale=2.0, depth=3)
+  with pytest.raises(ValueError, match="encode_options.depth: family 'toy_avg'"):
+    with jax.set_mesh(mesh):
+      retrieval.run_retrieval_eval(model, fam, ev, c, mesh, make_eval_batches=batches)
+  ev.encode_options = dict(scale=2.0)
   ev.complete_size = 0                               # 0: the 5 queries present
   ev.protocol = "tie_aware"
   with pytest.raises(ValueError, match="complete_size needs a protocol"):

@@ -26,6 +26,7 @@ Eval-block options read here (besides mode / protocol / num_views):
 """
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Sequence
 
@@ -212,7 +213,7 @@ def encode_split(model: nnx.Module, family: Family, eval_cfg: ml_collections.Con
 
   (videos, texts), cols = common.collect(model, family, ("encode_videos", "encode_texts"),
                                          eval_cfg, config, mesh, make_eval_batches, with_view,
-                                         static=encode_options(eval_cfg))
+                                         static=encode_options(eval_cfg, family))
   index_all = cols["video_index"]
   # One column per distinct video (several captions of a clip share it), in video_index order.
   uniq, first = np.unique(index_all, return_index=True)
@@ -232,14 +233,30 @@ def _hashable(v):
   return v
 
 
-def encode_options(eval_cfg: ml_collections.ConfigDict) -> dict:
-  """evals.<name>.encode_options as static (hashable) keyword arguments of the encoders."""
+def _takes(fn, name: str) -> bool:
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return True
+  return any(p.kind == p.VAR_KEYWORD or (p.name == name and p.kind != p.POSITIONAL_ONLY)
+             for p in params)
+
+
+def encode_options(eval_cfg: ml_collections.ConfigDict, family: Family | None = None) -> dict:
+  """evals.<name>.encode_options as static (hashable) keyword arguments of the encoders; with
+  `family`, each name is checked against its encode_videos / encode_texts signatures."""
   opts = eval_cfg.get("encode_options", None) or {}
   if hasattr(opts, "to_dict"):
     opts = opts.to_dict()
   if not isinstance(opts, dict):
     raise ValueError(f"evals.<name>.encode_options={opts!r}: expected a dict of keyword "
                      "arguments")
+  for fn_name in ("encode_videos", "encode_texts"):
+    fn = getattr(family, fn_name, None) if family is not None else None
+    for k in opts if fn is not None else ():
+      if not _takes(fn, str(k)):
+        raise ValueError(f"evals.<name>.encode_options.{k}: family {family.name!r}'s {fn_name} "
+                         "takes no such option")
   return {str(k): _hashable(v) for k, v in opts.items()}
 
 

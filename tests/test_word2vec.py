@@ -124,3 +124,23 @@ def test_retrieval_text_step_without_mlm(vocab):
   np.testing.assert_array_equal(out["text_ids"], [[1, 2, 4, 0, 0], [6, 7, 0, 0, 0]])
   np.testing.assert_array_equal(out["mlm_text_ids"], out["text_ids"])
   assert (out["mlm_labels"].numpy() == -100).all()
+
+
+def test_clip_tokenizer_forms(tmp_path):
+  """'clip:<bpe>' = clip.tokenize of the text; 'clip_words:<bpe>' of its regex words joined
+  (EAO's raw_text); SOT ... EOT, zero padded, mask on SOT..EOT; no MLM corruption."""
+  bpe = tmp_path / "bpe.txt"   # ids: !</w>=256 the</w>=513 cat</w>=515, SOT 516, EOT 517
+  bpe.write_text("#version: 0.2\nt h\nth e</w>\nc a\nca t</w>\n")
+  plain = text_ops.load_tokenizer(f"clip:{bpe}")
+  words = text_ops.load_tokenizer(f"clip_words:{bpe}")
+  ids, mask = text_ops.tokenize(plain, ["The CAT!", "the cat the cat"], 5)
+  np.testing.assert_array_equal(ids, [[516, 513, 515, 256, 517], [516, 513, 515, 513, 517]])
+  np.testing.assert_array_equal(mask, ids > 0)
+  ids, _ = text_ops.tokenize(words, ["The CAT!"], 6)
+  np.testing.assert_array_equal(ids, [[516, 513, 515, 517, 0, 0]])   # '!' is not a word
+  config = ml_collections.ConfigDict(dict(data=dict(mlm_probability=0.15, mlm_masking="token")))
+  out, labels = text_ops.mlm_corruption(config, plain)(tf.constant(ids), None, None)
+  np.testing.assert_array_equal(out, ids)
+  assert (labels.numpy() == -100).all()
+  with pytest.raises(FileNotFoundError, match="config.data.tokenizer"):
+    text_ops.load_tokenizer(f"clip:{tmp_path / 'none.txt.gz'}")

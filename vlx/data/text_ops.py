@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import transformers
 
-from vlx.data import word_tokenizer
+from vlx.data import clip_text_tokenizer, word_tokenizer
 from vlx.data.errors import DataConfigError
 
 VOCAB_DIR = pathlib.Path(__file__).resolve().parent / "vocab"
@@ -27,9 +27,12 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def load_tokenizer(name_or_path: str) -> transformers.PreTrainedTokenizerBase:
   """A `BertTokenizerFast` (lower-casing) from a shipped vocab name, a vocab file or a folder;
-  'words:<vocab.txt>' gives the word-level word2vec tokenizer (vlx.data.word_tokenizer)."""
+  'words:<vocab.txt>' gives the word-level word2vec tokenizer (vlx.data.word_tokenizer),
+  'clip:<bpe vocab>' / 'clip_words:<bpe vocab>' CLIP BPE ids (vlx.data.clip_text_tokenizer)."""
   if name_or_path and name_or_path.startswith(word_tokenizer.PREFIX):
     return word_tokenizer.load(name_or_path)
+  if name_or_path and name_or_path.startswith(clip_text_tokenizer.PREFIXES):
+    return clip_text_tokenizer.load(name_or_path)
   if name_or_path in SHIPPED:
     return transformers.BertTokenizerFast(vocab=str(SHIPPED[name_or_path]), do_lower_case=True)
   path = pathlib.Path(os.path.expanduser(name_or_path or ""))

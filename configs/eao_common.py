@@ -43,7 +43,10 @@ VIDEO_PARTS = {"": (("features_2d", "features_3d"), 4096), "s3d": (("features_s3
                "clip": (("features_clip",), 512)}
 SPECTROGRAM = "spectrogram"           # the stored [T, 40] log-mel feature
 MEL = 40
-# Demo / tiny sizes (moving_shapes: 1 s clips; 8 kHz tone resampled to 16 kHz: 100 mel frames).
+# Demo / tiny sizes (moving_shapes: 1 s clips; 8 kHz tone resampled to 16 kHz). The audio window
+# is 0.96 s = 96 mel frames: a multiple of the DAVEnet stride (8 in the demo: 12 audio tokens), as
+# the reference's 768 frames are of 64 (its token mask assumes it).
+AUDIO_SECONDS = 0.96
 DEMO = dict(num_frames=8, resolution=32, grid=8, video_dim=128, max_text_len=16, batch=64)
 TINY = dict(num_frames=4, resolution=32, grid=4, video_dim=32, max_text_len=12, batch=8)
 
@@ -74,7 +77,7 @@ def eao_model(preset: str, variant: str = "") -> ml_collections.ConfigDict:
   m.update(text_input="word_vectors", random_word_vectors=True,
            word_vocab_size=79)   # moving_shapes vocab: 80 ids, 0 = [PAD] (the zero row)
   if preset == "demo":
-    # 3 DAVEnet stages: 100 mel frames (1 s) -> 13 audio tokens
+    # 3 DAVEnet stages: 96 mel frames -> 12 audio tokens
     m.update(text_dim=64, video_dim=DEMO["video_dim"], hidden=128, depth=1, num_heads=4,
              mlp_ratio=2.0, proj_dim=128)
     m.davenet.update(layers=(1, 1, 1), widths=(32, 32, 64, 128), kernel=9)
@@ -91,7 +94,7 @@ def moving_shapes_inputs(sizes: dict) -> ml_collections.ConfigDict:
       video=dict(reader="frame_features", feature="video", grid=sizes["grid"],
                  dim=sizes["video_dim"]),
       audio=dict(reader="audio", feature="audio", stored_rate=8000, sample_rate=16000,
-                 seconds=1.0, num_mel_bins=MEL)))
+                 seconds=AUDIO_SECONDS, num_mel_bins=MEL)))
 
 
 def feature_inputs(variant: str, video_tokens: int, audio_frames: int
@@ -100,7 +103,7 @@ def feature_inputs(variant: str, video_tokens: int, audio_frames: int
   parts, dim = VIDEO_PARTS[variant]
   return ml_collections.ConfigDict(dict(
       video=dict(reader="features", parts=parts, key="video", dim=dim, max_len=video_tokens,
-                 select="window", normalize=True),
+                 select="window"),    # parts: each L2-normalised by the reader
       audio=dict(reader="features", feature=SPECTROGRAM, key="audio", dim=MEL,
                  max_len=audio_frames, select="window")))
 
@@ -154,3 +157,40 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, *, modes=("t2v", 
   base_fields.pop("name", None)
   return ml_collections.ConfigDict({f"{name}_{m}": common.retrieval_eval(mode=m, **base_fields)
                                     for m in modes})
+
+
+CONVERTED = {"": "converted/eao_tva", "s3d": "converted/eao_s3d", "clip": "converted/eao_clip"}
+
+
+def finetune_config(preset: str, variant: str, *, builder: str, train_examples: int, batch: int,
+                    lr: float, epochs: int, video_tokens: int, audio_frames: int,
+                    complete_size: int, test_split: str = "test") -> ml_collections.ConfigDict:
+  """Retrieval fine-tuning (spec §6): all six pair losses at weight 1 (1/6 after the reference's
+  division), Adam without weight decay at a constant lr, DAVEnet in eval mode throughout
+  (`use_eval_mode_always`: running statistics, model.bn_train False), initialised from the
+  converted pre-trained model (`python -m vlx.convert --family eao`; the frozen text front end
+  is filled from config.init.word_vectors / init.clip). Evals: t2v, t2va and t2v+a on the test
+  split with the reference's metric (ties averaged, R@k over `complete_size` queries)."""
+  c = base(preset, variant, FINETUNE_WEIGHTS)
+  c.model.bn_train = False
+  if preset == "":
+    c.init.from_converted = CONVERTED[variant]
+    c.data.update(global_batch_size=batch, tokenizer=tokenizer(variant), shuffle_buffer=10_000)
+    c.data.train.update(builder=builder, builder_config="", split="train",
+                        max_text_len=MAX_WORDS + (2 if variant == "clip" else 0),
+                        inputs=feature_inputs(variant, video_tokens, audio_frames))
+    c.optim.lr = lr
+    steps = -(-epochs * train_examples // batch)
+    c.train.update(num_steps=steps, log_every=50, eval_every=0, ckpt_every=steps, keep=2)
+    c.evals = retrieval_evals(c, preset, modes=("t2v", "t2va", "t2v+a"),
+                              complete_size=complete_size, split=test_split)
+    return c
+  moving_shapes_data(c, preset)
+  if preset == "demo":   # from scratch on moving_shapes
+    c.optim.update(lr=5e-4, grad_clip=5.0)
+    c.train.update(num_steps=300, log_every=25, eval_every=0, ckpt_every=300, keep=1)
+  else:
+    c.optim.lr = 1e-3
+    c.train.update(num_steps=2, log_every=1, eval_every=0, ckpt_every=2, keep=1)
+  c.evals = retrieval_evals(c, preset)
+  return c

@@ -80,12 +80,22 @@ def _spec(shape, dtype) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(tuple(int(d) for d in shape), jnp.dtype(dtype))
 
 
+def _input_specs(data: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+  """The batch keys of the block's modality readers (`inputs`; none: the frames `video`)."""
+  if not data.get("inputs", None):
+    size = int(data.get("crop", 0) or data.resolution)
+    return {"video": _spec((B, int(data.num_frames), size, size, 3), jnp.float32)}
+  from vlx.data import modalities  # pylint: disable=import-outside-toplevel
+  return {k: _spec((B,) + tuple(shape), dtype)
+          for r in modalities.make_readers(data, "data").values()
+          for k, (shape, dtype) in r.spec().items()}
+
+
 def _batch(data: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of a tiny batch with every project batch key a scorer / objective may read."""
-  t, length = int(data.num_frames), int(data.max_text_len)
-  size = int(data.get("crop", 0) or data.resolution)
+  length = int(data.max_text_len)
   i32 = jnp.int32
-  return {"video": _spec((B, t, size, size, 3), jnp.float32),
+  return {**_input_specs(data),
           "text_ids": _spec((B, length), i32), "text_mask": _spec((B, length), i32),
           "mlm_text_ids": _spec((B, length), i32), "mlm_labels": _spec((B, length), i32),
           "label": _spec((B,), i32), "choice_ids": _spec((B, K, length), i32),

@@ -132,7 +132,7 @@ def load_word_vectors(model, directory: str) -> int:
   return int(vectors.shape[0])
 
 
-def load_clip_text(model, path: str, variant: str) -> int:
+def load_clip_text(model, path: str, variant: str, head_width: int = 64) -> int:
   """Fills `model.clip_text` with the text tower of a CLIP file (OpenAI .pt / open_clip state
   dict, read without executing code); returns the number of arrays loaded."""
   import pathlib  # pylint: disable=import-outside-toplevel
@@ -142,7 +142,8 @@ def load_clip_text(model, path: str, variant: str) -> int:
   if not pathlib.Path(path).is_file():
     raise FileNotFoundError(f"config.init.clip={path!r}: no such file (OpenAI's ViT-B-32.pt or an "
                             "open_clip state dict)")
-  loaded = clip_rules.load(clip_rules.read_checkpoint(path), variant=variant)
+  loaded = clip_rules.load(clip_rules.read_checkpoint(path), variant=variant,
+                           head_width=head_width)
   return ckpt.fill_module(model.clip_text, _flat_params(loaded.text),
                           f"config.init.clip={path!r} does not fit model.clip_text",
                           "config.model.clip sizes must match the file's text tower")
@@ -171,7 +172,7 @@ def prepare_fresh_state(model, config) -> None:
     if not path:
       raise ValueError("config.model.text_input='clip' needs config.init.clip=PATH (OpenAI's "
                        "ViT-B-32.pt or an open_clip state dict: the frozen text tower)")
-    variant = "openai" if config.model.clip.get("activation", "quick_gelu") == "quick_gelu" \
-        else "open_clip"
-    n = load_clip_text(model, path, variant)
+    sizes = config.model.clip
+    variant = "openai" if sizes.get("activation", "quick_gelu") == "quick_gelu" else "open_clip"
+    n = load_clip_text(model, path, variant, int(sizes.text_width) // int(sizes.text_heads))
     logging.info("eao: CLIP text tower from %s (%d arrays, frozen)", path, n)

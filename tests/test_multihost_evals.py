@@ -39,6 +39,8 @@ def eval_blocks() -> dict[str, ml_collections.ConfigDict]:
                rows_per_example=2, batch_size=5),                    # 2 captions per clip
       ret_ties=dict(type="retrieval", mode="vtc", protocol="tie_aware", num_examples=11,
                     rows_per_example=2, batch_size=5),
+      ret_avg=dict(type="retrieval", mode="vtc", protocol="averaged_ties", complete_size=0,
+                   num_examples=11, rows_per_example=2, batch_size=5),
       qa=dict(type="qa", protocol="oov_wrong", qtypes=QTYPES, num_examples=19, batch_size=3),
       qa_excl=dict(type="qa", protocol="oov_excluded", qtypes=QTYPES, num_examples=19,
                    batch_size=3),

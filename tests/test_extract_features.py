@@ -77,6 +77,15 @@ def test_frame_indices_are_the_nearest_per_second():
     assert got.numpy().tolist() == sampling.frame_indices(n, fps, rate).tolist()
 
 
+@pytest.mark.parametrize("shape", [(2, 48, 80, 3), (1, 70, 33, 3)])
+def test_host_preprocess_is_clips_preprocess(shape):
+  """The host resize (short side -> 32, bicubic antialiased) + centre crop = clip.preprocess."""
+  frames = np.random.RandomState(0).randint(0, 256, shape).astype(np.uint8)
+  got = np.asarray(clip.normalize_images(tower_lib.host_preprocess(frames, 32)))
+  np.testing.assert_allclose(got, np.asarray(clip.preprocess(frames, 32)), atol=2e-5)
+  assert np.abs(got - np.asarray(clip.preprocess(frames[:, ::-1], 32))).max() > 0.1
+
+
 def test_source_fps_from_the_builder_or_the_flag(data_dir):
   source = pipeline.get_builder("moving_shapes", "tiny", data_dir)
   assert sampling.source_fps(source, None) == 8.0 and sampling.source_fps(source, 2.5) == 2.5

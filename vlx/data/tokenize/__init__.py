@@ -35,7 +35,8 @@ them writes the dataset. Differences from the references' own extraction: frames
 stored JPEGs (short side 256 at the builder's fps), not from the original video.
 Modules: settings (flags -> names, paths, the settings fingerprint), frames (TF frame
 preprocessing), encoder (the jitted token function), shards (compute, resume), writer (TFDS
-output), run (the driver).
+output), run (the driver). The resumable loop (run.compute_shards), the shard files and the
+writer (writer.write_derived) also make vlx.data.features_extract's per-second feature datasets.
 """
 from vlx.data.tokenize.run import tokenize_split  # noqa: F401
 from vlx.data.tokenize.settings import Settings, output_names  # noqa: F401

@@ -7,8 +7,8 @@ feature k is frame min(round(t_k * source_fps), T - 1) (halves round up).
 
 The stored frames' rate comes from the builder: its config's `fps` (video builders'
 VideoBuilderConfig, moving_shapes), or, for configs that keep every frame (fps 0), each example's
-`orig_fps`. Datasets without either (a written dataset, a builder without an fps) need
-`--source_fps`.
+`orig_fps`. Image datasets (one frame a row) need none. Other datasets without either (a
+written dataset, a builder without an fps) need `--source_fps`.
 """
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def source_fps(builder, flag: float | None) -> float:
     return float(fps)
   if isinstance(fps, (int, float)) and fps == 0 and "orig_fps" in builder.info.features:
     return PER_EXAMPLE
+  from vlx.data import pipeline  # pylint: disable=import-outside-toplevel
+  if pipeline.is_image_dataset(builder):
+    return 1.0   # one frame per row: one feature whatever the rate
   raise UsageError(f"--builder {builder.name}: its stored frames' rate is not recorded (no "
                    "config fps); pass --source_fps (frames stored per second)")
 

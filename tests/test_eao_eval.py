@@ -4,6 +4,8 @@ options (complete_size, average_ids, encode_options), the long-video strategies 
 and vlx.models.eao.tasks on the tiny model against direct model calls."""
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -180,11 +182,10 @@ def _batch(b: int = 4, frames: int = 128) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tiny_run():
-  """One compiled run: the tasks functions (plain, clip-wise, audio pooling) and the direct model
+  """One compiled run: the tasks functions (plain and with audio pooling) and the direct model
   calls they must reproduce."""
   cfg = em.model_config("tiny")
   cfg.depth = 1
-  clip_opts = dict(clips=2, clip_tokens=2, clip_frames=64, clip_min_audio=0.7)
   pool_opts = dict(audio_max_tokens=1, audio_pooling="max_pool")
 
   def run(batch):
@@ -194,18 +195,11 @@ def tiny_run():
               for m in tasks.RETRIEVAL_MODES}
     x = dict(batch, audio=jnp.swapaxes(batch["audio"], 1, 2))
     direct = model(x, force_cross_modal=True)
-    clipped = tasks.encode_videos(model, batch, **clip_opts)
-    per_clip = []
-    for i in range(2):      # clip i by hand: tokens 2i..2i+1, frames 64i..64i+63
-      xi = dict(video=x["video"][:, 2 * i:2 * i + 2], video_mask=x["video_mask"][:, 2 * i:2 * i + 2],
-                audio=x["audio"][:, :, 64 * i:64 * (i + 1)],
-                audio_mask=x["audio_mask"][:, 64 * i:64 * (i + 1)])
-      per_clip.append(model(xi, force_cross_modal=True))
     pooled = tasks.encode_videos(model, batch, **pool_opts)
     va = {k: x[k] for k in ("video", "video_mask", "audio", "audio_mask", "audio_STFT_nframes")}
     direct_pooled = model(va, force_cross_modal=True, audio_max_tokens=1,
                           audio_pooling="max_pool")
-    return texts, videos, scores, direct, clipped, per_clip, pooled, direct_pooled
+    return texts, videos, scores, direct, pooled, direct_pooled
 
   return jax.jit(run, compiler_options=FAST_COMPILE)(_batch())
 
@@ -232,25 +226,9 @@ def test_scores_are_cosines_of_the_direct_model_call(tiny_run):
   assert not np.allclose(scores["t2va"], scores["t2v"])
 
 
-def test_clips_average_the_kept_clips(tiny_run):
-  """nframes 128, 50, 128, 100 with 2 clips of 64 frames: clip 1 kept for rows 0, 2 (64 remain)
-  but not 1 (none) or 3 (36 <= 0.7 * 64)."""
-  _, _, _, _, clipped, per_clip, _, _ = tiny_run
-  kept = np.asarray([[1, 1], [1, 0], [1, 1], [1, 0]], np.float64)
-  for short, name in (("va", "va_embed"), ("v", "video_embed"), ("a", "audio_embed"),
-                      ("v+a", "v+a_embed")):
-    stack = np.stack([np.asarray(p[name], np.float64) for p in per_clip], 1)   # [B, 2, P]
-    want = np.einsum("bc,bcp->bp", kept, stack) / kept.sum(1, keepdims=True)
-    np.testing.assert_allclose(clipped[short], want, atol=1e-5, err_msg=short)
-  assert not np.allclose(clipped["va"][1], per_clip[0]["va_embed"][1] / 2
-                         + per_clip[1]["va_embed"][1] / 2, atol=1e-4)   # clip 1 of row 1 dropped
-
-
-def test_clip_cutting_matches_the_reference_clips(reference_dir):
-  """The fixture's clip-wise rows (configs/evaluation/*_clips.yaml, 2 clips x 6 tokens / 384
-  frames): cutting each raw video's 12 tokens / 768 frames gives its clips_video / clips_audio
-  rows and masks, and the kept clips are those whose id is not '-1'."""
-  x = np.load(reference_dir / "eao" / "tiny" / "inputs.npz")
+def _raw_clip_rows(x) -> dict[str, np.ndarray]:
+  """The fixture's raw clip-wise videos read at once (model layout): 12 video tokens ('clip'
+  sampling of the 2D/3D features) and 768 audio frames per video."""
   rows = {k: [] for k in ("video", "video_mask", "audio", "audio_mask", "audio_STFT_nframes")}
   for i in range(len(x["clips_ids"]) // 2):
     v, m = lf.video_features(x[f"clips_raw{i}_feat_2d"], x[f"clips_raw{i}_feat_3d"], 12, "clip")
@@ -260,7 +238,16 @@ def test_clip_cutting_matches_the_reference_clips(reference_dir):
     a[:, :n] = mel[:, :n]
     for k, val in zip(rows, (v, m, a, (np.arange(768) < n).astype(np.float32), n)):
       rows[k].append(val)
-  out, kept = tasks.cut_clips({k: jnp.asarray(np.stack(v)) for k, v in rows.items()},
+  return {k: np.stack(v) for k, v in rows.items()}
+
+
+def test_clip_cutting_matches_the_reference_clips(reference_dir):
+  """The fixture's clip-wise rows (configs/evaluation/*_clips.yaml, 2 clips x 6 tokens / 384
+  frames): cutting each raw video's 12 tokens / 768 frames gives its clips_video / clips_audio
+  rows and masks, and the kept clips are those whose id is not '-1'."""
+  x = np.load(reference_dir / "eao" / "tiny" / "inputs.npz")
+  rows = _raw_clip_rows(x)
+  out, kept = tasks.cut_clips({k: jnp.asarray(v) for k, v in rows.items()},
                               2, 6, 384, 0.7)
   for k in ("video", "video_mask", "audio", "audio_mask"):
     np.testing.assert_allclose(out[k], x["clips_" + k], atol=1e-6, err_msg=k)
@@ -268,9 +255,14 @@ def test_clip_cutting_matches_the_reference_clips(reference_dir):
 
 
 def test_audio_pooling_option(tiny_run):
-  *_, pooled, direct_pooled = tiny_run
-  np.testing.assert_allclose(pooled["va"], direct_pooled["va_embed"], atol=1e-6)
-  np.testing.assert_allclose(pooled["a"], direct_pooled["audio_embed"], atol=1e-6)
+  """encode_options audio_max_tokens / audio_pooling reach the model (embeddings of the tiny
+  random model are ~1e-4: compared relative to their scale)."""
+  _, videos, _, _, pooled, direct_pooled = tiny_run
+  scale = float(np.abs(direct_pooled["audio_embed"]).max())
+  assert np.abs(np.asarray(pooled["a"]) - videos["a"]).max() > 0.1 * scale   # pooling changed it
+  for short, name in (("a", "audio_embed"), ("va", "va_embed"), ("v+a", "v+a_embed")):
+    ref = np.asarray(direct_pooled[name])
+    np.testing.assert_allclose(pooled[short], ref, atol=1e-4 * np.abs(ref).max(), err_msg=short)
 
 
 def test_clip_query_modes_need_one_caption_per_clip():
@@ -283,3 +275,50 @@ def test_clip_query_modes_need_one_caption_per_clip():
     tasks.retrieval_scores(None, t, v, mode="t2va")
   with pytest.raises(ValueError, match="expected one of"):
     tasks.retrieval_scores(None, t, v, mode="vtc")
+
+
+@pytest.mark.torch   # reads the reference .pth container
+def test_tasks_reproduce_the_reference_evaluation(reference_dir):
+  """The tiny fixture's eval outputs through tasks.py on the converted checkpoint: every sim_* of
+  the main batch with its metrics (plain and complete size B + 2) exactly, and the clip-wise
+  evaluation (encode_options clips=2 x 6 tokens / 384 frames on each raw video's 12 tokens / 768
+  frames) against clips_averaged_*, clips_sim_* and clips_metrics_*."""
+  d = reference_dir / "eao" / "tiny"
+  model = lf.convert_fixture(d, json.loads((d / "config.json").read_text()))[0].model
+  x, ref = dict(np.load(d / "inputs.npz")), dict(np.load(d / "outputs.npz"))
+  main = {k: x[k] for k in lf.BATCH_KEYS}
+  main["audio"] = np.swapaxes(main["audio"], 1, 2)                 # pipeline layout: time first
+  clip = _raw_clip_rows(x)
+  clip["audio"] = np.swapaxes(clip["audio"], 1, 2)
+  clip["text"], clip["text_mask"] = x["clips_text"][::2], x["clips_text_mask"][::2]
+  opts = dict(clips=2, clip_tokens=6, clip_frames=384, clip_min_audio=0.7)
+  graphdef, state = nnx.split(model)
+
+  def run(st, b, cb):
+    m = nnx.merge(graphdef, st)
+    out = []
+    for batch, o in ((b, {}), (cb, opts)):
+      t, v = tasks.encode_texts(m, batch, **o), tasks.encode_videos(m, batch, **o)
+      out.append((t, v, {md: tasks.retrieval_scores(m, t, v, mode=md)
+                         for md in tasks.RETRIEVAL_MODES}))
+    return out
+  with jax.default_matmul_precision("highest"):
+    (_, _, sims), (ct, cv, csims) = jax.jit(run, compiler_options=FAST_COMPILE)(state, main, clip)
+  b = len(x["text"])
+  for md in tasks.RETRIEVAL_MODES:
+    if f"sim_{md}" in ref:
+      np.testing.assert_allclose(sims[md], ref[f"sim_{md}"], atol=1e-5, err_msg=md)
+    np.testing.assert_array_equal(ranking.diagonal_metrics(np.asarray(sims[md])),
+                                  ref[f"metrics_{md}"], err_msg=md)
+    if f"metrics_completesize_{md}" in ref:
+      np.testing.assert_array_equal(ranking.diagonal_metrics(np.asarray(sims[md]), b + 2),
+                                    ref[f"metrics_completesize_{md}"], err_msg=md)
+    if f"clips_sim_{md}" in ref:
+      np.testing.assert_allclose(csims[md], ref[f"clips_sim_{md}"], atol=1e-5, err_msg=md)
+    if f"clips_metrics_{md}" in ref:
+      np.testing.assert_array_equal(ranking.diagonal_metrics(np.asarray(csims[md])),
+                                    ref[f"clips_metrics_{md}"], err_msg=md)
+  names = {"t": "text", "v": "video", "a": "audio"}
+  for k, v in {**ct, **cv}.items():
+    np.testing.assert_allclose(v, ref[f"clips_averaged_{names.get(k, k)}_embed"], atol=1e-5,
+                               err_msg=k)

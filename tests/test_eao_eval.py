@@ -133,6 +133,28 @@ def test_driver_average_ids_complete_size_and_encode_options():
       retrieval.run_retrieval_eval(model, fam, ev, c, mesh, make_eval_batches=batches)
 
 
+def test_complete_size_field_and_dataset_metadata(monkeypatch):
+  """The field wins (0 = the present queries); absent: the dataset's metadata 'complete_size'
+  (int or {split: int}) for a split read whole, never for a slice or without the pipeline."""
+  import types
+  from vlx.data import pipeline
+  meta = {"complete_size": {"test": 1000}}
+  monkeypatch.setattr(pipeline, "get_builder", lambda *a: types.SimpleNamespace(
+      info=types.SimpleNamespace(metadata=meta)))
+  c = fake_family.toy_config()
+  ev = ml_collections.ConfigDict(dict(builder="toy", split="test"))
+  assert retrieval.complete_size(ev, c) == 1000
+  assert retrieval.complete_size(ev, c, from_dataset=False) is None
+  ev.split = "test[:100]"
+  assert retrieval.complete_size(ev, c) is None
+  ev.split, meta["complete_size"] = "val", 3350
+  assert retrieval.complete_size(ev, c) == 3350
+  ev.complete_size = 0
+  assert retrieval.complete_size(ev, c) is None
+  ev.complete_size = 7
+  assert retrieval.complete_size(ev, c) == 7
+
+
 # -- long-video strategies -----------------------------------------------------------------------
 def test_long_video_options():
   assert tasks.long_video_options("at_once") == {}

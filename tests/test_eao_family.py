@@ -15,7 +15,7 @@ from flax import nnx
 from PIL import Image
 
 from configs import eao_pretrain
-from conftest import FAST_COMPILE
+from conftest import FAST_COMPILE, _fast_jit
 from vlx import registry, steps, train
 from vlx import sharding as shd
 from vlx.logging_utils import read_metrics
@@ -74,18 +74,13 @@ def test_train_step_carries_batchnorm_statistics_and_keeps_word_vectors(tiny_run
   fam = registry.get("eao")
   mesh = shd.make_mesh(config.mesh)
   prog = steps.program(fam, config, mesh, FAST_COMPILE)     # the tiny run's program
-  rng = np.random.default_rng(0)
-  b, t = 8, c.data.train.num_frames
-  batch = {"text_ids": rng.integers(1, 80, (b, c.data.train.max_text_len)).astype(np.int32),
-           "text_mask": np.ones((b, c.data.train.max_text_len), np.int32),
-           "video": rng.standard_normal((b, t, c.model.video_dim)).astype(np.float32),
-           "video_mask": np.ones((b, t), np.int32),
-           "audio": rng.standard_normal((b, 96, 40)).astype(np.float32),
-           "audio_mask": np.ones((b, 96), np.int32)}
+  from vlx.data.train_stream import make_train_iterator  # pylint: disable=import-outside-toplevel
   with jax.set_mesh(mesh), shd.use_rules(tuple(config.mesh.rules)):
+    batch = next(iter(make_train_iterator(config, mesh, start_step=0)))   # as the loop's
     state = prog.init()
     model = nnx.merge(prog.graphdef, state["params"], state["other"])
-    conv1 = np.asarray(model.davenet.conv1(jnp.asarray(batch["audio"])))   # [B, T, C]
+    audio = np.asarray(batch["audio"])                     # [B, T, mel]: conv1 is channels-last
+    conv1 = np.asarray(model.davenet.conv1(jnp.asarray(audio)))
     before_mean = np.asarray(model.davenet.bn1.mean[...])
     table = np.asarray(model.word_vectors.table[...])
     new, metrics = prog.train_step(state, batch)
@@ -98,14 +93,14 @@ def test_train_step_carries_batchnorm_statistics_and_keeps_word_vectors(tiny_run
   assert np.isfinite(float(metrics["loss"]))
 
 
-def _model(**overrides):
+def _model(fast_build, **overrides):
   cfg = eao_pretrain.get_config("tiny").model
   cfg.update(overrides)
-  return em.build(cfg, rngs=nnx.Rngs(0)), cfg
+  return fast_build(lambda: em.build(cfg, rngs=nnx.Rngs(0))), cfg
 
 
-def test_model_inputs_word_vectors_audio_layout_and_passthrough():
-  model, cfg = _model()
+def test_model_inputs_word_vectors_audio_layout_and_passthrough(fast_build):
+  model, cfg = _model(fast_build)
   table = np.asarray(model.word_vectors.table[...])
   assert table.shape == (cfg.word_vocab_size + 1, cfg.text_dim)
   np.testing.assert_array_equal(table[0], 0.0)
@@ -120,7 +115,7 @@ def test_model_inputs_word_vectors_audio_layout_and_passthrough():
   text = np.ones((2, 3, cfg.text_dim), np.float32)
   out = inputs.model_inputs(model, {"text": text, "text_mask": mask, "text_ids": ids})
   assert out["text"] is text                     # float text passes through
-  plain, _ = _model(text_input="features")
+  plain, _ = _model(fast_build, text_input="features")
   assert plain.word_vectors is None and plain.clip_text is None
   with pytest.raises(ValueError, match="text_input='features'"):
     inputs.model_inputs(plain, {"text_ids": ids, "text_mask": mask})
@@ -128,8 +123,8 @@ def test_model_inputs_word_vectors_audio_layout_and_passthrough():
     inputs.model_inputs(plain, {"video": np.zeros((2, 3, 4, 4, 3), np.float32)})
 
 
-def test_prepare_fresh_state_fills_the_word_vectors(tmp_path):
-  model, cfg = _model(random_word_vectors=False)
+def test_prepare_fresh_state_fills_the_word_vectors(tmp_path, fast_build):
+  model, cfg = _model(fast_build, random_word_vectors=False)
   vectors = np.random.default_rng(1).standard_normal((cfg.word_vocab_size, cfg.text_dim))
   np.save(tmp_path / "vectors.npy", vectors.astype(np.float32))
   config = ml_collections.ConfigDict(dict(model=cfg, init=dict(word_vectors=str(tmp_path))))
@@ -148,18 +143,19 @@ def test_prepare_fresh_state_fills_the_word_vectors(tmp_path):
     inputs.prepare_fresh_state(model, config)
 
 
-def test_clip_text_tower_is_filled_and_gives_word_features():
+def test_clip_text_tower_is_filled_and_gives_word_features(fast_build):
   from vlx.layers import clip, clip_rules  # pylint: disable=import-outside-toplevel
   sizes = dict(embed_dim=24, context_length=16, vocab_size=200, text_width=32, text_layers=2,
                text_heads=2, text_mlp_dim=128, activation="quick_gelu")
-  model, cfg = _model(text_input="clip", text_dim=24, clip=sizes, clip_max_words=5)
+  model, cfg = _model(fast_build, text_input="clip", text_dim=24, clip=sizes, clip_max_words=5)
   path = os.path.join(CLIP_FIXTURE, "checkpoint.pt")
   config = ml_collections.ConfigDict(dict(model=cfg, init=dict(clip=path)))
   inputs.prepare_fresh_state(model, config)
   ref = clip_rules.load(clip_rules.read_checkpoint(path), variant="openai", head_width=16)
   ids = np.array([[1, 5, 9, 199, 0, 0], [1, 199, 0, 0, 0, 0]], np.int32)   # SOT ... EOT
-  out = inputs.model_inputs(model, {"text_ids": ids, "text_mask": (ids > 0).astype(np.int32)})
-  want, want_mask = clip.word_features(ref.text, ids, 5)
+  out = _fast_jit(inputs.model_inputs)(model, {"text_ids": ids,
+                                                "text_mask": (ids > 0).astype(np.int32)})
+  want, want_mask = _fast_jit(lambda t, i: clip.word_features(t, i, 5))(ref.text, ids)
   np.testing.assert_allclose(np.asarray(out["text"]), np.asarray(want), rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(np.asarray(out["text_mask"]), [[1, 1, 0, 0, 0], [0] * 5])
   np.testing.assert_array_equal(np.asarray(want_mask), np.asarray(out["text_mask"]))
@@ -191,3 +187,13 @@ def test_frame_features_are_deterministic_and_colour_free():
   assert not np.allclose(red["video"].numpy(), moved["video"].numpy())
   np.testing.assert_array_equal(reader.read(clip((230, 20, 20)), seed, train=False)["video"],
                                 red["video"])
+
+
+def test_exponential_schedule_decays_per_epoch():
+  """ExponentialLR(gamma) stepped once per epoch of `transition_steps` optimizer steps."""
+  from vlx import optim  # pylint: disable=import-outside-toplevel
+  o = eao_pretrain.get_config("demo").optim
+  sched = optim.make_schedule(o, 500)
+  lr, n = o.lr, o.schedule.transition_steps
+  np.testing.assert_allclose([float(sched(s)) for s in (0, n - 1, n, 2 * n + 5)],
+                             [lr, lr, lr * 0.9, lr * 0.81], rtol=1e-6)

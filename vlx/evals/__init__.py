@@ -34,6 +34,7 @@ def check_block(name: str, ev: ml_collections.ConfigDict, family: Family) -> Non
   if kind == "retrieval":
     try:
       retrieval.check_mode(family, ev)
+      retrieval.check_options(family, ev)
     except ValueError as e:
       raise ValueError(str(e).replace("evals.<name>.", f"config.evals.{name}.")) from None
 

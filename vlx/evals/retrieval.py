@@ -131,6 +131,17 @@ def check_mode(family: Family, eval_cfg: ml_collections.ConfigDict) -> str:
   return mode
 
 
+def check_options(family: Family, eval_cfg: ml_collections.ConfigDict) -> None:
+  """The options of this module's docstring (ValueError naming evals.<name>.<field>):
+  complete_size only with a protocol of COMPLETE_SIZE_PROTOCOLS, encode_options names the
+  family's encoders take."""
+  protocol = eval_cfg.get("protocol", DEFAULT_PROTOCOL) or DEFAULT_PROTOCOL
+  if eval_cfg.get("complete_size", None) is not None and protocol not in COMPLETE_SIZE_PROTOCOLS:
+    raise ValueError(f"evals.<name>.complete_size needs protocol {COMPLETE_SIZE_PROTOCOLS}, not "
+                     f"{protocol!r}")
+  encode_options(eval_cfg, family)
+
+
 def first_stage(eval_cfg: ml_collections.ConfigDict) -> str:
   return eval_cfg.get("first_stage", "vtc") or "vtc"
 
@@ -333,6 +344,7 @@ def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collectio
   over eval_cfg.num_views random views (`view_configs`); returns the metrics plus 'seconds' (the
   whole eval) and 'score_seconds' (the scoring alone)."""
   t0 = time.perf_counter()
+  check_options(family, eval_cfg)
   rules = tuple(config.mesh.rules)
   sims, score_seconds = [], 0.0
   for view_cfg in view_configs(eval_cfg):
@@ -351,9 +363,6 @@ def run_retrieval_eval(model: nnx.Module, family: Family, eval_cfg: ml_collectio
   if protocol in COMPLETE_SIZE_PROTOCOLS:
     metrics = METRIC_PROTOCOLS[protocol](
         sim, gt, complete_size(eval_cfg, config, from_dataset=make_eval_batches is None))
-  elif eval_cfg.get("complete_size", None) is not None:
-    raise ValueError(f"eval {eval_cfg.get('builder')!r}: complete_size needs a protocol of "
-                     f"{COMPLETE_SIZE_PROTOCOLS}, not {protocol!r}")
   else:
     metrics = METRIC_PROTOCOLS[protocol](sim, gt)
   metrics["num_videos"] = int(len(uniq))

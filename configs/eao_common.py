@@ -23,6 +23,8 @@ moving_shapes tone (its pitch encodes the colour) through the `audio` reader at 
 """
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 
 from configs import common
@@ -108,8 +110,13 @@ def feature_inputs(variant: str, video_tokens: int, audio_frames: int
                  max_len=audio_frames, select="window")))
 
 
+CLIP_BPE = "bpe_simple_vocab_16e6.txt.gz"   # CLIP's BPE vocabulary (not bundled)
+
+
 def tokenizer(variant: str) -> str:
-  return "clip" if variant == "clip" else f"words:{WORD2VEC_DIR}/vocab.txt"
+  """word2vec words (vlx.data.word_tokenizer) or CLIP BPE over the caption's regex words (the
+  reference's raw_text: vlx.data.clip_text_tokenizer)."""
+  return f"clip_words:{CLIP_BPE}" if variant == "clip" else f"words:{WORD2VEC_DIR}/vocab.txt"
 
 
 def base(preset: str, variant: str, objectives: dict[str, float]) -> ml_collections.ConfigDict:
@@ -194,3 +201,32 @@ def finetune_config(preset: str, variant: str, *, builder: str, train_examples: 
     c.train.update(num_steps=2, log_every=1, eval_every=0, ckpt_every=2, keep=1)
   c.evals = retrieval_evals(c, preset)
   return c
+
+
+def _drop(block: ml_collections.ConfigDict, key: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({k: v for k, v in block.to_dict().items() if k != key})
+
+
+def without_audio(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A text-video run: no audio input, the tv loss only, the evals whose mode needs no audio
+  (e.g. the `own` modifier's video_text datasets, which store no audio track)."""
+  c.data.train.inputs = _drop(c.data.train.inputs, "audio")
+  c.objectives = ml_collections.ConfigDict(dict(tv=1.0))
+  keep = {}
+  for name, e in c.evals.items():
+    if "a" not in e.get("mode", "t2v").replace("t2", "").replace("2t", ""):
+      e.inputs = _drop(e.inputs, "audio")
+      keep[name] = e
+  c.evals = ml_collections.ConfigDict(keep)
+  return c
+
+
+def with_modifiers(get_config):
+  """common.with_modifiers, then: on the `own` videos (no audio stored) a text-video run."""
+  wrapped = common.with_modifiers(get_config)
+
+  @functools.wraps(get_config)
+  def get(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = wrapped(arg)
+    return without_audio(c) if c.data.train.builder == common.OWN_BUILDER else c
+  return get

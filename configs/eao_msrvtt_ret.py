@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
 from configs import eao_common as ec
 
 TRAIN_EXAMPLES = 9000   # 1k-A training videos (one random caption each per epoch)
@@ -24,4 +23,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             complete_size=1000)
 
 
-get_config = common.with_modifiers(get_config)
+get_config = ec.with_modifiers(get_config)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
 from configs import eao_common as ec
 
 HOWTO100M_VIDEOS = 1_166_000        # ~ the reference's video list (see the module docstring)
@@ -61,4 +60,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
-get_config = common.with_modifiers(get_config)
+get_config = ec.with_modifiers(get_config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs import common
 from configs import eao_common as ec
 
 TRAIN_EXAMPLES = 10_337   # YouCook2 training clips (adjust to your copy's count)
@@ -23,4 +22,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             test_split="val")
 
 
-get_config = common.with_modifiers(get_config)
+get_config = ec.with_modifiers(get_config)

@@ -16,7 +16,9 @@ optim.schedule.transition_steps for your copy.
 `:demo` pre-trains a small model tri-modally on moving_shapes on a CPU in minutes (video: the
 fixed silhouette `frame_features`, colour-free; audio: the colour tone; text: the shipped
 vocabulary through a random frozen word table) and ends with retrieval evals `test_t2v` and
-`test_t2va` on 100 test clips (chance R@1 = 1%); `:tiny` is for tests.
+`test_t2va` on 100 test clips (chance R@1 = 1%); `:tiny` is for tests. Measured once (500 steps,
+2 shared cores at load ~7-11, 9 min 30 s wall, 291 s CPU): t2v R@1 65, t2va R@1 93 (R@5 95 / 100):
+the video features carry no colour, the audio tone does, and fusing it helps.
 """
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from vlx.models.eao import inputs
 from vlx.objectives.cosine_contrastive import cosine_sim
 
 MODALITY_KEYS = {"text": ("text", "text_ids", "text_mask"),
@@ -58,31 +59,6 @@ def long_video_options(strategy: str, n_clips: int = 4) -> dict[str, Any]:
   if strategy in ("max", "nearest"):
     return dict(audio_max_tokens=12, audio_pooling="max_pool" if strategy == "max" else "nearest")
   raise ValueError(f"long-video strategy {strategy!r}: expected at_once, clips, max or nearest")
-
-
-# -- model inputs -----------------------------------------------------------------------------
-def _standin_model_inputs(model, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """LOCAL STAND-IN for helper D's vlx.models.eao.inputs.model_inputs (used only while that module
-  does not exist): float text / video passthrough, audio [B, T, 40] -> the model's [B, 40, T]."""
-  del model
-  if "text_ids" in batch and "text" not in batch:
-    raise ValueError("eao tasks: token-id text needs vlx.models.eao.inputs (not available)")
-  out = {k: batch[k] for k in ("text", "text_mask", "video", "video_mask", "audio_mask",
-                               "audio_STFT_nframes") if k in batch}
-  if "audio" in batch:
-    out["audio"] = jnp.swapaxes(batch["audio"], 1, 2)
-  return out
-
-
-def model_inputs(model, batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-  """Helper D's adapter (vlx.models.eao.inputs.model_inputs), or the local stand-in."""
-  try:
-    from vlx.models.eao.inputs import model_inputs as adapter
-  except ModuleNotFoundError as e:
-    if e.name != "vlx.models.eao.inputs":
-      raise
-    adapter = _standin_model_inputs
-  return adapter(model, batch)
 
 
 def _only(batch: Mapping[str, jax.Array], modalities: tuple[str, ...]) -> dict[str, jax.Array]:
@@ -137,7 +113,7 @@ def embeddings(model, batch: Mapping[str, jax.Array], modalities: tuple[str, ...
   """Every `*_embed` of `model(inputs, force_cross_modal=True)` (eval mode) over the batch's
   `modalities` that are present, keyed by the short names of TEXT_ROW / VIDEO_ROW ('t', 'va',
   't+v', ...); with `clips` averaged per row over its kept clips."""
-  x = model_inputs(model, _only(batch, modalities))
+  x = inputs.model_inputs(model, _only(batch, modalities))   # every model call goes through it
   kept = None
   if clips:
     x, kept = cut_clips(x, int(clips), int(clip_tokens), int(clip_frames), float(clip_min_audio))

@@ -162,8 +162,11 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, *, modes=("t2v", 
   base_fields.update(fields)
   name = fields.pop("name", "test")
   base_fields.pop("name", None)
-  return ml_collections.ConfigDict({f"{name}_{m}": common.retrieval_eval(mode=m, **base_fields)
-                                    for m in modes})
+  blocks = {}
+  for m in modes:   # each block its own copy of the inputs (no shared sub-dicts)
+    fields_m = dict(base_fields, inputs=ml_collections.ConfigDict(base_fields["inputs"].to_dict()))
+    blocks[f"{name}_{m}"] = common.retrieval_eval(mode=m, **fields_m)
+  return ml_collections.ConfigDict(blocks)
 
 
 CONVERTED = {"": "converted/eao_tva", "s3d": "converted/eao_s3d", "clip": "converted/eao_clip"}

@@ -197,3 +197,12 @@ def test_exponential_schedule_decays_per_epoch():
   lr, n = o.lr, o.schedule.transition_steps
   np.testing.assert_allclose([float(sched(s)) for s in (0, n - 1, n, 2 * n + 5)],
                              [lr, lr, lr * 0.9, lr * 0.81], rtol=1e-6)
+
+
+def test_validate_config_names_an_audio_length_off_the_davenet_stride():
+  fam = registry.get("eao")
+  c = eao_pretrain.get_config("demo")
+  fam.validate_config(c)
+  c.evals.test_t2va.inputs.audio.seconds = 1.0          # 100 frames, stride 8
+  with pytest.raises(ValueError, match=r"config.evals.test_t2va.inputs.audio gives 100 "):
+    fam.validate_config(c)

@@ -48,6 +48,7 @@ build = _late("model", "build")
 FAMILY = registry.Family(
     name="eao", build=build, objectives=_late("losses", "objectives"),
     objective_names=OBJECTIVES, frozen_params=FROZEN_PARAMS,
+    validate_config=_late("validate", "validate_config"),
     prepare_fresh_state=_late("inputs", "prepare_fresh_state"),
     encode_videos=_late("tasks", "encode_videos"), encode_texts=_late("tasks", "encode_texts"),
     retrieval_scores=_late("tasks", "retrieval_scores"), retrieval_modes=_retrieval_modes(),

@@ -1,8 +1,9 @@
 """Pure train step and sharded state creation (functional: the state is a pytree, not a module).
 
 TrainState = {'params': nnx.State of nnx.Param, 'other': the rest of the model state (e.g. prompt
-features, not trained), 'opt_state': optax state of the trainable parameters only, 'step': int32
-count of applied updates}.
+features, not trained; BatchNorm running statistics, nnx.BatchStat, which the training forward
+updates and the step writes back), 'opt_state': optax state of the trainable parameters only,
+'step': int32 count of applied updates}.
 The module is rebuilt with `nnx.merge(graphdef, ...)` inside the jitted function, so the step is a
 plain function of arrays that Orbax can save and jit can donate.
 

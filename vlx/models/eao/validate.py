@@ -32,6 +32,12 @@ def validate_config(config: Any) -> None:
   kind = m.get("text_input", "features")
   if kind not in inputs.TEXT_INPUTS:
     raise ValueError(f"config.model.text_input={kind!r}: expected one of {inputs.TEXT_INPUTS}")
+  if kind == "clip" and int(m.clip.embed_dim) != int(m.text_dim):
+    raise ValueError(f"config.model.text_dim={m.text_dim} must equal config.model.clip.embed_dim="
+                     f"{m.clip.embed_dim} (the CLIP text tower's per-word features)")
+  if kind == "word_vectors" and int(m.get("word_vocab_size", 0)) < 1:
+    raise ValueError("config.model.word_vocab_size must be >= 1 (the rows of vectors.npy) with "
+                     "text_input='word_vectors'")
   stride = 2 ** len(tuple(m.davenet.layers))
   blocks = [("config.data.train", config.data.train)]
   blocks += [(f"config.evals.{name}", e) for name, e in config.get("evals", {}).items()]

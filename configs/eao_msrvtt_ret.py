@@ -5,7 +5,8 @@ Paper preset: the authors' released MSR-VTT feature files (data_builders/msrvtt_
 epochs, all six pair losses at weight 1, DAVEnet in eval mode; evals t2v / t2va / t2v+a on the
 JSFusion 1k-A test split with R@k over 1000 queries (968 clips present). Options: `:s3d`, `:clip`
 (batch 64, CLIP features and the frozen CLIP text tower). `:demo` / `:tiny` fine-tune from scratch
-on moving_shapes (see configs/eao_pretrain.py)."""
+on moving_shapes (see configs/eao_pretrain.py); `:demo` measured once (300 steps, 2 shared cores,
+2 min 52 s wall): t2v R@1 41, t2va R@1 88 on 100 test clips (chance 1)."""
 from __future__ import annotations
 
 import ml_collections

@@ -283,3 +283,22 @@ def test_builder_refuses_a_payload_pickle(tmp_path):
   assert feature_pickles.find_pickle(
       release_layout.Layout(tmp_path / "m", "x", index_videos=False), "msrvtt_jsfusion_test.pkl",
       "clip") is None
+
+
+@pytest.mark.parametrize("select", ["first", "nearest", "max_pool"])
+def test_reader_long_video_selects_match_the_fixture_checked_numpy(select):
+  """'first' = the spec's 'clip' in training too; 'nearest' / 'max_pool' = the evaluation
+  strategies, compared with load_fixture.video_features (which reproduces the fixture)."""
+  from vlx.models.eao import load_fixture
+  rng = np.random.RandomState(3)
+  reader = features.from_config(dict(parts=("features_2d", "features_3d"), dims=(5, 6),
+                                     max_len=4, normalize=True, key="video", select=select),
+                                "inputs.video")
+  strategy = "clip" if select == "first" else select
+  for n2, n3 in ((7, 11), (20, 13), (3, 9), (2, 3), (9, 4)):
+    f2, f3 = rng.randn(n2, 5).astype(np.float32), rng.randn(n3, 6).astype(np.float32)
+    for train in (True, False):
+      out = reader.read((f2, f3), tf.constant([train, 5], tf.int64), train=train)
+      want, mask = load_fixture.video_features(f2, f3, 4, strategy)
+      np.testing.assert_allclose(out["video"], want, rtol=1e-5, atol=1e-6, err_msg=(n2, n3))
+      np.testing.assert_array_equal(out["video_mask"], mask)

@@ -12,6 +12,13 @@ select (not `sampling`: an input inherits its data block's frame `sampling`):
   'uniform'  max_len steps spread over the whole sequence, one per equal segment (the frame
              sampler's 'segment_rand' in training, 'segment_middle' in eval); sequences of at most
              max_len steps are kept whole
+  'first'    the first max_len steps in training and evaluation (spec strategy 'clip', which the
+             reference also trains with)
+  'nearest' / 'max_pool'  the spec's long-video strategies (evaluation configs *_nearest /
+             *_max): when the (last part's) sequence is longer than max_len, each part on its own
+             is max-pooled with kernel = stride = floor(n / max_len) ('max_pool', when that
+             kernel is > 1), nearest-resampled to exactly max_len steps, L2-normalised (normalize)
+             and concatenated; shorter sequences are read as 'first'
 Shorter sequences are zero padded; `<key>_mask` int32 [max_len] marks the real steps; an empty
 sequence gives zeros and an all-zero mask.
 
@@ -41,7 +48,7 @@ from vlx.data.errors import DataConfigError
 from vlx.data.modalities import windows
 from vlx.data.modalities.fields import Fields
 
-SELECTS = ("window", "uniform")
+SELECTS = ("window", "uniform", "first", "nearest", "max_pool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +101,8 @@ class FeaturesReader:
     with tf.control_dependencies([check]):
       return tf.ensure_shape(tf.identity(x), [None, dim])
 
-  def _joined(self, encoded) -> tf.Tensor:
-    """The parts as one [M, sum(dims)] sequence (see the module docstring)."""
+  def _part_list(self, encoded) -> list[tf.Tensor]:
+    """The stored parts, each float32 [N_i, D_i], checked (see the module docstring)."""
     if isinstance(encoded, dict):
       encoded = [encoded[p] for p in self.parts]
     if len(encoded) != len(self.parts):
@@ -108,6 +115,10 @@ class FeaturesReader:
       if None in stored or sum(stored) != self.dim:
         raise DataConfigError(f"{self.key}: stored parts {dict(zip(self.parts, stored))} do not "
                               f"sum to the reader's dim {self.dim} (or set dims per part)")
+    return xs
+
+  def _joined(self, xs: list[tf.Tensor]) -> tf.Tensor:
+    """The parts as one [M, sum(dims)] sequence (see the module docstring)."""
     m = tf.shape(xs[-1])[0]
     empty = tf.reduce_any(tf.stack([tf.equal(tf.shape(x)[0], 0) for x in xs]))
     out = []
@@ -121,9 +132,18 @@ class FeaturesReader:
   def read(self, encoded: tf.Tensor, seed: tf.Tensor, *, train: bool, view: int = 0
            ) -> dict[str, tf.Tensor]:
     del view  # evaluation views arrive as the view's temporal window of `encoded`
-    x = self._joined(encoded) if self.parts else self._checked(encoded)
+    xs = self._part_list(encoded) if self.parts else [self._checked(encoded)]
+    if self.select in ("nearest", "max_pool"):
+      nonempty = tf.reduce_all(tf.stack([tf.shape(x)[0] > 0 for x in xs]))
+      x = tf.cond(tf.logical_and(tf.shape(xs[-1])[0] > self.max_len, nonempty),
+                  lambda: self._resampled(xs),
+                  lambda: self._joined(xs) if self.parts else xs[0])
+    else:
+      x = self._joined(xs) if self.parts else xs[0]
     n = tf.shape(x)[0]
-    if self.select == "uniform":
+    if self.select in ("first", "nearest", "max_pool"):
+      start = tf.zeros([], tf.int32)
+    elif self.select == "uniform":
       idx = tf.cond(
           n > self.max_len,
           lambda: video_ops.sample_indices(
@@ -138,6 +158,23 @@ class FeaturesReader:
     if self.normalize and not self.parts:  # parts: normalised each on its own in _joined
       out = tf.math.l2_normalize(out, axis=-1)  # zero rows stay zero
     return {self.key: out, self.key + "_mask": mask}
+
+
+  def _resampled(self, xs: list[tf.Tensor]) -> tf.Tensor:
+    """'nearest' / 'max_pool' of a sequence longer than max_len: every part on its own pooled
+    (max_pool, kernel floor(n_i / max_len) > 1), resampled to max_len steps and normalised."""
+    out = []
+    for x in xs:
+      n = tf.shape(x)[0]
+      if self.select == "max_pool":
+        k = tf.maximum(n // self.max_len, 1)
+        rows = n // k
+        pooled = tf.reduce_max(tf.reshape(x[:rows * k], [rows, k, x.shape[-1]]), axis=1)
+        x = tf.cond(k > 1, lambda p=pooled: p, lambda x=x: x)
+        n = tf.shape(x)[0]
+      x = tf.gather(x, nearest_indices(n, tf.constant(self.max_len)))
+      out.append(tf.math.l2_normalize(x, axis=-1) if self.normalize else x)
+    return tf.concat(out, axis=-1)
 
 
 def nearest_indices(n: tf.Tensor, m: tf.Tensor) -> tf.Tensor:

@@ -40,10 +40,16 @@ MAX_WORDS = 20                        # words kept per caption (spec §4)
 WORD2VEC_WORDS = 3_000_000
 WORD2VEC_DIR = "word2vec"             # config.init.word_vectors: `python -m vlx.data.word2vec` output
 CLIP_FILE = "ViT-B-32.pt"             # config.init.clip: OpenAI's CLIP ViT-B/32
-# Video feature parts per variant (TFDS features of the *_features builders) and their width.
-VIDEO_PARTS = {"": (("features_2d", "features_3d"), 4096), "s3d": (("features_s3d",), 1024),
-               "clip": (("features_clip",), 512)}
-SPECTROGRAM = "spectrogram"           # the stored [T, 40] log-mel feature
+# Video feature parts per variant (TFDS features of the *_features builders: msrvtt_features,
+# youcook2_features, howto100m_features) and their width; the builder config of each variant
+# ('' = the ResNet-152 + ResNeXt-101 release), and each part's steps per second (HowTo100M clips).
+VIDEO_PARTS = {"": (("features_2d", "features_3d"), 4096), "s3d": (("features_3d",), 1024),
+               "clip": (("features_2d",), 512)}
+BUILDER_CONFIG = {"": "", "s3d": "s3d", "clip": "clip"}
+PART_RATES = {"": {"features_2d": 1.0, "features_3d": 1.5}, "s3d": {"features_3d": 1.0},
+              "clip": {"features_2d": 1.0}}
+SPECTROGRAM = "audio"                 # the stored [T, 40] log-mel feature (time first)
+LONG_VIDEO = ("at_once", "clips", "max", "nearest")   # evaluation strategies (spec §6)
 MEL = 40
 # Demo / tiny sizes (moving_shapes: 1 s clips; 8 kHz tone resampled to 16 kHz). The audio window
 # is 0.96 s = 96 mel frames: a multiple of the DAVEnet stride (8 in the demo: 12 audio tokens), as
@@ -53,17 +59,21 @@ DEMO = dict(num_frames=8, resolution=32, grid=8, video_dim=128, max_text_len=16,
 TINY = dict(num_frames=4, resolution=32, grid=4, video_dim=32, max_text_len=12, batch=8)
 
 
-def parse(arg: str | None) -> tuple[str, str]:
-  """'demo' / 'clip' / ',s3d' ... -> (preset, variant); variants are config options."""
+def parse(arg: str | None) -> tuple[str, str, str]:
+  """'demo' / 'clip' / ',s3d,clips' ... -> (preset, variant, long-video strategy); variants and
+  strategies are config options of the paper preset ('' strategy = 'at_once')."""
   parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
   variants = [p for p in parts if p in VARIANTS[1:]]
-  if len(variants) > 1:
-    raise ValueError(f"EAO config options {variants}: pick one variant of {VARIANTS[1:]}")
-  preset = common.parse_preset(",".join(p for p in parts if p not in VARIANTS[1:]))
-  if variants and preset:
-    raise ValueError(f"EAO variant {variants[0]!r} is a paper-size option; the {preset!r} preset "
-                     "has its own small model")
-  return preset, (variants[0] if variants else "")
+  strategies = [p for p in parts if p in LONG_VIDEO[1:]]
+  if len(variants) > 1 or len(strategies) > 1:
+    raise ValueError(f"EAO config options {variants + strategies}: pick at most one variant of "
+                     f"{VARIANTS[1:]} and one evaluation strategy of {LONG_VIDEO[1:]}")
+  preset = common.parse_preset(",".join(p for p in parts
+                                        if p not in VARIANTS[1:] + LONG_VIDEO[1:]))
+  if (variants or strategies) and preset:
+    raise ValueError(f"EAO option {(variants + strategies)[0]!r} is a paper-size option; the "
+                     f"{preset!r} preset has its own small model and data")
+  return preset, (variants[0] if variants else ""), (strategies[0] if strategies else "")
 
 
 def eao_model(preset: str, variant: str = "") -> ml_collections.ConfigDict:
@@ -105,9 +115,9 @@ def feature_inputs(variant: str, video_tokens: int, audio_frames: int
   parts, dim = VIDEO_PARTS[variant]
   return ml_collections.ConfigDict(dict(
       video=dict(reader="features", parts=parts, key="video", dim=dim, max_len=video_tokens,
-                 select="window"),    # parts: each L2-normalised by the reader
+                 select="first", normalize=True),    # each part L2-normalised on its own
       audio=dict(reader="features", feature=SPECTROGRAM, key="audio", dim=MEL,
-                 max_len=audio_frames, select="window")))
+                 max_len=audio_frames, select="first")))
 
 
 CLIP_BPE = "bpe_simple_vocab_16e6.txt.gz"   # CLIP's BPE vocabulary (not bundled)
@@ -169,12 +179,32 @@ def retrieval_evals(c: ml_collections.ConfigDict, preset: str, *, modes=("t2v", 
   return ml_collections.ConfigDict(blocks)
 
 
+CLIP_TOKENS, CLIP_FRAMES = 12, 768   # one pre-training clip: 12 video tokens, 768 audio frames
+
+
+def long_video_strategy(e: ml_collections.ConfigDict, strategy: str, *, n_clips: int) -> None:
+  """The evaluation configs of spec §6 on one eval block whose inputs read the whole clip
+  (48 / 72 video tokens, 3072 / 4608 audio frames): '' / 'at_once' as read; 'clips' = n_clips
+  clips of 12 tokens / 768 frames embedded separately and averaged per video (the 0.7 audio
+  rule); 'max' / 'nearest' = video max-pooled / nearest-resampled to 12 tokens by the reader,
+  DAVEnet's audio tokens pooled to 12 in the model."""
+  if strategy in ("", "at_once"):
+    return
+  if strategy == "clips":
+    e.encode_options = dict(clips=n_clips, clip_tokens=CLIP_TOKENS, clip_frames=CLIP_FRAMES,
+                            clip_min_audio=0.7)
+    return
+  pooling = {"max": "max_pool", "nearest": "nearest"}[strategy]
+  e.inputs.video.update(max_len=CLIP_TOKENS, select=pooling)
+  e.encode_options = dict(audio_max_tokens=CLIP_TOKENS, audio_pooling=pooling)
+
+
 CONVERTED = {"": "converted/eao_tva", "s3d": "converted/eao_s3d", "clip": "converted/eao_clip"}
 
 
-def finetune_config(preset: str, variant: str, *, builder: str, train_examples: int, batch: int,
+def finetune_config(preset: str, variant: str, strategy: str = "", *, builder: str, train_examples: int, batch: int,
                     lr: float, epochs: int, video_tokens: int, audio_frames: int,
-                    complete_size: int, test_split: str = "test") -> ml_collections.ConfigDict:
+                    complete_size: int, test_split: str) -> ml_collections.ConfigDict:
   """Retrieval fine-tuning (spec §6): all six pair losses at weight 1 (1/6 after the reference's
   division), Adam without weight decay at a constant lr, DAVEnet in eval mode throughout
   (`use_eval_mode_always`: running statistics, model.bn_train False), initialised from the
@@ -186,14 +216,17 @@ def finetune_config(preset: str, variant: str, *, builder: str, train_examples: 
   if preset == "":
     c.init.from_converted = CONVERTED[variant]
     c.data.update(global_batch_size=batch, tokenizer=tokenizer(variant), shuffle_buffer=10_000)
-    c.data.train.update(builder=builder, builder_config="", split="train",
+    c.data.train.update(builder=builder, builder_config=BUILDER_CONFIG[variant], split="train",
                         max_text_len=MAX_WORDS + (2 if variant == "clip" else 0),
                         inputs=feature_inputs(variant, video_tokens, audio_frames))
     c.optim.lr = lr
     steps = -(-epochs * train_examples // batch)
     c.train.update(num_steps=steps, log_every=50, eval_every=0, ckpt_every=steps, keep=2)
     c.evals = retrieval_evals(c, preset, modes=("t2v", "t2va", "t2v+a"),
-                              complete_size=complete_size, split=test_split)
+                              complete_size=complete_size, split=test_split,
+                              name="test" if not strategy else f"test_{strategy}")
+    for e in c.evals.values():
+      long_video_strategy(e, strategy, n_clips=video_tokens // CLIP_TOKENS)
     return c
   moving_shapes_data(c, preset)
   if preset == "demo":   # from scratch on moving_shapes

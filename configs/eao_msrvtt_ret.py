@@ -17,11 +17,11 @@ TRAIN_EXAMPLES = 9000   # 1k-A training videos (one random caption each per epoc
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset, variant = ec.parse(arg)
-  return ec.finetune_config(preset, variant, builder="msrvtt_features",
+  preset, variant, strategy = ec.parse(arg)
+  return ec.finetune_config(preset, variant, strategy, builder="msrvtt_features",
                             train_examples=TRAIN_EXAMPLES, batch=64 if variant == "clip" else 128,
                             lr=5e-5, epochs=25, video_tokens=48, audio_frames=3072,
-                            complete_size=1000)
+                            complete_size=1000, test_split="test_1ka")
 
 
 get_config = ec.with_modifiers(get_config)

@@ -32,7 +32,10 @@ PAPER = dict(videos_per_batch=224, clips_per_video=10, epochs=15, gamma=0.9, vid
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset, variant = ec.parse(arg)
+  preset, variant, strategy = ec.parse(arg)
+  if strategy:
+    raise ValueError(f"EAO option {strategy!r} is an evaluation strategy of the fine-tuning / "
+                     "zero-shot configs (configs/eao_msrvtt_ret.py, eao_youcook2_ret.py)")
   c = ec.base(preset, variant, ec.PRETRAIN_WEIGHTS)
   c.seed = 42
   c.evals = ml_collections.ConfigDict()
@@ -40,8 +43,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     steps_per_epoch = HOWTO100M_VIDEOS // PAPER["videos_per_batch"]
     c.data.update(global_batch_size=PAPER["videos_per_batch"] * PAPER["clips_per_video"],
                   tokenizer=ec.tokenizer(variant), shuffle_buffer=10_000)
-    c.data.train.update(builder="howto100m_features", builder_config="", split="train",
+    # task 'asr_clips' (vlx/data/asr_clips.py): each video unrolled into 10 ASR-aligned 8 s
+    # clips, audio shifted by +4 s; the readers then take the first 12 tokens / 768 frames
+    c.data.train.update(builder="howto100m_features", builder_config=ec.BUILDER_CONFIG[variant],
+                        split="train", task="asr_clips",
                         max_text_len=ec.MAX_WORDS + (2 if variant == "clip" else 0),
+                        clips=dict(n_clips=PAPER["clips_per_video"],
+                                   video=ec.PART_RATES[variant]),
                         inputs=ec.feature_inputs(variant, PAPER["video_tokens"],
                                                  PAPER["audio_frames"]))
     c.optim.schedule.update(type="exponential", transition_steps=steps_per_epoch,

@@ -15,11 +15,11 @@ TRAIN_EXAMPLES = 10_337   # YouCook2 training clips (adjust to your copy's count
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  preset, variant = ec.parse(arg)
-  return ec.finetune_config(preset, variant, builder="youcook2_features",
+  preset, variant, strategy = ec.parse(arg)
+  return ec.finetune_config(preset, variant, strategy, builder="youcook2_features",
                             train_examples=TRAIN_EXAMPLES, batch=256, lr=1e-5, epochs=5,
                             video_tokens=72, audio_frames=4608, complete_size=3350,
-                            test_split="val")
+                            test_split="validation")
 
 
 get_config = ec.with_modifiers(get_config)

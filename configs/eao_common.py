@@ -257,12 +257,38 @@ def without_audio(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+OWN_FEATURES = "clip_features"     # python -m vlx.extract_features: <builder>_clip datasets
+OWN_FEATURES_SUFFIX = "_clip"
+
+
+def on_own_features(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The paper-size model on your own videos reads per-second CLIP image features of them
+  (`python -m vlx.extract_features --builder video_text ...` writes `video_text_clip`): only the
+  CLIP variant's video width (512) fits them; the demo / tiny models read the frames."""
+  blocks = [c.data.train] + list(c.evals.values())
+  if all(b.inputs.video.reader != "features" for b in blocks):
+    return c
+  if int(c.model.video_dim) != 512:
+    raise ValueError("EAO on your own videos reads their per-second CLIP features (python -m "
+                     "vlx.extract_features): use the CLIP variant, e.g. "
+                     "configs/eao_msrvtt_ret.py:clip,own (or :demo,own on the frames)")
+  for b in blocks:
+    b.builder = common.OWN_BUILDER + OWN_FEATURES_SUFFIX
+    b.inputs.video = ml_collections.ConfigDict(dict(
+        reader="features", feature=OWN_FEATURES, key="video", dim=512,
+        max_len=b.inputs.video.max_len, select="first", normalize=True))
+  return c
+
+
 def with_modifiers(get_config):
-  """common.with_modifiers, then: on the `own` videos (no audio stored) a text-video run."""
+  """common.with_modifiers, then on the `own` videos (no audio stored) a text-video run, reading
+  their CLIP features at paper size (`on_own_features`)."""
   wrapped = common.with_modifiers(get_config)
 
   @functools.wraps(get_config)
   def get(arg: str | None = None) -> ml_collections.ConfigDict:
     c = wrapped(arg)
-    return without_audio(c) if c.data.train.builder == common.OWN_BUILDER else c
+    if c.data.train.builder != common.OWN_BUILDER:
+      return c
+    return on_own_features(without_audio(c))
   return get

@@ -206,3 +206,18 @@ def test_validate_config_names_an_audio_length_off_the_davenet_stride():
   c.evals.test_t2va.inputs.audio.seconds = 1.0          # 100 frames, stride 8
   with pytest.raises(ValueError, match=r"config.evals.test_t2va.inputs.audio gives 100 "):
     fam.validate_config(c)
+
+
+def test_own_videos_read_clip_features_at_paper_size_and_frames_in_the_demo():
+  from configs import eao_msrvtt_ret  # pylint: disable=import-outside-toplevel
+  c = eao_msrvtt_ret.get_config("clip,own")
+  for block in [c.data.train] + list(c.evals.values()):
+    assert block.builder == "video_text_clip" and block.builder_config == "captions"
+    assert block.inputs.video.feature == "clip_features" and block.inputs.video.dim == 512
+    assert "audio" not in block.inputs
+  assert dict(c.objectives) == {"tv": 1.0} and list(c.evals) == ["video_text_t2v"]
+  demo = eao_msrvtt_ret.get_config("demo,own")
+  assert demo.data.train.builder == "video_text"
+  assert demo.data.train.inputs.video.reader == "frame_features"
+  with pytest.raises(ValueError, match="use the CLIP variant"):
+    eao_msrvtt_ret.get_config("own")

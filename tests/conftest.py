@@ -141,3 +141,22 @@ def own_videos(tmp_path_factory):
     pipeline.build("video_text", "captions", str(data_dir), manual_dir=str(manual))
   report = builder_base.last_report("video_text", "val")
   return dict(manual=manual, data_dir=str(data_dir), rows=rows, report=report)
+
+
+@pytest.fixture(scope="session")
+def own_videos_alpro(own_videos, tmp_path_factory):
+  """configs/alpro_pretrain.py:tiny pointed at the own-videos dataset through the ordinary data
+  fields (no `own` modifier): 2 steps on its train split, then the retrieval eval on its val split
+  (batch 4), once per session (tests/test_own_videos.py checks the run, tests/test_search.py
+  searches its checkpoint): dict(config, workdir, out = train_and_evaluate's result)."""
+  from configs import alpro_pretrain  # pylint: disable=import-outside-toplevel
+  from vlx import train  # pylint: disable=import-outside-toplevel
+  c = alpro_pretrain.get_config("tiny")
+  c.data.data_dir = own_videos["data_dir"]
+  c.data.train.update(builder="video_text", builder_config="captions", split="train")
+  c.train.num_steps = 2
+  (_, ev), = c.evals.items()
+  ev.update(builder="video_text", builder_config="captions", split="val", batch_size=4)
+  workdir = tmp_path_factory.mktemp("own_videos_alpro") / "W"
+  out = train.train_and_evaluate(c, str(workdir), compiler_options=dict(FAST_COMPILE))
+  return dict(config=c, workdir=workdir, out=out)

@@ -1,7 +1,8 @@
 """All-in-one task configs end to end: one training step + the task's eval through
 vlx.train.train_and_evaluate on moving_shapes/tiny (tiny presets), and a few optimisation steps
-that lower the loss. Every task type: pre-training (VTM retrieval eval), retrieval fine-tuning
-(VTC + re-rank), open-ended QA, multiple choice (rank_output and mc_vqa), classification."""
+that lower the loss. Every task type: pre-training (VTM retrieval eval), open-ended QA, multiple
+choice (rank_output and mc_vqa), classification; retrieval fine-tuning (VTC + re-rank) runs on the
+own-videos data in tests/test_own_videos.py."""
 import importlib
 import json
 
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.slow
 # (config module, preset argument, the eval metric that must exist, its valid range)
 RUNS = {
     "pretrain": ("allinone_pretrain", "tiny", "test/r1", (0, 100)),
-    "retrieval": ("allinone_msrvtt_ret", "tiny", "test_rerank/r1", (0, 100)),
+    # retrieval fine-tuning (VTC + re-rank evals): allinone_msrvtt_ret:tiny,own trains and
+    # evaluates in tests/test_own_videos.py::test_own_modifier_trains_and_evaluates_every_family
+    # with the same checks (losses finite, metrics in range, the eval json = the returned metrics)
     "qa": ("allinone_msrvtt_qa", "tiny", "test/acc", (0, 100)),
     "multiple_choice": ("allinone_lsmdc_mc", "tiny", "test/acc", (0, 100)),
     "mc_vqa": ("allinone_tgif_qa", "action,tiny", "test/acc", (0, 100)),

@@ -8,11 +8,13 @@ import json
 import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
+from conftest import FAST_COMPILE
 from vlx.data import testing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -62,7 +64,9 @@ def test_own_videos_cpu_block_runs_verbatim(tmp_path):
   rows = _write_clips(manual)
   env = dict(os.environ, M=str(manual), D=str(data_dir), W=str(workdir),
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-  env.pop("XLA_FLAGS", None)  # as a user runs it: one CPU device
+  # as a user runs it: one CPU device; XLA's CPU code generation as in conftest.FAST_COMPILE (the
+  # computation is unchanged, its compile time shorter: the block's run ~20% faster)
+  env["XLA_FLAGS"] = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items())
   proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -80,13 +84,52 @@ def test_own_videos_cpu_block_runs_verbatim(tmp_path):
   assert '"eval/' in proc.stdout  # the block's last line shows the metrics
 
 
-def test_paper_block_commands(tmp_path, reference_dir, own_videos):
-  """The second block (paper size, converted weights), run at tiny size: the convert line on the
-  ALPRO tiny fixture's released-format checkpoint as written; the vlx.main lines with `:own` ->
-  `:tiny,own`, a converted directory of the tiny model, the demo vocabulary as $T and 2 steps."""
+def _expand(line: str, env: dict[str, str]) -> list[str]:
+  """A README command as its shell would split it: $VAR / ${VAR} from `env` (an unset variable
+  is a KeyError), then shlex words."""
+  line = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env[m.group(1)], line)
+  return shlex.split(line)
+
+
+def _main_config(argv: list[str]):
+  """`python -m vlx.main ARGS` parsed as vlx.main parses it (cli.parse_flags, the locked
+  --config FILE[:preset] with its --config.* overrides): (config, workdir, mode). Every other flag
+  must be one vlx/main.py defines (vlx.main is not imported: its absl flags would clash with
+  vlx.search's in this process)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  from vlx import cli  # pylint: disable=import-outside-toplevel
+  assert argv[:3] == ["python", "-m", "vlx.main"], argv
+  source = (REPO / "vlx" / "main.py").read_text()
+  for name in {a[2:].split("=")[0] for a in argv[3:] if a.startswith("--")}:
+    if not name.startswith("config."):
+      assert re.search(rf'DEFINE_\w+\(\s*"{name}"', source), f"vlx.main has no flag --{name}"
+  argv = ["vlx.main", *argv[3:]]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "config", flag_values=fv, sys_argv=argv,
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "workdir", flag_values=fv)
+  flags.DEFINE_enum("mode", "train_eval", ["train", "eval", "train_eval"], "mode", flag_values=fv)
+  assert cli.parse_flags(argv, "python -m vlx.main", fv) == ["vlx.main"]
+  config = fv["config"].value
+  cli.eval_names_follow_builders(config, cli.builder_names())   # as vlx.main does
+  return config, fv["workdir"].value, fv["mode"].value
+
+
+def test_paper_block_commands(tmp_path, reference_dir, own_videos, monkeypatch, capsys):
+  """The second block (paper size, converted weights), run at tiny size in this process (each
+  line's words as the shell passes them, through the command's own argument parsing; the
+  verbatim subprocess run of vlx.main is the first block's test): the convert line on the ALPRO
+  tiny fixture's released-format checkpoint as written; the vlx.main lines with `:own` ->
+  `:tiny,own`, a converted directory of the tiny model, the demo vocabulary as $T and 2 steps.
+  The fine-tune line is also the ALPRO case of tests/test_own_videos.py's every-family `:own`
+  check (train split trains, val split evaluates every caption under the `video_text` name)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
   from configs import alpro_msrvtt_ret  # pylint: disable=import-outside-toplevel
+  from conftest import FAST_COMPILE  # pylint: disable=import-outside-toplevel
+  from vlx import train  # pylint: disable=import-outside-toplevel
+  from vlx.convert import __main__ as convert_cli  # pylint: disable=import-outside-toplevel
   from vlx.convert.engine import ConversionResult  # pylint: disable=import-outside-toplevel
   from vlx.convert.store import save_converted  # pylint: disable=import-outside-toplevel
   from vlx.data import text_ops  # pylint: disable=import-outside-toplevel
@@ -100,16 +143,16 @@ def test_paper_block_commands(tmp_path, reference_dir, own_videos):
   convert = [c for c in commands if "vlx.convert" in c]
   mains = [c for c in commands if "vlx.main" in c]
   assert len(convert) == 1 and len(mains) == 2 and "--mode eval" in mains[0]
+  monkeypatch.chdir(REPO)
 
-  env = dict(os.environ, W=str(tmp_path / "W"), D=own_videos["data_dir"],
-             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
   # 1. the converter line as written, on a released-format checkpoint
   ckpt = reference_dir / "alpro" / "tiny" / "checkpoint.pt"
   line = re.sub(r"--checkpoint \S+", f"--checkpoint {ckpt}", convert[0])
   line += " --set video.num_heads=4 --set text.num_heads=4"  # the fixture's (not in its shapes)
-  run = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True,
-                       env=dict(env, C=str(tmp_path / "C_fixture")), timeout=600)
-  assert run.returncode == 0, run.stderr[-2000:]
+  argv = _expand(line, dict(C=str(tmp_path / "C_fixture")))
+  assert argv[:3] == ["python", "-m", "vlx.convert"], argv
+  assert convert_cli.main(argv[3:]) == 0, capsys.readouterr().err
+  assert "0 unmapped, 0 missing" in capsys.readouterr().out
   assert (tmp_path / "C_fixture" / "model_config.json").is_file()
 
   # 2. the vlx.main lines on a converted tiny model (same format as the converter writes)
@@ -117,15 +160,23 @@ def test_paper_block_commands(tmp_path, reference_dir, own_videos):
   model = alpro.FAMILY.build(c.model, rngs=nnx.Rngs(params=3))
   save_converted(ConversionResult(model=model, model_config=ml_collections.ConfigDict(
       c.model.to_dict()), variant="retrieval", report={}), tmp_path / "C")
-  env.update(C=str(tmp_path / "C"), T=str(text_ops.SHIPPED["moving_shapes"]))
+  env = dict(C=str(tmp_path / "C"), T=str(text_ops.SHIPPED["moving_shapes"]),
+             D=own_videos["data_dir"])
   for i, line in enumerate(mains):
     line = line.replace(":own ", ":tiny,own ").replace("--config.train.num_steps=1000",
                                                        "--config.train.num_steps=2")
-    env["W"] = str(tmp_path / f"W{i}")
-    run = subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True,
-                         env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
+    config, workdir, mode = _main_config(_expand(line, dict(env, W=str(tmp_path / f"W{i}"))))
+    assert (config.init.from_converted, config.data.data_dir, config.data.tokenizer) == (
+        env["C"], env["D"], env["T"])
+    assert (config.data.train.builder, config.data.train.builder_config,
+            config.data.train.split) == ("video_text", "captions", "train")
+    assert [(n, e.builder, e.split) for n, e in config.evals.items()] == [
+        ("video_text", "video_text", "val")]
+    assert mode == ("eval" if i == 0 else "train_eval")
+    out = train.train_and_evaluate(config, workdir, mode=mode, compiler_options=FAST_COMPILE)
+    assert out["eval/video_text/num_videos"] == 3, out   # the val clips that exist
+    assert out["eval/video_text/num_texts"] == 3, out    # every caption (one per val clip)
     logged = [json.loads(l) for l in (tmp_path / f"W{i}" / "metrics.jsonl").read_text()
               .splitlines()]
-    evals = {k: v for r in logged for k, v in r.items() if k.startswith("eval/video_text")}
-    assert evals["eval/video_text/num_videos"] == 3, evals   # the val clips that exist
+    assert any("eval/video_text/r1" in r for r in logged)
+    assert any("train/loss" in r for r in logged) == (i == 1)   # zero-shot: no training

@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 from configs import alpro_pretrain
-from vlx import search, train
+from vlx import search
 from vlx.data import eval_stream, pipeline, tasks, text_ops
 from vlx.evals import retrieval
 
@@ -39,11 +39,13 @@ def _cli(monkeypatch, repo_root, data_dir, workdir, *args):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, own_videos, fast_compile):
-  workdir = tmp_path_factory.mktemp("search") / "W"
-  train.train_and_evaluate(_config(own_videos["data_dir"]), str(workdir), mode="train",
-                           compiler_options=fast_compile)
-  return workdir
+def trained(own_videos_alpro):
+  """The workdir of conftest's own_videos_alpro run: the config of `_config` (the CLI's --config
+  file and OVERRIDES) trained 2 steps (its val eval changes no weight)."""
+  c = own_videos_alpro["config"]
+  assert (c.data.train.builder, c.data.train.builder_config, c.train.num_steps) == (
+      "video_text", "captions", 2)
+  return own_videos_alpro["workdir"]
 
 
 def test_search_matches_retrieval_scores(trained, own_videos, repo_root, tmp_path, monkeypatch):

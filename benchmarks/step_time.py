@@ -5,6 +5,7 @@
   python benchmarks/step_time.py --config configs/alpro_pretrain.py --batch_size 16 --memory_only
   python benchmarks/step_time.py --config configs/allinone_pretrain.py:B --batch_size 16 \
       --memory_only --dtype bfloat16 --remat
+  python benchmarks/step_time.py --config configs/eao_pretrain.py --batch_size 2240 --memory_only
 
 Memory comes from XLA's compiled memory analysis of the jitted step lowered on abstract inputs
 (nothing allocated), so it also works for sizes that would not fit; time needs real arrays.
@@ -37,10 +38,34 @@ def load_config(spec: str):
   return shd.resolve_strategy(module.get_config(preset))  # mesh.strategy -> axes + rules
 
 
+def reader_inputs(config, batch_size: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
+  """Random arrays of the shapes the config's modality readers yield (data.train.inputs):
+  features / spectrograms / frames as normal noise, masks all ones, integer keys small ids."""
+  from vlx.data import modalities  # pylint: disable=import-outside-toplevel (imports TF)
+  out = {}
+  for reader in modalities.make_readers(config.data.train, "config.data.train").values():
+    for key, (shape, dtype) in reader.spec().items():
+      if key.endswith("_mask"):
+        out[key] = np.ones((batch_size,) + tuple(shape), dtype)
+      elif np.issubdtype(dtype, np.integer):
+        out[key] = rs.randint(0, 8, size=(batch_size,) + tuple(shape)).astype(dtype)
+      else:
+        out[key] = rs.randn(batch_size, *shape).astype(dtype)
+  return out
+
+
 def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   """Random arrays with the project batch keys the config's objectives need."""
   rs = np.random.RandomState(seed)
   t = config.data.train
+  if t.get("inputs", None):   # per-modality readers (e.g. pre-computed features + audio)
+    length = int(t.max_text_len)
+    vocab = int(config.model.get("word_vocab_size", 0) or
+                config.model.get("text", {}).get("vocab_size", 100))
+    ids = rs.randint(1, max(2, min(vocab, 1000)), size=(batch_size, length)).astype(np.int32)
+    ids[:, length * 3 // 4:] = 0
+    return dict(reader_inputs(config, batch_size, rs), text_ids=ids,
+                text_mask=(ids > 0).astype(np.int32))
   size = int(t.crop or t.resolution)
   length, vocab = int(t.max_text_len), int(config.model.get("text", {}).get("vocab_size", 100))
   ids = rs.randint(5, min(vocab, 1000), size=(batch_size, length)).astype(np.int32)

@@ -333,3 +333,14 @@ def test_paper_finetuning_config_trains_and_evaluates_on_the_built_release(built
     name = f"test_{option}_{mode}"
     assert out[f"eval/{name}/num_videos"] == 2, out       # test_1ka: 2 clips present here
     assert out[f"eval/{name}/r10"] <= 100 * 2 / 1000       # R@k over the complete 1000 queries
+
+
+def test_protocol_2_pickles_of_empty_arrays_and_bytes_load(tmp_path):
+  """Python 3 writes b'' (an empty array's buffer) as __builtin__.bytes() in protocol 2."""
+  obj = [dict(id="v", **{"2d": np.zeros([0], np.float32), "3d": feats(2, 3)}, raw=b"")]
+  for protocol in (2, 3, 4):
+    path = tmp_path / f"p{protocol}.pkl"
+    dump(obj, path, protocol=protocol)
+    got = safe_numpy_pickle.load(path)
+    assert got[0]["2d"].shape == (0,) and got[0]["raw"] == b""
+    np.testing.assert_array_equal(got[0]["3d"], obj[0]["3d"])

@@ -56,7 +56,8 @@ ALLOWED: dict[str, Any] = {
     "_codecs.encode": _latin1_encode,
     "builtins.set": set, "builtins.frozenset": frozenset, "builtins.list": list,
     "builtins.dict": dict, "builtins.tuple": tuple, "builtins.bytearray": bytearray,
-    "builtins.complex": complex, "builtins.slice": slice,
+    "builtins.complex": complex, "builtins.slice": slice, "builtins.bytes": bytes,
+    "builtins.str": str, "builtins.int": int, "builtins.float": float, "builtins.bool": bool,
     "collections.OrderedDict": collections.OrderedDict,
 }
 
@@ -67,6 +68,8 @@ class _Unpickler(pickle.Unpickler):
     self.where = where
 
   def find_class(self, module: str, name: str) -> Any:
+    if module == "__builtin__":   # protocol <= 2 names builtins as Python 2 did (fix_imports)
+      module = "builtins"
     key = f"{module}.{name}"
     if key not in ALLOWED:
       raise UnsafePickleError(

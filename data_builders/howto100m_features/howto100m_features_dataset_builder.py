@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_builders.howto100m import howto100m_dataset_builder as howto100m
 from vlx.data import builder_base as bb
 from vlx.data import release_layout as rl
 from vlx.data import safe_numpy_pickle
@@ -77,11 +78,8 @@ class Builder(bb.VideoDatasetBuilder):
 
   code_path = epath.Path(__file__)
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  HOMEPAGE = "https://www.di.ens.fr/willow/research/howto100m/"
-  CITATION = ("@inproceedings{miech2019howto100m, title={HowTo100M: Learning a Text-Video "
-              "Embedding by Watching Hundred Million Narrated Video Clips}, author={Miech, "
-              "Antoine and Zhukov, Dimitri and Alayrac, Jean-Baptiste and Tapaswi, Makarand "
-              "and Laptev, Ivan and Sivic, Josef}, booktitle={ICCV}, year={2019}}")
+  HOMEPAGE = howto100m.Builder.HOMEPAGE
+  CITATION = howto100m.Builder.CITATION
   STREAMS = bb.Streams(frames=False)
   BUILDER_CONFIGS = [
       FeaturesConfig(name="default", description="2D + 3D features (2048 each), spectrograms, ASR."),

@@ -280,15 +280,39 @@ def on_own_features(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+OWN_AUDIO_CONFIG = "captions_audio"   # data_builders/video_text: frames + captions + audio track
+OWN_AUDIO = "audio"                  # the option: `:demo,own,audio`, `:clip,own,audio`
+
+
+def with_own_audio(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Your videos with their audio track (video_text's 'captions_audio' config, 16 kHz PCM): the
+  log-mel spectrogram is computed by the `audio` reader (40 bands, 25 ms windows, 10 ms hop, as
+  the reference's spectrograms), as many frames as the config's audio input holds."""
+  for b in [c.data.train] + list(c.evals.values()):
+    b.builder_config = OWN_AUDIO_CONFIG
+    a = b.inputs.audio
+    frames = int(a.max_len) if a.reader == "features" else int(round(a.seconds * 100))
+    b.inputs.audio = ml_collections.ConfigDict(dict(
+        reader="audio", feature="audio", key="audio", stored_rate=16000, sample_rate=16000,
+        seconds=frames / 100, num_mel_bins=MEL))
+  return c
+
+
 def with_modifiers(get_config):
-  """common.with_modifiers, then on the `own` videos (no audio stored) a text-video run, reading
-  their CLIP features at paper size (`on_own_features`)."""
+  """common.with_modifiers, then on the `own` videos a text-video run (video_text 'captions'
+  stores no audio) or, with the option `audio`, a tri-modal one on 'captions_audio'; at paper size
+  the video input reads their CLIP features (`on_own_features`)."""
   wrapped = common.with_modifiers(get_config)
 
   @functools.wraps(get_config)
   def get(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = wrapped(arg)
+    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    audio = OWN_AUDIO in parts
+    c = wrapped(",".join(p for p in parts if p != OWN_AUDIO))
     if c.data.train.builder != common.OWN_BUILDER:
+      if audio:
+        raise ValueError(f"EAO option {OWN_AUDIO!r} is for your own videos: add 'own' (e.g. "
+                         "configs/eao_msrvtt_ret.py:demo,own,audio)")
       return c
-    return on_own_features(without_audio(c))
+    return on_own_features(with_own_audio(c) if audio else without_audio(c))
   return get

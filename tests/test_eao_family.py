@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_datasets as tfds
 from flax import nnx
 from PIL import Image
 
@@ -221,3 +222,39 @@ def test_own_videos_read_clip_features_at_paper_size_and_frames_in_the_demo():
   assert demo.data.train.inputs.video.reader == "frame_features"
   with pytest.raises(ValueError, match="use the CLIP variant"):
     eao_msrvtt_ret.get_config("own")
+
+
+def test_own_videos_with_their_audio_track_train_tri_modally(tmp_path):
+  """video_text 'captions_audio' stores each video's audio track (16 kHz PCM; empty without
+  one); `:tiny,own,audio` reads it as a log-mel spectrogram and trains / evaluates t2v and t2va."""
+  import csv  # pylint: disable=import-outside-toplevel
+  from configs import eao_msrvtt_ret  # pylint: disable=import-outside-toplevel
+  from vlx.data import builder_base, pipeline, testing  # pylint: disable=import-outside-toplevel
+  manual, data_dir = tmp_path / "MY", tmp_path / "D"
+  rows = []
+  for i in range(12):
+    path = f"v{i}.mkv" if i % 4 else f"v{i}.mp4"     # every 4th video has no audio track
+    tone = np.sin(2 * np.pi * (300 + 50 * i) * np.arange(16000) / 16000).astype(np.float32)
+    if i % 4:
+      testing.write_video_with_audio(manual / path, 0.5 * tone, 16000, num_frames=8, fps=8,
+                                     height=32, width=32, seed=i)
+    else:
+      testing.write_video(manual / path, num_frames=8, fps=8, height=32, width=32, seed=i)
+    rows.append((path, f"a square moves left {i}", "train" if i < 8 else "val"))
+  with open(manual / "video_text.csv", "w", newline="") as f:
+    csv.writer(f).writerows([("video", "caption", "split"), *rows])
+  with testing.environ(**{builder_base.REPORT_ENV: str(tmp_path / "reports")}):
+    b = pipeline.build("video_text", "captions_audio", str(data_dir), manual_dir=str(manual))
+  stored = {e["video_id"].decode(): e["audio"] for e in
+            tfds.as_numpy(b.as_dataset(split="train"))}
+  assert stored["v0"].shape == (0,) and stored["v1"].dtype == np.int16
+  assert stored["v1"].shape[0] == pytest.approx(16000, abs=400)   # 1 s of the track
+  c = eao_msrvtt_ret.get_config("tiny,own,audio")
+  c.data.data_dir = str(data_dir)
+  work = str(tmp_path / "W")
+  out = train.train_and_evaluate(c, work, compiler_options=FAST_COMPILE)
+  rows_ = read_metrics(work)
+  nonempty = [r["train/audio_nonempty"] for r in rows_.values() if "train/audio_nonempty" in r]
+  assert nonempty and all(0.0 < x < 1.0 for x in nonempty)   # 6 of the 8 train clips have audio
+  for mode in ("t2v", "t2va"):
+    assert out[f"eval/video_text_{mode}/num_videos"] == 4

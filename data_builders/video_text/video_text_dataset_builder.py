@@ -55,6 +55,7 @@ Set VLX_VIDEO_TEXT_FILE=/path/to/file.csv to use a file elsewhere.
 class VideoTextConfig(bb.VideoBuilderConfig):
   task: str = "captions"    # 'captions' or 'labels'
   annotations: str = ""     # annotation file (relative to manual_dir); '' = video_text.*
+  audio_rate: int = 0       # > 0: also the audio track, mono int16 PCM at this rate (`audio`)
 
 
 def _canonical(header: list[str], path: str, task: str, line: int = 1) -> dict[str, str]:
@@ -208,7 +209,16 @@ class Builder(bb.VideoDatasetBuilder):
                       task="captions", fps=2.0, short_side=256),
       VideoTextConfig(name="labels", description="video + class label; 2 fps, short side 256.",
                       task="labels", fps=2.0, short_side=256),
+      VideoTextConfig(name="captions_audio", task="captions", fps=2.0, short_side=256,
+                      audio_rate=16000,
+                      description="video + captions + the audio track (mono 16 kHz int16 PCM, "
+                                  "empty for a video without audio); 2 fps, short side 256."),
   ]
+
+  @property
+  def STREAMS(self) -> bb.Streams:  # pylint: disable=invalid-name (the base's class attribute)
+    """Frames, plus the audio track in the configs with an audio_rate."""
+    return bb.Streams(audio_rate=self.builder_config.audio_rate)
 
   def _features(self):
     # label names are set from the annotation file in _split_records

@@ -14,7 +14,6 @@ import sys
 
 import pytest
 
-from conftest import FAST_COMPILE
 from vlx.data import testing
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,9 +63,9 @@ def test_own_videos_cpu_block_runs_verbatim(tmp_path):
   rows = _write_clips(manual)
   env = dict(os.environ, M=str(manual), D=str(data_dir), W=str(workdir),
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-  # as a user runs it: one CPU device; XLA's CPU code generation as in conftest.FAST_COMPILE (the
-  # computation is unchanged, its compile time shorter: the block's run ~20% faster)
-  env["XLA_FLAGS"] = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items())
+  # as a user runs it: one CPU device, XLA's default code generation (FAST_COMPILE would compile
+  # faster but run the 60 steps slower: measured ~15% slower overall)
+  env.pop("XLA_FLAGS", None)
   proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

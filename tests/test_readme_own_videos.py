@@ -144,6 +144,18 @@ def test_paper_block_commands(tmp_path, reference_dir, own_videos, monkeypatch, 
   assert len(convert) == 1 and len(mains) == 2 and "--mode eval" in mains[0]
   monkeypatch.chdir(REPO)
 
+  # 0. the converter line verbatim in a shell, as `python -m vlx.convert`: its flags parse; the
+  # README's checkpoint path does not exist here, so exit status 2 with one error line naming it
+  env = dict(os.environ, C=str(tmp_path / "C_absent"),
+             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+  run = subprocess.run(["bash", "-c", convert[0]], cwd=REPO, capture_output=True, text=True,
+                       env=env, timeout=300)
+  ckpt_arg = re.search(r"--checkpoint (\S+)", convert[0]).group(1)
+  assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-2000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      f"python -m vlx.convert: error: checkpoint file not found: {ckpt_arg}"), run.stderr[-2000:]
+  assert not (tmp_path / "C_absent").exists()
+
   # 1. the converter line as written, on a released-format checkpoint
   ckpt = reference_dir / "alpro" / "tiny" / "checkpoint.pt"
   line = re.sub(r"--checkpoint \S+", f"--checkpoint {ckpt}", convert[0])

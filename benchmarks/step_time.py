@@ -14,6 +14,7 @@ Prints one JSON object per config.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import pathlib
@@ -142,10 +143,23 @@ def main() -> None:
   p.add_argument("--memory_only", action="store_true", help="compile + memory analysis only")
   p.add_argument("--dtype", default="", help="override config.model.dtype (e.g. bfloat16)")
   p.add_argument("--remat", action="store_true", help="set config.model.remat (recompute blocks)")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="config override, e.g. model.word_vocab_size=100000 (repeatable)")
   a = p.parse_args()
   for spec in a.config:
     config = load_config(spec)
     config.name = spec
+    for item in a.set:
+      field, _, value = item.partition("=")
+      try:
+        value = ast.literal_eval(value)
+      except (ValueError, SyntaxError):
+        pass   # a plain string
+      node = config
+      *parents, leaf = field.split(".")
+      for name in parents:
+        node = node[name]
+      node[leaf] = value
     if a.dtype:
       config.model.dtype = a.dtype
     if a.remat:

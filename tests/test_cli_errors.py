@@ -207,7 +207,7 @@ def test_pipeline_errors_and_help(bad_csv_folder, tmp_path, capsys):
        "data_builders/videotext/videotext_dataset_builder.py (builder 'videotext': "
        "config.data.train.builder, evals.<name>.builder or --builder); nearest: video_text"),
       (["--builder", "video_text", "--config", "caption"], f"{prog}--config=caption: "
-       "data_builders/video_text has no such config; expected one of ['captions', 'labels']"),
+       "data_builders/video_text has no such config; expected one of ['captions', 'labels', 'captions_audio']"),
       (["--builder", "video_text", "--config", "captions", "--manual_dir", str(tmp_path / "no")],
        f"{prog}--manual_dir {tmp_path}/no: does not exist; put your copy of the dataset there "
        "(layout: MANUAL_DOWNLOAD_INSTRUCTIONS in "
@@ -247,7 +247,7 @@ def test_tfds_cli_in_process(capsys, tmp_path):
                        paths=NS(manual_dir=None, add_name_to_manual_dir=False, data_dir=tmp_path)))
   _exits(2, tfds_cli.main, args)
   assert _err_line(capsys) == ("vlx-tfds: error: --config=capt: data_builders/video_text has no "
-                               "such config; expected one of ['captions', 'labels']")
+                               "such config; expected one of ['captions', 'labels', 'captions_audio']")
 
 
 # --- vlx.search (its absl main in-process, as tests/test_search.py runs it).

@@ -164,6 +164,9 @@ class AttentionStage(nnx.Module):
     if dim % k or heads % k:
       raise ValueError(f"model.layout stage {'|'.join(patterns)!r}: hidden={dim} and "
                        f"{heads} heads must be divisible by its {k} parallel patterns")
+    if cfg.pre_activation and cfg.halve_att:
+      raise ValueError("model.pre_activation with model.halve_att: the reference's "
+                       "pre-activation dense is [D, D] and this combination crashes there")
     self.pre_activation, self.dropout = cfg.pre_activation, cfg.dropout
     self.attentions = nnx.List([AxisAttention(p, dim, d_att // k, heads // k, cfg.dropout, kw=kw)
                                 for p in patterns])

@@ -119,10 +119,11 @@ def _dot_attention(q, k, v, heads: int, key_mask: jax.Array | None, dropout: flo
   n, s, d = q.shape
   hd = d // heads
   split = lambda t: t.reshape(n, s, heads, hd)
+  acc = jnp.promote_types(q.dtype, jnp.float32)   # bf16 -> f32 scores; f64 stays f64
   scores = jnp.einsum("nqhd,nkhd->nhqk", split(q), split(k),
-                      preferred_element_type=jnp.float32) / np.sqrt(hd)
+                      preferred_element_type=acc).astype(acc) / np.sqrt(hd)
   if key_mask is not None:
-    scores = jnp.where(key_mask[:, None, None, :], jnp.finfo(jnp.float32).min, scores)
+    scores = jnp.where(key_mask[:, None, None, :], jnp.finfo(acc).min, scores)
   probs = common.dropout(jax.nn.softmax(scores, axis=-1), dropout, deterministic=deterministic,
                          rngs=rngs)
   return jnp.einsum("nhqk,nkhd->nqhd", probs.astype(v.dtype), split(v)).reshape(n, s, d)

@@ -133,3 +133,26 @@ def test_args_with_non_plain_values_refused(tmp_path):
   assert vc.overrides_from_args(vc.read_args(p)) == {"layers": 6, "layout": "T"}
   with pytest.raises(ConversionError, match="no classifier.pt"):
     vc.read_checkpoint(tmp_path)
+
+
+@pytest.mark.torch
+def test_layout_backbones_from_shapes_alone(reference_dir):
+  """Flags-free conversion of every layouts/ backbone: the shapes give the layout, halving,
+  pre-activation and table kind; the result equals the config built from its args."""
+  from vlx.convert import torch_io  # pylint: disable=import-outside-toplevel
+  d = reference_dir / "vimpac" / "tiny" / "layouts"
+  cfg = json.loads((d / "config.json").read_text())
+  assert len(cfg) == 7
+  for tag, entry in cfg.items():
+    source = torch_io.load_state_dict(d / f"{tag}.pt")
+    shapes = {k: jax.ShapeDtypeStruct(tuple(v.shape), np.dtype(v.dtype))
+              for k, v in source.items()}
+    res = engine.convert_with(vc, vc.build, "vimpac", shapes, dry_run=True)
+    assert (res.report["unmapped"], res.report["missing"]) == ([], []), tag
+    with_args = engine.convert_with(vc, vc.build, "vimpac", shapes, dry_run=True,
+                                    model_config=vc.overrides_from_args(entry["args"]))
+    fields = ("vocab_size", "hidden", "layers", "layout", "pos_emb", "pre_activation",
+              "halve_att", "halve_mlp", "clip_len", "frame_size", "mlm_head", "nce_head")
+    got = {f: res.model_config[f] for f in fields}
+    assert got == {f: with_args.model_config[f] for f in fields}, tag
+    assert not got["mlm_head"] and not got["nce_head"]

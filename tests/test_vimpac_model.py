@@ -74,3 +74,13 @@ def test_invalid_architectures_fail_clearly():
     nnx.eval_shape(lambda: vm.build(_cfg(pos_emb="frozen"), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="unknown vimpac model preset"):
     vm.model_config("huge")
+
+
+def test_bfloat16_compute():
+  cfg = _cfg(dtype="bfloat16")
+  m = nnx.jit(lambda: vm.build(cfg, rngs=nnx.Rngs(0)))()
+  codes = jnp.asarray(np.random.default_rng(2).integers(0, 8192, (2, 2, 3, 3)), jnp.int32)
+  cls, x, logits = _forward(m, codes)
+  assert cls.dtype == x.dtype == jnp.bfloat16
+  assert logits.dtype == jnp.float32    # the float32 bias: the 8197-way softmax runs in float32
+  assert np.all(np.isfinite(np.asarray(logits, np.float32)))

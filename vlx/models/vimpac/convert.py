@@ -83,8 +83,8 @@ def _stages(source: Mapping[str, Any]) -> tuple[int, ...]:
 
 
 def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collections.ConfigDict:
-  """Every size the shapes determine; for a `default` positional table, clip length and frame
-  size cannot be told apart (args.pickle gives them: overrides)."""
+  """Every size the shapes determine. A `default` positional table only gives L*H*W: the largest
+  square token map is assumed (args.pickle's clip_len / frame_size override it)."""
   if variant not in VARIANTS:
     raise ConversionError(f"unknown VIMPAC variant {variant!r}; expected one of {VARIANTS}")
   detect_variant(source)
@@ -108,8 +108,11 @@ def infer_model_config(source: Mapping[str, Any], variant: str) -> ml_collection
   elif _POS + "spatial_pos_embedding" in source:
     c.pos_emb = "temporal_separation"
     c.frame_size = 8 * math.isqrt(_shape(source, _POS + "spatial_pos_embedding")[0])
-  else:
+  else:   # one flat table: the largest square token map that divides it (args.pickle decides)
     c.pos_emb = "default"
+    n = _shape(source, _POS + "positional_embedding")[0] - 1
+    side = max(s for s in range(1, math.isqrt(n) + 1) if n % (s * s) == 0)
+    c.clip_len, c.frame_size = n // (side * side), 8 * side
   if _POS + "temporal_pos_embedding" in source:
     c.clip_len = _shape(source, _POS + "temporal_pos_embedding")[0]
   c.mlm_head = "mlm_head.bias" in source

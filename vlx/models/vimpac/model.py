@@ -230,7 +230,7 @@ class Backbone(nnx.Module):
     self.pre_activation, self.dropout = cfg.pre_activation, cfg.dropout
     self.grid = (cfg.clip_len, side, side)
     self.cls_param = _param((dim,), rngs)
-    self.embedding = nnx.Embed(cfg.vocab_size + EXTRA_ROWS, dim, rngs=rngs,
+    self.embedding = nnx.Embed(cfg.vocab_size + EXTRA_ROWS, dim, dtype=kw["dtype"], rngs=rngs,
                                embedding_init=nnx.with_partitioning(
                                    nnx.initializers.normal(0.02), ("vocab", "embed")))
     self.positional_embedding = PositionalTables(cfg.pos_emb, *self.grid, dim, rngs=rngs)
@@ -290,7 +290,8 @@ class ContrastiveHead(nnx.Module):
     widths = [dim] + [hid] * (layers - 1) + [NCE_OUTPUT_DIM]
     self.linears = nnx.List([common.linear(widths[i], widths[i + 1], ("embed", None),
                                            use_bias=i < layers - 1, **kw) for i in range(layers)])
-    self.bns = nnx.List([nnx.BatchNorm(hid, momentum=0.9, epsilon=BN_EPS, rngs=rngs)
+    self.bns = nnx.List([nnx.BatchNorm(hid, momentum=0.9, epsilon=BN_EPS, dtype=kw["dtype"],
+                                       rngs=rngs)
                          for _ in range(layers - 1)])
 
   def __call__(self, cls, *, train_bn: bool = False, record: dict | None = None, prefix=""):

@@ -24,7 +24,7 @@ import ml_collections
 
 from vlx.convert import hooks as hk
 from vlx.convert.errors import ConversionError, UnsafeCheckpointError, WrongFamilyError
-from vlx.convert.rules import BIAS, WEIGHT, Rule, Tied, linear, norm
+from vlx.convert.rules import Rule, Tied, linear, norm
 from vlx.models.vimpac.model import (EXTRA_ROWS, build, interpolate_linear,  # noqa: F401
                                      model_config)
 

@@ -65,7 +65,8 @@ def parse_layout(layout: str) -> tuple[tuple[str, ...], ...]:
 
 
 def interpolate_linear(table: Any, size: int) -> np.ndarray:
-  """torch F.interpolate(mode='linear', align_corners=False) of a [N, D] table along N (spec §4)."""
+  """torch F.interpolate(mode='linear', align_corners=False) of a [N, D] table along N
+  (spec §4; no antialiasing when shrinking)."""
   t = table if hasattr(table, "shape") else np.asarray(table)   # numpy, jax or a tracer
   n_old = t.shape[0]
   if n_old == size:

@@ -22,17 +22,15 @@ import os
 import sys
 
 from vlx import cli
+from vlx.data.tokenize import cli_args
 
 PROG = "python -m vlx.extract_features"
 
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-  p.add_argument("--builder", required=True, help="the built frame dataset (data_builders/NAME)")
-  p.add_argument("--config", default="", help="its builder config, e.g. captions or tiny")
-  p.add_argument("--split", required=True, help="split(s), comma-separated, or all")
-  p.add_argument("--data_dir", required=True, help="TFDS data_dir holding it; the feature "
-                 "dataset is written there too")
+  cli_args.add_source(p, config_example="captions or tiny", what="feature",
+                      split_help="split(s), comma-separated, or all")
   w = p.add_mutually_exclusive_group(required=True)
   w.add_argument("--clip", default="", help="CLIP weights: OpenAI's ViT-B-32.pt (TorchScript) "
                  "or an open_clip state dict")
@@ -51,17 +49,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--feature", default="video", help="the source's frames feature")
   p.add_argument("--frames", dest="keep_frames", action="store_true",
                  help="also copy the source frames into the feature dataset")
-  p.add_argument("--batch", type=int, default=64, help="frames per device batch")
-  p.add_argument("--shard_size", type=int, default=1000, help="examples per resumable shard")
-  p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (tower compute)")
-  p.add_argument("--out_builder", default="", help="feature dataset name (default NAME_clip)")
-  p.add_argument("--out_config", default=None, help="its config (default: the source's config "
-                 "+ a rate tag for --features_per_second != 1)")
-  p.add_argument("--overwrite", action="store_true", help="drop shards made earlier")
-  p.add_argument("--num_workers", type=int, default=1, help="machines sharing the work (each "
-                 "with its --worker_index; a last run without them writes the dataset)")
-  p.add_argument("--worker_index", type=int, default=0, help="this machine's shards: "
-                 "k %% num_workers == worker_index")
+  cli_args.add_output(p, what="tower", suffix="_clip",
+                      tag="a rate tag for --features_per_second != 1")
   p.add_argument("--seed", type=int, default=0, help="--random_clip init seed")
   return p
 
@@ -77,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from vlx.data.features_extract import Settings, extract_split, run as run_lib, sampling
     from vlx.data.features_extract import tower as tower_lib
     # pylint: enable=import-outside-toplevel
-    data_dir = os.path.expanduser(args.data_dir)
-    if not os.path.isdir(data_dir):
-      raise cli.PathError(f"--data_dir {data_dir}: no such folder (build the dataset first: "
-                          f"vlx-tfds build data_builders/{args.builder} ...)")
-    if not 0 <= args.worker_index < args.num_workers:
-      raise cli.UsageError(f"--worker_index={args.worker_index} must be in [0, --num_workers="
-                           f"{args.num_workers})")
+    data_dir = cli_args.checked_data_dir(args)
     if args.clip and not os.path.isfile(os.path.expanduser(args.clip)):
       raise cli.PathError(f"--clip {args.clip}: no such file (OpenAI's ViT-B-32.pt or an "
                           "open_clip state dict)")

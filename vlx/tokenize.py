@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from vlx import cli
+from vlx.data.tokenize import cli_args
 
 PROG = "python -m vlx.tokenize"
 
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-  p.add_argument("--builder", required=True, help="the built frame dataset (data_builders/NAME)")
-  p.add_argument("--config", default="", help="its builder config, e.g. 2M or tiny")
-  p.add_argument("--split", required=True, help="split(s), comma-separated: train or train,val")
-  p.add_argument("--data_dir", required=True, help="TFDS data_dir holding it; the token "
-                 "dataset is written there too")
+  cli_args.add_source(p, config_example="2M or tiny", what="token",
+                      split_help="split(s), comma-separated: train or train,val")
   w = p.add_mutually_exclusive_group(required=True)
   w.add_argument("--encoder", default="", help="a `python -m vlx.convert` output of encoder.pkl")
   w.add_argument("--random_encoder", action="store_true",
@@ -51,20 +48,11 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--feature", default="video", help="the encoded-frames feature")
   p.add_argument("--no-frames", dest="keep_frames", action="store_false",
                  help="do not copy the encoded frames into the token dataset")
-  p.add_argument("--batch", type=int, default=64, help="frames per device batch")
-  p.add_argument("--shard_size", type=int, default=1000, help="examples per resumable shard")
-  p.add_argument("--dtype", default="float32", help="float32 | bfloat16 (encoder compute)")
   p.add_argument("--compare_fp32", action="store_true",
                  help="with --dtype bfloat16: count the codes of the first batch that differ "
                  "from fp32")
-  p.add_argument("--out_builder", default="", help="token dataset name (default NAME_vq)")
-  p.add_argument("--out_config", default=None, help="its config (default: the source's config "
-                 "+ a view tag for non-default --grid/--fit/--hflip)")
-  p.add_argument("--overwrite", action="store_true", help="drop shards made earlier")
-  p.add_argument("--num_workers", type=int, default=1, help="machines sharing the work (each "
-                 "with its --worker_index; a last run without them writes the dataset)")
-  p.add_argument("--worker_index", type=int, default=0, help="this machine's shards: "
-                 "k %% num_workers == worker_index")
+  cli_args.add_output(p, what="encoder", suffix="_vq",
+                      tag="a view tag for non-default --grid/--fit/--hflip")
   p.add_argument("--seed", type=int, default=0, help="--random_encoder init seed")
   return p
 
@@ -103,18 +91,12 @@ def main(argv: list[str] | None = None) -> int:
   def run() -> int:
     # pylint: disable-next=import-outside-toplevel
     from vlx.data.tokenize import Settings, run as run_lib, tokenize_split
-    data_dir = os.path.expanduser(args.data_dir)
-    if not os.path.isdir(data_dir):
-      raise cli.PathError(f"--data_dir {data_dir}: no such folder (build the dataset first: "
-                          f"python -m vlx.data.pipeline --builder={args.builder} ...)")
+    data_dir = cli_args.checked_data_dir(args)
     s = Settings(builder=args.builder, config=args.config, split=args.split, data_dir=data_dir,
                  grid=args.grid, fit=args.fit, short_side=args.short_side,
                  crop_at=args.crop_at, hflip=args.hflip, feature=args.feature,
                  keep_frames=args.keep_frames, shard_size=args.shard_size, batch=args.batch,
                  dtype=args.dtype, out_builder=args.out_builder, out_config=args.out_config)
-    if not 0 <= args.worker_index < args.num_workers:
-      raise cli.UsageError(f"--worker_index={args.worker_index} must be in [0, --num_workers="
-                           f"{args.num_workers})")
     if args.compare_fp32 and args.dtype == "float32":
       raise cli.UsageError("--compare_fp32 needs --dtype bfloat16")
     run_lib.open_source(s)  # bad builder / config / split: one line before any model work

@@ -22,10 +22,34 @@ def test_views_are_averaged_before_top_k():
   labels = np.array([2, 1, 2, 3])
   index = np.array([0, 1, 0, 2])
   m = cls.classification_metrics(logits, labels, index)
-  assert m == {"top1": 33.33, "top5": 66.67, "num_videos": 3, "num_views": 4}
+  assert m == {"top1": 33.33, "top5": 66.67, "num_videos": 3, "num_views": 4, "num_classes": 7}
   # per view (no grouping): view A of video 0 is wrong, view B right
   m1 = cls.classification_metrics(logits, labels)
   assert m1["top1"] == 25.0 and m1["num_videos"] == 4
+
+
+def test_probability_averaging_matches_the_vimpac_reference():
+  """average='probs': softmax per view, mean over a video's views (spec §5), on the reference
+  fixture's fine-tuning logits; `loss` = mean over videos of the mean per-view cross entropy."""
+  import pathlib
+  d = pathlib.Path(__file__).resolve().parents[2] / "shared/reference/vimpac/tiny"
+  out, inp = np.load(d / "outputs.npz"), np.load(d / "inputs.npz")
+  logits, labels = out["ft_logits"], inp["ft_labels"]
+  views = len(logits) // len(labels)
+  index = np.repeat(np.arange(len(labels)), views)
+  m = cls.classification_metrics(logits, labels[index], index, average="probs")
+  assert m["top1"] == round(100 * float(out["ft_accuracy"]), 2)
+  assert m["num_videos"] == len(labels) and m["num_views"] == len(logits)
+  assert m["num_classes"] == logits.shape[1]
+  np.testing.assert_allclose(m["loss"], float(np.mean(out["ft_loss_per_video"])), atol=1e-5)
+  probs = np.exp(cls._log_softmax(logits.astype(np.float64)))
+  np.testing.assert_allclose(cls.average_views(probs, labels[index], index)[0],
+                             out["ft_avg_probs"], atol=1e-6)
+  # logit averaging differs from probability averaging on these views (the option matters)
+  lg = cls.average_views(logits, labels[index], index)[0]
+  assert not np.allclose(np.exp(cls._log_softmax(lg)), out["ft_avg_probs"], atol=1e-3)
+  with pytest.raises(ValueError, match="average='mean'"):
+    cls.classification_metrics(logits, labels[index], index, average="mean")
 
 
 def test_rejects_bad_input():

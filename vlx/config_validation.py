@@ -92,6 +92,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
            f"config.evals.{name}.num_views={views} averages random frame samplings, but "
            f"sampling={ev.get('sampling')!r} gives the same frames every view: use 'rand' or "
            "'segment_rand', or num_views=1")
+    if ev.get("type") == "classification":
+      average = ev.get("average", "logits") or "logits"
+      _check(average in ("logits", "probs"),
+             f"config.evals.{name}.average={average!r}: expected 'logits' or 'probs'")
 
 
 def _validate_train_data(train: ml_collections.ConfigDict) -> None:

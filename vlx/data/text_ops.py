@@ -21,7 +21,10 @@ from vlx.data import clip_text_tokenizer, word_tokenizer
 from vlx.data.errors import DataConfigError
 
 VOCAB_DIR = pathlib.Path(__file__).resolve().parent / "vocab"
-SHIPPED = {"moving_shapes": VOCAB_DIR / "moving_shapes_vocab.txt"}
+# 'none': only the special tokens, for tasks whose rows carry no text (action classification
+# without a prompt): every text becomes [CLS] [SEP] and the model may ignore it.
+SHIPPED = {"moving_shapes": VOCAB_DIR / "moving_shapes_vocab.txt",
+           "none": VOCAB_DIR / "no_text_vocab.txt"}
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 

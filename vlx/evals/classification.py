@@ -1,8 +1,11 @@
 """Video classification accuracy (All-in-one spec §5: K400 / HMDB51 linear evaluation).
 
 `family.class_logits(model, batch)` -> [B, C] per row. The pipeline may give several views
-(clips / crops) of one video as rows sharing an `example_index`; their logits are averaged
-before the top-k test. Top-1 / top-5 in percent (2 decimals), per video.
+(clips / crops) of one video as rows sharing an `example_index`; they are averaged before the
+top-k test: the logits (evals.<name>.average='logits', the default) or the per-view softmax
+probabilities ('probs', as VIMPAC's Trainer.evaluate, spec §5; then `loss` = the mean over videos
+of the mean over views of the per-view cross entropy). Top-1 / top-5 in percent (2 decimals), per
+video, plus num_videos, num_views and num_classes.
 """
 from __future__ import annotations
 
@@ -37,18 +40,34 @@ def average_views(logits: np.ndarray, labels: np.ndarray,
   return sums / counts[:, None], first, len(labels)
 
 
+AVERAGES = ("logits", "probs")
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+  z = logits - logits.max(axis=1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def classification_metrics(logits: np.ndarray, labels: Sequence[int],
                            example_index: Sequence[int] | None = None,
-                           ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
-  """logits [N, C] per row, labels [N]; rows sharing an example_index are views of one video
-  (logits averaged). Returns 'top1', 'top5' (percent), 'num_videos', 'num_views'."""
-  logits = np.asarray(logits)
+                           ks: tuple[int, ...] = (1, 5), average: str = "logits"
+                           ) -> dict[str, float]:
+  """logits [N, C] per row, labels [N]; rows sharing an example_index are views of one video,
+  averaged as `average` says (module docstring). Returns 'top1', 'top5' (percent),
+  'num_videos', 'num_views', 'num_classes' (+ 'loss' for 'probs')."""
+  logits = np.asarray(logits, np.float64)
+  if average not in AVERAGES:
+    raise ValueError(f"evals.<name>.average={average!r}: expected one of {AVERAGES}")
   if logits.ndim != 2 or len(logits) == 0:
     raise ValueError(f"classification_metrics: logits must be [N>0, C]; got {logits.shape}")
   if len(labels) != len(logits):
     raise ValueError(f"classification_metrics: {len(logits)} rows but {len(labels)} labels")
-  mean, gt, rows = average_views(logits, np.asarray(labels),
-                                 None if example_index is None else np.asarray(example_index))
+  index = None if example_index is None else np.asarray(example_index)
+  scores = logits
+  if average == "probs":
+    logp = _log_softmax(logits)
+    scores = np.exp(logp)
+  mean, gt, rows = average_views(scores, np.asarray(labels), index)
   if gt.min() < 0 or gt.max() >= mean.shape[1]:
     raise ValueError(f"classification_metrics: label outside 0..{mean.shape[1] - 1}")
   order = np.argsort(-mean, axis=1, kind="stable")
@@ -57,6 +76,11 @@ def classification_metrics(logits: np.ndarray, labels: Sequence[int],
     out[f"top{k}"] = common.percent(np.mean(np.any(order[:, :k] == gt[:, None], axis=1)))
   out["num_videos"] = int(len(gt))
   out["num_views"] = int(rows)
+  out["num_classes"] = int(mean.shape[1])
+  if average == "probs":
+    row_labels = np.asarray(labels, np.int64).reshape(-1)
+    nll = -np.take_along_axis(logp, row_labels[:, None], axis=1)
+    out["loss"] = round(float(np.mean(average_views(nll, row_labels, index)[0])), 6)
   return out
 
 
@@ -68,6 +92,7 @@ def run_classification_eval(model: nnx.Module, family: Family,
   t0 = time.perf_counter()
   logits, cols = common.labelled_outputs(model, family, "class_logits", "classification",
                                          eval_cfg, config, mesh, make_eval_batches)
-  metrics = classification_metrics(logits, cols["label"], cols.get("example_index"))
+  metrics = classification_metrics(logits, cols["label"], cols.get("example_index"),
+                                   average=eval_cfg.get("average", "logits") or "logits")
   metrics["seconds"] = round(time.perf_counter() - t0, 3)
   return metrics

@@ -39,7 +39,11 @@ def model_config(preset: str = "") -> ml_collections.ConfigDict:
       pos_emb="hw_separation", pre_activation=False, halve_att=False, halve_mlp=False,
       clip_len=5, frame_size=128, num_heads=0,   # 0: hidden // 64 (hard-coded in the reference)
       dropout=0.1, mlm_head=True, nce_head=True, nce_proj_layers=2, nce_proj_hid_dim=2048,
-      num_classes=0, dtype="float32"))
+      num_classes=0, dtype="float32",
+      # objectives (vlx.models.vimpac.objectives): 3D block masking (spec §3.2; a negative value
+      # is i.i.d. masking with p = -mask_blocks / 1000), the NCE temperature (fixed, spec §3.4)
+      # and the fine-tuning label smoothing (spec §5).
+      mask_blocks=5, nce_temperature=0.2, label_smoothing=0.0))
   if preset in ("large", "large_frame128", "large_frame256"):
     c.update(hidden=1024, layers=24, halve_att=True, halve_mlp=True, nce_proj_layers=3,
              nce_proj_hid_dim=4096)

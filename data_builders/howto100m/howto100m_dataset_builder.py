@@ -1,10 +1,18 @@
 """HowTo100M (Miech et al. 2019): 1.2M narrated instructional YouTube videos whose ASR captions
-cut them into 136M clips; one example per caption segment, cut to [start, end].
+cut them into 136M clips; one example per caption segment, cut to [start, end] (configs
+`default`, `max8`, `raw_captions`), or one example per whole video (`whole_videos`: pre-training
+that draws its clips anywhere in a video, e.g. VIMPAC's long-range contrastive clips).
 
 Nobody has all the videos (YouTube removals), so the build works from whatever subset is on disk
 and reports "found N of M annotated videos". A video that is not on disk contributes one record
 (so it is counted), not one per segment: `records` in the report counts segments of the videos
 found plus one per missing video.
+
+`whole_videos`: every video of HowTo100M_v1.csv (also the few without narration), the whole video
+at 2 fps, short side 160 (room for 128-px crops at scale 160/128); `captions` holds all its
+caption.json segment texts in order ([] without narration), `start` = `end` = -1 (no cut).
+`max_frames` = WHOLE_VIDEO_MAX_FRAMES caps a video at 3600 frames: one longer than 30 min keeps
+3600 evenly spread frames (below 2 fps there; `duration` tells). `records` = `annotated` then.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from vlx.data import media
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
 CSV_FILE = "HowTo100M_v1.csv"
+WHOLE_VIDEO_MAX_FRAMES = 3600  # whole_videos: 30 min at 2 fps (longer ones are thinned evenly)
 ANNOTATION_DIRS = ("", "HowTo100M")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """
@@ -39,6 +48,8 @@ Files are found by name anywhere under manual_dir (5 folder levels: HowTo100M.zi
 its folder, videos in a folder of another name, ...).
 Reading caption.json needs ~20 GB of RAM for the full release (it is one JSON object).
 The `max8` config keeps at most 8 segments per video (evenly spread) for a lighter corpus.
+The `whole_videos` config stores one example per video (whole, 2 fps, short side 160, at most
+3600 frames; `captions` = all its segment texts).
 """
 
 
@@ -46,6 +57,7 @@ The `max8` config keeps at most 8 segments per video (evenly spread) for a light
 class HowToConfig(bb.VideoBuilderConfig):
   captions_file: str = "caption.json"
   max_segments: int = 0  # per video, evenly spread; 0 = all
+  whole_videos: bool = False  # one example per video (uncut), captions = all its segment texts
 
 
 def segments(entry, path: str, video_id: str) -> list[tuple[float, float, str]]:
@@ -81,6 +93,10 @@ class Builder(bb.VideoDatasetBuilder):
                   description="At most 8 segments per video (evenly spread), 2 fps, short 256."),
       HowToConfig(name="raw_captions", fps=2.0, short_side=256, captions_file="raw_caption.json",
                   description="Unprocessed ASR captions (raw_caption.json), 2 fps, short 256."),
+      HowToConfig(name="whole_videos", fps=2.0, short_side=160,
+                  max_frames=WHOLE_VIDEO_MAX_FRAMES, whole_videos=True,
+                  description="One example per whole video (all its segment texts as captions), "
+                              "2 fps, short side 160, at most 3600 frames (evenly spread)."),
   ]
 
   def _features(self):
@@ -109,7 +125,8 @@ class Builder(bb.VideoDatasetBuilder):
     seen = set()
     for _, row in bb.read_csv(csv_path, ["video_id"]):
       vid = row["video_id"].strip()
-      if vid in seen or vid not in captions:  # a few listed videos have no narration
+      # a few listed videos have no narration: no segments, but a whole video all the same
+      if vid in seen or (vid not in captions and not c.whole_videos):
         continue
       seen.add(vid)
       meta = dict(category_1=row.get("category_1", ""), category_2=row.get("category_2", ""),
@@ -118,6 +135,12 @@ class Builder(bb.VideoDatasetBuilder):
       if not path:  # counted as missing once, not once per segment
         yield bb.VideoRecord(key=f"{vid}:missing", fields=dict(video_id=vid, captions=[], **meta),
                              video_path=os.path.join(videos_dir, f"{vid}.mp4"))
+        continue
+      if c.whole_videos:
+        texts = [t for _, _, t in segments(captions[vid], captions_path, vid)] \
+            if vid in captions else []
+        yield bb.VideoRecord(key=vid, video_path=path,
+                             fields=dict(video_id=vid, captions=texts, **meta))
         continue
       segs = segments(captions[vid], captions_path, vid)
       if c.max_segments > 0:

@@ -1,11 +1,14 @@
-"""howto100m builder: one example per caption segment, from a partial subset of the videos."""
+"""howto100m builder: one example per caption segment (or per whole video), from a partial
+subset of the videos."""
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from data_builders.howto100m import howto100m_dataset_builder as ht
-from vlx.data import layout_testing, testing
+from vlx.data import builder_base as bb
+from vlx.data import layout_testing, media, testing
 
 CSV = """video_id,category_1,category_2,rank,task_id
 vidA,Food and Entertaining,Recipes,1,52907
@@ -86,3 +89,39 @@ def test_release_layouts(tmp_path, annotations, videos, nested):
   (tmp_path / (nested or ".") / annotations / "caption.json").unlink()
   assert layout_testing.summary(ht.Builder, "default", tmp_path) == {
       "train": "missing: caption.json"}
+
+
+def test_whole_videos(tmp_path):
+  """`whole_videos`: one example per video on disk with all its frames at 2 fps (uncut) and all
+  its segment texts; missing / corrupt videos counted as in the segment configs; a listed video
+  without narration is kept (captions [])."""
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  HowTo100MTest.make_dummy_data(manual)     # vidA, vidB on disk, vidC corrupt, vidD missing
+  testing.write_video(manual / "videos/vidE.mkv", num_frames=6, height=32, width=48, fps=4,
+                      seed=2)               # in the csv, not in caption.json
+  with testing.environ(**{bb.WORKERS_ENV: "1", bb.CACHE_ENV: None}):
+    builder = testing.build(ht.Builder, "whole_videos", manual, tmp_path / "data")
+  assert testing.report_counts("howto100m", "train", "whole_videos") == {
+      "annotated": 5, "found": 3, "missing": 1, "corrupt": 1}
+  report = bb.last_report("howto100m", "train")
+  assert (report["records"], report["examples"], report["failed_clips"]) == (5, 3, 0)
+  assert report["missing_videos"] == ["vidD.mp4"]
+  assert report["corrupt_videos"] == ["vidC.mp4"]
+  got = testing.examples_by_id(builder, "train")
+  assert sorted(got) == ["vidA", "vidB", "vidE"]
+  assert {v: testing.decoded(e["captions"]) for v, e in got.items()} == {
+      "vidA": ["chop onion", "add salt", "stir it"],
+      "vidB": ["fold paper", "beyond the end"],   # the zero-length segment is dropped
+      "vidE": []}
+  paths = {"vidA": "vidA.mp4", "vidB": "part2/vidB.webm", "vidE": "vidE.mkv"}
+  for vid, ex in got.items():
+    # the whole video (2 s / 1.5 s at 2 fps: 4 / 3 frames), short side 32 < 160 kept
+    want, _ = media.decode_video(manual / "videos" / paths[vid], fps=2.0, short_side=160)
+    assert len(want) == {"vidE": 3}.get(vid, 4), vid
+    assert ex["video"].shape == want.shape, vid
+    assert np.abs(ex["video"].astype(int) - want).mean() < 3, vid   # JPEG q90
+    assert (float(ex["start"]), float(ex["end"])) == (-1.0, -1.0)
+  assert got["vidB"]["category_2"].decode() == "Crafts"
+  s = bb.decode_settings(builder.builder_config, cache="")
+  assert (s.fps, s.short_side, s.max_frames) == (2.0, 160, ht.WHOLE_VIDEO_MAX_FRAMES)

@@ -1,5 +1,6 @@
 """vlx.checkpoint: keep-N step folders, sharded restore on another mesh, params-only inits."""
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -111,3 +112,21 @@ def test_init_from_converted_uses_the_converter(monkeypatch, tmp_path):
   loaded = ckpt.init_from(state, init, training=False)
   np.testing.assert_array_equal(loaded["params"]["text_out"]["kernel"][...],
                                 other.text_out.kernel[...])
+
+
+def test_loading_resizes_declared_tables_by_their_mode():
+  """resizable_params {regex: axis} resizes nearest, {regex: (axis, 'linear')} linearly (torch
+  F.interpolate formulas); other shape changes stay an error naming the key."""
+  from vlx import checkpoint as ck
+  from vlx.layers import common as lc
+  src = np.arange(12, dtype=np.float32).reshape(3, 4)
+  target = {"a": {"pos": jnp.zeros((5, 4))}, "b": {"pos": jnp.zeros((5, 4))}}
+  source = {"a/pos": src, "b/pos": src}
+  out, loaded = ck._load_into(target, source, "test",
+                              resizable={r"^a/": 0, r"^b/": (0, "linear")})
+  assert sorted(loaded) == ["a/pos", "b/pos"]
+  np.testing.assert_array_equal(np.asarray(out["a"]["pos"]), lc.nearest_resize_1d(src, 5, 0))
+  np.testing.assert_allclose(np.asarray(out["b"]["pos"]), lc.linear_resize_1d(src, 5, 0))
+  assert not np.allclose(lc.nearest_resize_1d(src, 5, 0), lc.linear_resize_1d(src, 5, 0))
+  with pytest.raises(ValueError, match="a/pos has shape"):
+    ck._load_into(target, source, "test", resizable={r"^b/": (0, "linear")})

@@ -229,7 +229,9 @@ def test_frozen_and_resizable_regexes_match_parameters(name):
       if hits and p in fam.resizable_params:
         flat = {optim.path_str(k): v for k, v in
                 jax.tree_util.tree_flatten_with_path(nnx.state(state, nnx.Param))[0]}
-        axis = fam.resizable_params[p]
+        how = fam.resizable_params[p]
+        axis, mode = (how, "nearest") if isinstance(how, int) else tuple(how)
+        assert mode in ("nearest", "linear"), (p, mode)
         assert all(-len(flat[q].shape) <= axis < len(flat[q].shape) for q in hits), p
       if hits:
         unmatched.discard(p)

@@ -215,3 +215,18 @@ def test_vit_block_pre_ln_and_patch_embed(rng, fast_jit):
   assert nnx.eval_shape(lambda m: m(jnp.ones((2, 8, 12, 3))), patch).shape == (2, 6, 8)
   tube = nnx.eval_shape(lambda: PatchEmbed(4, 3, 8, tubelet=2, rngs=nnx.Rngs(params=0)))
   assert nnx.eval_shape(lambda m: m(jnp.ones((2, 4, 8, 8, 3))), tube).shape == (2, 2, 4, 8)
+
+
+@pytest.mark.parametrize("n_old,n_new", [(3, 4), (4, 6), (16, 32), (10, 5), (7, 3)])
+def test_linear_resize_matches_torch_interpolate(n_old, n_new):
+  """common.linear_resize_1d == torch F.interpolate(mode='linear', align_corners=False), growing
+  and shrinking (no antialias), along a middle axis, numpy and jax alike."""
+  torch = pytest.importorskip("torch")
+  x = np.random.default_rng(n_old * 31 + n_new).normal(size=(2, n_old, 5)).astype(np.float32)
+  want = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 2, 1), size=n_new,
+                                         mode="linear", align_corners=False).permute(0, 2, 1)
+  got = common.linear_resize_1d(x, n_new, axis=1)
+  assert isinstance(got, np.ndarray) and got.shape == (2, n_new, 5)
+  np.testing.assert_allclose(got, want.numpy(), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(common.linear_resize_1d(jnp.asarray(x), n_new, axis=1)),
+                             want.numpy(), atol=1e-6)

@@ -130,16 +130,19 @@ def _resolve_checkpoint(path: str) -> pathlib.Path:
 def _adapt(key: str, src: Any, shape: tuple[int, ...], keep_init: tuple[str, ...],
            what: str, resizable: Mapping[str, int]) -> np.ndarray | None:
   """The source value fitted to `shape`; None = keep the fresh init (declared in keep_init).
-  `resizable` ({key regex: axis}, the family's resizable_params): nearest-resized along axis."""
+  `resizable` ({key regex: axis or (axis, 'nearest' | 'linear')}, the family's
+  resizable_params): resized along axis (torch F.interpolate's formulas, vlx.layers.common)."""
   src = np.asarray(src)
   if tuple(src.shape) == tuple(shape):
     return src
-  for rx, axis in resizable.items():
+  for rx, how in resizable.items():
+    axis, mode = (how, "nearest") if isinstance(how, int) else tuple(how)
     same_elsewhere = src.ndim == len(shape) and all(
         a == b for i, (a, b) in enumerate(zip(src.shape, shape)) if i != axis)
     if re.search(rx, key) and same_elsewhere:
-      logging.info("%s: %s resized %s -> %s (nearest)", what, key, src.shape, shape)
-      return common.nearest_resize_1d(src, shape[axis], axis)
+      logging.info("%s: %s resized %s -> %s (%s)", what, key, src.shape, shape, mode)
+      resize = common.linear_resize_1d if mode == "linear" else common.nearest_resize_1d
+      return resize(src, shape[axis], axis)
   if any(re.search(rx, key) for rx in keep_init):
     logging.info("%s: %s keeps its fresh init (source shape %s != model shape %s; declared in "
                  "config.init.keep_init)", what, key, src.shape, shape)

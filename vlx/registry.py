@@ -48,8 +48,9 @@ class Family:
     parity_tolerances: ((key regex, atol, rtol), ...) for `python -m vlx.convert.parity
       --compare`, first fullmatch wins, atol = rtol = 0 means exact; keys no regex matches use
       vlx.convert.parity.DEFAULT_TOLERANCES (gradients rtol 1e-3, everything else 1e-4).
-    resizable_params: {regex: axis} of parameters nearest-resized along `axis` when a loaded
-      checkpoint's shape differs there (e.g. a temporal position table).
+    resizable_params: {regex: axis or (axis, 'nearest' | 'linear')} of parameters resized along
+      `axis` (nearest by default) when a loaded checkpoint's shape differs there (e.g. a temporal
+      position table).
     backbone_layout: a vlx.convert.backbones.Layout: where public backbones (BERT, ViT) sit in the
       module tree (init.bert_dir / init.vit_file); None = not supported.
   Data:
@@ -74,7 +75,7 @@ class Family:
   converter: str | None = None
   fixture_outputs: Callable[[Any], Mapping[str, Any]] | None = None
   parity_tolerances: tuple[tuple[str, float, float], ...] = ()
-  resizable_params: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  resizable_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   backbone_layout: Any = None
   data_hooks: Callable[[Any], Any] | None = None
 

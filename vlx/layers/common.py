@@ -140,6 +140,24 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
   return x / jnp.maximum(norm, eps)
 
 
+def linear_resize_1d(x: Any, size: int, axis: int = 0) -> Any:
+  """torch F.interpolate(mode='linear', align_corners=False) along one axis, no antialiasing
+  when shrinking: src = max((i + 0.5) * n_old / n_new - 0.5, 0), blend of floor(src) and the
+  next index (clamped). numpy stays numpy, jax stays jax (as nearest_resize_1d)."""
+  n_old = x.shape[axis]
+  if n_old == size:
+    return x
+  src = np.maximum((np.arange(size) + 0.5) * (n_old / size) - 0.5, 0.0)
+  i0 = np.floor(src).astype(np.int64)
+  i1 = np.minimum(i0 + 1, n_old - 1)
+  shape = [1] * x.ndim
+  shape[axis % x.ndim] = size
+  lam = (src - i0).astype(np.float32).reshape(shape)
+  lead = (slice(None),) * (axis % x.ndim)
+  out = (1 - lam) * x[lead + (i0,)] + lam * x[lead + (i1,)]
+  return out.astype(x.dtype)
+
+
 def nearest_resize_1d(x: Any, size: int, axis: int) -> Any:
   """torch F.interpolate(mode='nearest') along one axis: index floor(i * n_old / n_new).
 

@@ -48,7 +48,7 @@ def model_config(preset: str = "") -> ml_collections.ConfigDict:
     c.update(hidden=1024, layers=24, halve_att=True, halve_mlp=True, nce_proj_layers=3,
              nce_proj_hid_dim=4096)
     if preset == "large_frame256":
-      c.frame_size = 256
+      c.update(frame_size=256, mask_blocks=6)   # stage 2 masks 6 blocks (spec §3.2)
   elif preset == "tiny":
     c.update(hidden=128, layers=3, clip_len=3, frame_size=32, nce_proj_layers=3,
              nce_proj_hid_dim=96)
@@ -68,18 +68,11 @@ def parse_layout(layout: str) -> tuple[tuple[str, ...], ...]:
   return stages
 
 
-def interpolate_linear(table: Any, size: int) -> np.ndarray:
+def interpolate_linear(table: Any, size: int) -> Any:
   """torch F.interpolate(mode='linear', align_corners=False) of a [N, D] table along N
   (spec §4; no antialiasing when shrinking)."""
   t = table if hasattr(table, "shape") else np.asarray(table)   # numpy, jax or a tracer
-  n_old = t.shape[0]
-  if n_old == size:
-    return t
-  src = np.maximum((np.arange(size) + 0.5) * (n_old / size) - 0.5, 0.0)
-  i0 = np.floor(src).astype(np.int64)
-  i1 = np.minimum(i0 + 1, n_old - 1)
-  lam = (src - i0).astype(np.float32)[:, None]
-  return ((1 - lam) * t[i0] + lam * t[i1]).astype(t.dtype)
+  return common.linear_resize_1d(t, size, axis=0)
 
 
 def _param(shape, rngs: nnx.Rngs, std: float = 0.02) -> nnx.Param:
@@ -287,6 +280,19 @@ class MaskPredictionHead(nnx.Module):
     return jnp.einsum("...d,vd->...v", u, embedding.astype(u.dtype)) + self.bias[...]
 
 
+class TorchBatchNorm(nnx.BatchNorm):
+  """nnx.BatchNorm whose running variance takes the unbiased batch variance (x n / (n - 1)), as
+  torch's (Sync)BatchNorm does; the normalisation uses the biased one in both."""
+
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    old = self.var[...]
+    y = super().__call__(x, use_running_average, mask=mask)
+    if not use_running_average:
+      n, m = x.size // x.shape[-1], self.momentum
+      self.var[...] = m * old + (self.var[...] - m * old) * (n / max(n - 1, 1))
+    return y
+
+
 class ContrastiveHead(nnx.Module):
   """(linear -> BatchNorm -> ReLU) x (n-1), then a bias-free linear to 256 (CLSMLPHead)."""
 
@@ -295,7 +301,7 @@ class ContrastiveHead(nnx.Module):
     widths = [dim] + [hid] * (layers - 1) + [NCE_OUTPUT_DIM]
     self.linears = nnx.List([common.linear(widths[i], widths[i + 1], ("embed", None),
                                            use_bias=i < layers - 1, **kw) for i in range(layers)])
-    self.bns = nnx.List([nnx.BatchNorm(hid, momentum=0.9, epsilon=BN_EPS, dtype=kw["dtype"],
+    self.bns = nnx.List([TorchBatchNorm(hid, momentum=0.9, epsilon=BN_EPS, dtype=kw["dtype"],
                                        rngs=rngs)
                          for _ in range(layers - 1)])
 
@@ -325,8 +331,14 @@ class Vimpac(nnx.Module):
     self.mlm_head = MaskPredictionHead(cfg.hidden, rows, kw=kw) if cfg.mlm_head else None
     self.cls_head = (ContrastiveHead(cfg.hidden, cfg.nce_proj_hid_dim, cfg.nce_proj_layers, kw=kw)
                      if cfg.nce_head else None)
-    self.cls_fc = (common.linear(cfg.hidden, cfg.num_classes, ("embed", None), **kw)
+    # the fine-tuning classifier starts at zero (spec §2.2 initialisation)
+    self.cls_fc = (common.linear(cfg.hidden, cfg.num_classes, ("embed", None),
+                                 kernel_init=nnx.initializers.zeros_init(), **kw)
                    if cfg.num_classes else None)
+    # objective settings (static; read by vlx.models.vimpac.objectives)
+    self.mask_blocks = int(getattr(cfg, "mask_blocks", 5))
+    self.label_smoothing = float(getattr(cfg, "label_smoothing", 0.0))
+    self.nce_temperature = float(getattr(cfg, "nce_temperature", 0.2))
 
   def __call__(self, codes, *, deterministic: bool = True, rngs=None, record=None):
     return self.backbone(codes, deterministic=deterministic, rngs=rngs, record=record)

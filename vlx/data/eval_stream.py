@@ -66,7 +66,8 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   in it), qtype (index in eval_cfg.qtypes, -1 otherwise) and example_index (position of the QA
   pair in the split). Multiple choice: one row per example, choice_ids/choice_mask [B, K, L]
   (eval_cfg.mc_template), label = mc_answer. Classification: eval_cfg.num_views rows per clip
-  (view_index v = the v-th of evenly spread temporal windows; example_index = the clip), text =
+  (view_index v = the v-th of evenly spread temporal windows, or a reader's own view v when it
+  reads whole views, e.g. token_grid's spatial_views x test_clips; example_index = the clip), text =
   eval_cfg.class_prompt, label = the ClassLabel index: average the logits over the rows of an
   example_index (tasks.average_over_views).
   Every host yields the same number of batches (`batch_size` rows each); rows past the end
@@ -85,6 +86,8 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
   views = int(eval_cfg.get("num_views", 1) or 1) if task == "classification" else 1
   if views < 1:
     raise DataConfigError(f"evals.<name>.num_views={views} must be >= 1")
+  if task == "classification":
+    _check_whole_views(readers, views)
   splits = [tfds.split_for_jax_process(eval_cfg.split, process_index=i, process_count=process_count)
             for i in range(process_count)]
   clip_sizes = [builder.info.splits[s].num_examples for s in splits]
@@ -126,10 +129,21 @@ def make_eval_batches(eval_cfg, config, *, batch_size: int,
     emitted += 1
 
 
+def _check_whole_views(readers, views: int) -> None:
+  """A reader that reads whole views (e.g. token_grid's spatial_views x test_clips) defines how
+  many a video has: num_views must be that number."""
+  for prefix, reader in readers.items():
+    if getattr(reader, "reads_whole_views", False) and reader.num_views != views:
+      raise DataConfigError(
+          f"evals.<name>.num_views={views}: input {prefix!r} reads {reader.num_views} views per "
+          f"video (max(spatial_views, 1) x test_clips); set num_views={reader.num_views}")
+
+
 def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf.Tensor]:
   """Every input of one evaluation example. views > 0: a leading axis of `views` rows, view v
   reading the v-th temporal window of the feature with fold_in(seed, v) (one view: the whole
-  feature with `seed`)."""
+  feature with `seed`); a reader with `reads_whole_views` reads view v of the whole feature
+  (read(..., view=v)) instead."""
   out = {}
   for prefix, reader in readers.items():
     s = modalities.input_seed(seed, prefix, reader)
@@ -139,6 +153,9 @@ def _read_inputs(readers, ex: dict, seed: tf.Tensor, views: int) -> dict[str, tf
       continue
     if views == 1:
       per_view = [reader.read(encoded, s, train=False)]
+    elif getattr(reader, "reads_whole_views", False):
+      per_view = [reader.read(encoded, tf.random.experimental.stateless_fold_in(s, v),
+                              train=False, view=v) for v in range(views)]
     else:
       per_view = [reader.read(video_ops.temporal_window(encoded, v, views),
                               tf.random.experimental.stateless_fold_in(s, v), train=False, view=v)

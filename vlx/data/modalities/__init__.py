@@ -15,12 +15,14 @@ import ml_collections
 import tensorflow as tf
 
 from vlx.data.errors import DataConfigError
-from vlx.data.modalities import audio, features, frame_features, frames, token_grid
+from vlx.data.modalities import (audio, features, frame_features, frame_tokens, frames,
+                                 token_grid)
 from vlx.data.modalities.base import Reader
 
 READERS = {"frames": frames.from_config,   # kind -> from_config(cfg, where) -> Reader
            "audio": audio.from_config, "features": features.from_config,
            "token_grid": token_grid.from_config,
+           "frame_tokens": frame_tokens.from_config,
            "frame_features": frame_features.from_config}
 DEFAULT_INPUT = "video"                    # the key prefix of the frames input of a plain block
 

@@ -26,6 +26,8 @@ class Reader(Protocol):
 #   `train` selects random (training) or deterministic (evaluation) choices. For evaluation
 #   views the stream passes the v-th temporal window of the encoded feature (its leading axis
 #   cut in num_views even parts) and view=v; a reader may ignore `view`.
+#   A reader with a property `reads_whole_views = True` (and `num_views`, which
+#   evals.<name>.num_views must equal) gets the whole feature and view=v instead.
 # - The shapes of `read`'s outputs are static and equal `spec()`'s.
 # - make_reader(kind, cfg, where): cfg is the input's config block; cfg.key is the batch-key
 #   prefix the reader's keys start with (set by make_readers); `where` names the block in errors.

@@ -6,8 +6,7 @@ fine-tuning evaluation; a `layouts/` folder (config.json naming `<tag>.pt` backb
 gives every variant's block-0 / final / pooled outputs. Sizes come from the checkpoint shapes and
 the args, so other fixtures of the format (sizes, layouts, seeds) work too.
 
-The mask-prediction / NCE / classification losses here follow the reference's formulas (spec §3.3,
-§3.4, §5) for the fixture only: the training objectives are a separate part.
+The mask-prediction / NCE losses are the training objectives' (vlx.models.vimpac.objectives).
 """
 from __future__ import annotations
 
@@ -22,6 +21,8 @@ from flax import nnx
 
 from vlx.convert import engine
 from vlx.models.vimpac import convert as vc
+from vlx.models.vimpac.objectives import cross_entropy as _ce
+from vlx.models.vimpac.objectives import mlm_loss, nce_logits, nce_loss
 
 # tiny/README.md "Tolerances": activations / logits 1e-4; losses 1e-5; grad norms rtol 1e-4;
 # NCE logits hold a -1e9 diagonal (rtol 1e-4 covers its float32 rounding); preds exact.
@@ -31,7 +32,6 @@ PARITY_TOLERANCES: tuple[tuple[str, float, float], ...] = (
     (r".*loss.*|mask_ratio|ft_accuracy", 1e-5, 1e-5),
     (r".*", 1e-4, 1e-4),
 )
-TEMPERATURE = 0.2
 # parameters whose fine-tuning gradient norms the tiny fixture stores (tiny/README.md); a fixture
 # names its own in outputs.npz `ft_grad_norm_keys` (config.json lists only the pre-training ones),
 # which win (`ft_grad_keys`)
@@ -63,30 +63,6 @@ def _torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in torch_io.load_state_dict(path).items()}
 
 
-# -- losses (reference formulas) ------------------------------------------------------------------
-def _ce(logits, labels):
-  """Per-row cross entropy."""
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
-
-
-def nce_logits(proj):
-  """(z, [ab | aa - 1e9 I], [ba | bb - 1e9 I]) of the reference's DistributedNCELoss (1 GPU)."""
-  z = proj / jnp.linalg.norm(proj, axis=-1, keepdims=True)
-  b = z.shape[0] // 2
-  z1, z2 = z[:b], z[b:]
-  eye = 1e9 * jnp.eye(b, dtype=z.dtype)
-  la = jnp.concatenate([z1 @ z2.T / TEMPERATURE, z1 @ z1.T / TEMPERATURE - eye], axis=1)
-  lb = jnp.concatenate([z2 @ z1.T / TEMPERATURE, z2 @ z2.T / TEMPERATURE - eye], axis=1)
-  return z, la, lb
-
-
-def nce_loss(proj):
-  _, la, lb = nce_logits(proj)
-  t = jnp.arange(la.shape[0])
-  return TEMPERATURE * (_ce(la, t).mean() + _ce(lb, t).mean())
-
-
 def _pretrain(model, codes, labels, train_bn: bool = False):
   rec: dict[str, Any] = {}
   cls, x = model(codes, record=rec)
@@ -100,7 +76,7 @@ def _pretrain(model, codes, labels, train_bn: bool = False):
   valid = flat_labels != -100
   nll = _ce(flat_logits, jnp.where(valid, flat_labels, 0))
   rec["mlm_nll_all"] = nll
-  rec["mlm_loss"] = jnp.sum(jnp.where(valid, nll, 0)) / jnp.sum(valid)
+  rec["mlm_loss"] = mlm_loss(logits, labels)[0]
   rec["mlm_correct"] = jnp.argmax(flat_logits, -1) == flat_labels
   rec["nce_loss"] = nce_loss(proj)
   rec["total_loss"] = rec["mlm_loss"] + rec["nce_loss"]

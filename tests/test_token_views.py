@@ -40,7 +40,7 @@ def _read(reader, x, *, train=False, seed=SEED, view=0):
 
 
 def _ramp(length, views=0, hw=(2, 3)):
-  """int16 grid whose every code is its frame index (+ 100 x its view): [T, H, W] or [V, T, H, W]."""
+  """int16 [T, H, W] (or [V, T, H, W]) grid: every code is its frame index (+ 100 x its view)."""
   t = np.arange(length, dtype=np.int16)[:, None, None] * np.ones(hw, np.int16)
   return np.stack([t + 100 * v for v in range(views)]) if views else t
 
@@ -82,7 +82,8 @@ def test_reference_pretraining_clips_from_their_starts(reference):
   for i, starts in enumerate(reference["pretrain_clip_starts"]):
     grid = tf.constant(reference[f"pretrain_video{i}_tokens"].astype(np.int16))
     for c, start in enumerate(starts):
-      codes, _ = reader._clip(reader._checked(grid), tf.constant(int(start)))  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      codes, _ = reader._clip(reader._checked(grid), tf.constant(int(start)))
       np.testing.assert_array_equal(codes.numpy(), reference["pretrain_codes"][i, c])
 
 

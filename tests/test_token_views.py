@@ -224,6 +224,24 @@ def test_frame_tokens_views_through_the_eval_stream(tiny_data_dir):
   assert "\n" not in str(err.value)
 
 
+def test_frame_tokens_pretraining_clips_through_the_train_stream(tiny_data_dir):
+  """clips=2 in a training block: vq_tokens [B, 2, L, grid, grid], the plan's pre-training rows."""
+  from configs import common  # pylint: disable=import-outside-toplevel
+  from vlx.data import train_stream  # pylint: disable=import-outside-toplevel
+  c = common.base_config()
+  c.data.update(data_dir=tiny_data_dir, global_batch_size=4, shuffle_buffer=8,
+                tokenizer="moving_shapes")
+  c.data.train.update(builder_config="tiny", num_frames=3, resolution=16, max_text_len=8)
+  c.data.train.inputs = ml_collections.ConfigDict(dict(
+      vq_tokens=dict(reader="frame_tokens", grid=2, clips=2, pad_id=64)))
+  # pylint: disable-next=protected-access
+  ds = train_stream._train_dataset(c, process_index=0, process_count=1)
+  batch = next(ds.as_numpy_iterator())
+  assert batch["vq_tokens"].shape == (4, 2, 3, 2, 2) and batch["vq_mask"].shape == (4, 2, 3)
+  real = batch["vq_mask"].astype(bool)
+  assert (batch["vq_tokens"][real] < 64).all() and (batch["vq_tokens"][~real] == 64).all()
+
+
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kind,cfg,message", [

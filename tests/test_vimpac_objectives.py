@@ -222,38 +222,39 @@ def test_objectives_refuse_wrong_rows_and_names():
 
 
 # -- one vlx.steps train step ------------------------------------------------------------------------
-@pytest.mark.torch
-def test_train_step_carries_the_batchnorm_running_statistics(tiny, arrays):
-  """The converted tiny model (dropout 0, no masking: the forward is deterministic) trained one
-  vlx.steps step: the BN running mean / variance leave the step with torch's update from the
-  batch statistics of the 2B clips; the loss is the NCE loss of the unmasked clips."""
+def _small_config(**kw):
+  """A one-layer model of the tiny grid (3, 4, 4): quick to compile."""
+  cfg = vm.model_config("tiny")
+  cfg.update(layers=1, hidden=64, layout="T", nce_proj_layers=2, nce_proj_hid_dim=16, **kw)
+  return cfg
+
+
+def test_train_step_carries_the_batchnorm_running_statistics(arrays, fast_build):
+  """One vlx.steps step (dropout 0, no masking: a deterministic forward): the BN running mean /
+  variance leave the step with torch's update from the batch statistics of the 2B clips (momentum
+  0.1, unbiased variance); the loss is the NCE loss of the unmasked clips."""
   inp, _ = arrays
-  blocks, tiny.mask_blocks = tiny.mask_blocks, 0
-  try:
-    graphdef, params, other = nnx.split(tiny, nnx.Param, ...)
-  finally:
-    tiny.mask_blocks = blocks
   c = config_common.base_config()
-  c.model = vm.model_config("tiny")
+  c.model = _small_config(dropout=0.0, mask_blocks=0)
   c.objectives.update(mlm=1.0, nce=1.0)
   fam = registry.Family(name="vimpac_objectives_test", build=vm.build,
                         objectives=vo.objectives, objective_names=vo.OBJECTIVES)
+  graphdef, params, other = nnx.split(fast_build(lambda: vm.build(c.model, rngs=nnx.Rngs(0))),
+                                      nnx.Param, ...)
   tx, sched = optim.make_optimizer(c)
   state = dict(params=params, other=other, opt_state=tx.init(params),
                step=jnp.zeros((), jnp.int32))
   codes = jnp.asarray(inp["pretrain_codes"], jnp.int32)
-  flat = vo.flatten_clips(codes)
 
   def reference(st):
     m = nnx.merge(graphdef, st["params"], st["other"])
-    cls, _ = m(flat)
+    cls, _ = m(vo.flatten_clips(codes))
     return m.cls_head.linears[0](cls), vo.nce_loss(m.cls_head(cls, train_bn=True))
-  h, nce = jax.jit(reference, compiler_options=FAST_COMPILE)(state)
+  h, nce = _jit(reference)(state)
   h = np.asarray(h, np.float64)
   mean0 = np.asarray(other["cls_head"]["bns"][0]["mean"][...])
   var0 = np.asarray(other["cls_head"]["bns"][0]["var"][...])
-  step = jax.jit(steps.make_train_step(fam, c, graphdef, tx, sched),
-                 compiler_options=FAST_COMPILE)
+  step = _jit(steps.make_train_step(fam, c, graphdef, tx, sched))
   new, metrics = step(state, {"vq_tokens": codes})
   bn = new["other"]["cls_head"]["bns"][0]
   np.testing.assert_allclose(np.asarray(bn["mean"][...]), 0.9 * mean0 + 0.1 * h.mean(0),
@@ -263,3 +264,26 @@ def test_train_step_carries_the_batchnorm_running_statistics(tiny, arrays):
   assert float(metrics["mlm_loss"]) == 0.0 and float(metrics["mask_ratio"]) == 0.0
   np.testing.assert_allclose(float(metrics["nce_loss"]), float(nce), rtol=1e-5)
   np.testing.assert_allclose(float(metrics["loss"]), float(nce), rtol=1e-5)
+
+
+def test_sharded_batch_gives_the_single_device_losses_and_statistics(fast_build):
+  """Rows split over 4 devices: the same mask and dropout draws, NCE negatives from the global
+  batch and BatchNorm statistics over all 2B clips (the reference's all-gather / SyncBatchNorm)."""
+  cfg = _small_config()
+  graphdef, state = nnx.split(fast_build(lambda: vm.build(cfg, rngs=nnx.Rngs(0))))
+  codes = jnp.asarray(np.random.default_rng(5).integers(0, 8192, (4, 2, 3, 4, 4)), jnp.int32)
+
+  def run(st, b, key):
+    mod = nnx.merge(graphdef, st)
+    out = vo.objectives(mod, b, active=frozenset({"mlm", "nce"}), rng=key, train=True)
+    return out, nnx.state(mod, nnx.BatchStat)
+  fn = _jit(run)
+  one = fn(state, {"vq_tokens": codes}, jax.random.key(1))
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.devices()[:4])
+  sharded = jax.device_put(codes, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      "data")))
+  many = fn(state, {"vq_tokens": sharded}, jax.random.key(1))
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+  assert float(one[0][1]["mask_ratio"]) > 0

@@ -23,7 +23,7 @@ from PIL import Image
 
 from vlx import tokenize as cli
 from vlx.data import eval_stream, modalities, pipeline, train_stream, video_ops
-from vlx.data.tokenize import Settings, frames as frames_lib, run, shards
+from vlx.data.tokenize import Settings, frames as frames_lib, output_names, run, shards
 from vlx.data.tokenize.encoder import Encoder
 
 
@@ -151,6 +151,72 @@ def test_no_frames_and_a_view_get_their_own_config(data_dir):
   assert built.builder_config.name == "tiny_g2_crop16center_flip"
   row = _rows(built, "val")[0]
   assert "video" not in row and row["vq_tokens"].shape == (8, 2, 2)
+
+
+def test_views_record_holds_the_single_view_runs_in_order(data_dir):
+  """`--views`: one record per video, vq_tokens [V, T, g, g]; view v is exactly the tokens of the
+  single-view run of that view (flip-major, then crop, then scale), through a kill and resume,
+  shards and batches that cut through the views of an example."""
+  kw = dict(split="val", keep_frames=False, grid=2, fit="crop", shard_size=6, batch=10)
+  multi = _settings(data_dir, views="crop3_flip2_scale2", **kw)   # parts in any order
+  with pytest.raises(run.StopAfter):
+    run.tokenize_split(multi, CountingEncoder().encoder(), stop_after_shards=1,
+                       echo=lambda _: None)
+  built = run.tokenize_split(multi, CountingEncoder().encoder(), echo=lambda _: None)
+  assert built.builder_config.name == "tiny_g2_flip2_crop3_scale2"
+  order = [(f, c, s) for f in (False, True) for c in ("top", "center", "bottom") for s in (16, 20)]
+  assert built.info.metadata["view_list"] == [f"hflip={int(f)} crop_at={c} short_side={s}"
+                                              for f, c, s in order]
+  assert built.info.metadata["views"] == "flip2_crop3_scale2"
+  rows = _rows(built, "val")
+  assert len(rows) == 16 and [r["source_index"] for r in rows] == list(range(16))
+  assert rows[0]["vq_tokens"].dtype == np.int16 and rows[0]["vq_tokens"].shape == (12, 8, 2, 2)
+  singles = [_settings(data_dir, hflip=f, crop_at=c, short_side=s, **kw) for f, c, s in order]
+  # view 9 (flipped, bottom, short side 20) by a whole single-view run ...
+  whole = run.tokenize_split(singles[9], CountingEncoder().encoder(), echo=lambda _: None)
+  for row, ref in zip(rows, _rows(whole, "val"), strict=True):
+    np.testing.assert_array_equal(row["vq_tokens"][9], ref["vq_tokens"])
+  # ... every view by the single-view frames (frames_lib.pixels) and codes of each video
+  single_views = tf.function(lambda x: tf.stack([frames_lib.pixels(x, s) for s in singles]))
+  fn = CountingEncoder()
+  source = _rows(pipeline.get_builder("moving_shapes", "tiny", data_dir), "val")
+  for row, ex in zip(rows, source, strict=True):
+    pixels = single_views(tf.constant(ex["video"])).numpy()     # [12, T, P, P, 3]
+    codes = np.asarray(fn(pixels.reshape(-1, *pixels.shape[2:]))).reshape(12, -1, 2, 2)
+    np.testing.assert_array_equal(row["vq_tokens"], codes)
+  # the views really differ (square 32 px frames: at short side 16 the three crops coincide)
+  distinct = {np.stack([r["vq_tokens"][v] for r in rows]).tobytes() for v in range(12)}
+  assert len(distinct) == 8
+
+
+def test_views_names_and_fingerprint():
+  base = dict(builder="b", config="split1", split="train", data_dir="D", grid=16, fit="crop")
+  assert cli.parser().parse_args(["--builder", "b", "--split", "s", "--data_dir", "D",
+                                  "--random_encoder"]).views == ""
+  for spec, n, name in (("crop3", 3, "split1_g16_crop3"), ("center", 1, "split1_g16_center"),
+                        ("scale2_crop3", 6, "split1_g16_crop3_scale2")):
+    s = Settings(**base, views=spec)
+    assert len(s.view_list) == n and output_names(s) == ("b_vq", name)
+    assert s.fingerprint()["views"] == name.split("_g16_")[1]
+  assert [v.short_side for v in Settings(**base, views="scale2").view_list] == [128, 160]
+  assert "views" not in Settings(**base).fingerprint()   # single-view shards keep their settings
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fit", "crop", "--views", "crop4"], r"--views='crop4': unknown part 'crop4'; expected "),
+    (["--fit", "crop", "--views", "crop3_center"],
+     r"--views='crop3_center': 'crop3' and 'center' both set the crop views"),
+    (["--fit", "crop", "--views", "flip2__crop3"], r"unknown part ''"),
+    (["--views", "crop3"], r"--views='crop3' needs --fit crop \(got --fit pad\)"),
+    (["--fit", "crop", "--views", "crop3", "--crop_at", "top", "--hflip"],
+     r"--views='crop3' sets the views itself; drop --crop_at, --hflip"),
+])
+def test_cli_bad_views_is_one_line_exit_2(data_dir, capsys, extra, message):
+  code, err = _cli(["--builder", "moving_shapes", "--config", "tiny", "--split", "val",
+                    "--data_dir", data_dir, "--random_encoder", *extra], capsys)
+  assert code == 2 and len(err.splitlines()) == 1, err
+  assert err.startswith("python -m vlx.tokenize: error: ")
+  assert __import__("re").search(message, err), err
 
 
 def test_pad_to_square_as_str2img():

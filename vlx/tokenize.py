@@ -9,7 +9,8 @@
 Read it with `config.data.train.builder='webvid_vq'` (builder_config '2M'): reader `token_grid`
 (feature 'vq_tokens', `align_with='video'` for MVM targets of the sampled frames) beside the
 `frames` reader; or `tfds.builder_from_directory('D/webvid_vq/2M/1.0.0')`. The layout, views
-(`--fit crop` for VIMPAC), shards and resume: vlx/data/tokenize/__init__.py. A killed run started
+(`--fit crop` for VIMPAC; `--views SPEC`: several crop views in one record), shards and resume:
+vlx/data/tokenize/__init__.py. A killed run started
 again with the same command goes on from its last finished shard. `--dtype bfloat16` runs the
 encoder's convolutions in bf16 (`--compare_fp32` prints how many codes of the first batch
 differ from fp32). User errors (unknown builder, config or split, missing data_dir or encoder,
@@ -45,6 +46,11 @@ def parser() -> argparse.ArgumentParser:
                  "(default grid*8; e.g. grid*8*160/128 for a larger-resize view)")
   p.add_argument("--crop_at", default="center", help="crop: top | center | bottom")
   p.add_argument("--hflip", action="store_true", help="flip the frames horizontally")
+  p.add_argument("--views", default="", metavar="SPEC", help="crop: several views per record, "
+                 "vq_tokens [V, T, g, g]; '_'-joined parts flip2 (hflip 0, 1), crop3 (top, "
+                 "center, bottom) or center, scale2 (short side grid*8, grid*8*160/128), e.g. "
+                 "flip2_crop3_scale2 = 12 views, ordered flip-major, then crop, then scale; "
+                 "config name <config>_g<grid>_<SPEC>")
   p.add_argument("--feature", default="video", help="the encoded-frames feature")
   p.add_argument("--no-frames", dest="keep_frames", action="store_false",
                  help="do not copy the encoded frames into the token dataset")
@@ -52,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
                  help="with --dtype bfloat16: count the codes of the first batch that differ "
                  "from fp32")
   cli_args.add_output(p, what="encoder", suffix="_vq",
-                      tag="a view tag for non-default --grid/--fit/--hflip")
+                      tag="a view tag for non-default --grid/--fit/--hflip/--views")
   p.add_argument("--seed", type=int, default=0, help="--random_encoder init seed")
   return p
 
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = cli_args.checked_data_dir(args)
     s = Settings(builder=args.builder, config=args.config, split=args.split, data_dir=data_dir,
                  grid=args.grid, fit=args.fit, short_side=args.short_side,
-                 crop_at=args.crop_at, hflip=args.hflip, feature=args.feature,
+                 crop_at=args.crop_at, hflip=args.hflip, views=args.views,
+                 feature=args.feature,
                  keep_frames=args.keep_frames, shard_size=args.shard_size, batch=args.batch,
                  dtype=args.dtype, out_builder=args.out_builder, out_config=args.out_config)
     if args.compare_fp32 and args.dtype == "float32":

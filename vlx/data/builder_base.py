@@ -108,6 +108,13 @@ def token_grid_feature(height: int, width: int) -> tfds.features.Tensor:
                               encoding=tfds.features.Encoding.BYTES)
 
 
+def token_views_feature(views: int, height: int, width: int) -> tfds.features.Tensor:
+  """Code grids of `views` spatial views of every frame, [views, T, height, width] int16 bytes
+  (`python -m vlx.tokenize --views`: all views of a video in one record)."""
+  return tfds.features.Tensor(shape=(views, None, height, width), dtype=np.int16,
+                              encoding=tfds.features.Encoding.BYTES)
+
+
 def video_features(extra: Mapping[str, Any], streams: Streams = FRAMES_ONLY
                    ) -> tfds.features.FeaturesDict:
   """`extra` plus the features every video builder has (see data_contract.md) and `streams`'."""

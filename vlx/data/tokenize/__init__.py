@@ -17,7 +17,11 @@ Per frame (shared/reference/violet/spec.md §1 str2img, §5.5, §9): pad to a sq
 antialiased), map_pixels, encoder, argmax. `--fit crop` instead follows VIMPAC's video2token views
 (shared/reference/vimpac/spec.md §1): short side -> `--short_side`, a g*8 crop at
 top / center / bottom (`--crop_at`), optional `--hflip`; a non-default view gets its own config
-name (e.g. `tiny_g16_crop160top_flip`).
+name (e.g. `tiny_g16_crop160top_flip`). `--fit crop --views SPEC` (views.py) writes several views
+of every video into one record instead: `vq_tokens` int16 [V, T, g, g], views ordered flip-major,
+then crop, then scale (e.g. `--views flip2_crop3_scale2`: 12 views), config
+`<config>_g<grid>_<SPEC>` (e.g. `split1_g16_crop3`), the view list in the dataset's metadata
+(`view_list`) and description.
 
 Reading it: the pipeline's builder access (vlx.data.pipeline.get_builder, so
 `config.data.train.builder='NAME_vq'`, `builder_config=C`) opens it from its directory, as does
@@ -33,10 +37,11 @@ later re-packs the earlier ones from their shards without running the dVAE again
 machines sharing D split the shards with `--num_workers N --worker_index K`; a last run without
 them writes the dataset. Differences from the references' own extraction: frames come from the
 stored JPEGs (short side 256 at the builder's fps), not from the original video.
-Modules: settings (flags -> names, paths, the settings fingerprint), frames (TF frame
-preprocessing), encoder (the jitted token function), shards (compute, resume), writer (TFDS
-output), run (the driver). The resumable loop (run.compute_shards), the shard files and the
-writer (writer.write_derived) also make vlx.data.features_extract's per-second feature datasets.
+Modules: settings (flags -> names, paths, the settings fingerprint), views (--views SPEC),
+frames (TF frame preprocessing), encoder (the jitted token function), shards (compute, resume),
+writer (TFDS output), run (the driver). The resumable loop (run.compute_shards), the shard files
+and the writer (writer.write_derived) also make vlx.data.features_extract's per-second feature
+datasets.
 """
 from vlx.data.tokenize.run import tokenize_split  # noqa: F401
 from vlx.data.tokenize.settings import Settings, output_names  # noqa: F401

@@ -29,16 +29,25 @@ def _resize(frames: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value(out, 0.0, 255.0)
 
 
-def crop_view(frames: tf.Tensor, short: int, out: int, crop_at: str) -> tf.Tensor:
-  """Short side -> `short` (aspect kept, long side truncated), then the `out` window at crop_at."""
+def resize_short(frames: tf.Tensor, short: int) -> tf.Tensor:
+  """Short side -> `short` (aspect kept, long side truncated)."""
   hw = tf.shape(frames)[1:3]
   lo = tf.reduce_min(hw)
-  size = tf.maximum(hw * short // lo, short)
-  frames = _resize(frames, size)
-  f = CROP_AT[crop_at]
+  return _resize(frames, tf.maximum(hw * short // lo, short))
+
+
+def crop_window(resized: tf.Tensor, out: int, where: str) -> tf.Tensor:
+  """The `out` x `out` window of [T, H, W, C] at int(f * (size - out) / 2) (f of `where`)."""
+  size = tf.shape(resized)[1:3]
+  f = CROP_AT[where]
   top = f * (size[0] - out) // 2
   left = f * (size[1] - out) // 2
-  return frames[:, top:top + out, left:left + out, :]
+  return resized[:, top:top + out, left:left + out, :]
+
+
+def crop_view(frames: tf.Tensor, short: int, out: int, crop_at: str) -> tf.Tensor:
+  """Short side -> `short` (aspect kept, long side truncated), then the `out` window at crop_at."""
+  return crop_window(resize_short(frames, short), out, crop_at)
 
 
 def pixels(encoded: tf.Tensor, s: Settings) -> tf.Tensor:
@@ -52,3 +61,21 @@ def pixels(encoded: tf.Tensor, s: Settings) -> tf.Tensor:
   if s.hflip:
     out = out[:, :, ::-1, :]
   return tf.ensure_shape(out / 255.0, [None, p, p, 3])
+
+
+def view_pixels(encoded: tf.Tensor, s: Settings) -> tf.Tensor:
+  """[T] encoded frames -> float32 [T * V, P, P, 3] in [0, 1]: the V views of `s.view_list`
+  (`--views`) of each frame, frame-major (row t * V + v = view v of frame t). Each view's pixels
+  are those `pixels` gives for the single-view run of that view (same ops, same order); frames
+  are decoded once and resized once per short side."""
+  frames = video_ops.decode_frames(encoded)
+  p = s.pixels
+  resized = {}
+  out = []
+  for view in s.view_list:
+    if view.short_side not in resized:
+      resized[view.short_side] = resize_short(frames, view.short_side)
+    crop = crop_window(resized[view.short_side], p, view.crop_at)
+    out.append(crop[:, :, ::-1, :] if view.hflip else crop)
+  stacked = tf.stack(out, axis=1)
+  return tf.ensure_shape(tf.reshape(stacked, [-1, p, p, 3]) / 255.0, [None, p, p, 3])

@@ -136,7 +136,8 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
   def compute(sp: str, lo: int, hi: int) -> tuple[dict, int]:
     tokens, lengths = shards.compute(source, sp, lo, hi, s, encoder.fn, first[0])
     first[0] = None
-    return dict(tokens=tokens.astype(np.int16), lengths=lengths.astype(np.int32)), len(tokens)
+    encoded = int(np.prod(tokens.shape[:-2]))  # frames x views
+    return dict(tokens=tokens.astype(np.int16), lengths=lengths.astype(np.int32)), encoded
 
   ready = compute_shards(s, source, name, config, compute, overwrite=overwrite, worker=worker,
                          stop_after_shards=stop_after_shards, echo=echo)
@@ -146,6 +147,10 @@ def tokenize_split(s: Settings, encoder: Encoder, *, overwrite: bool = False,
                   is_image=pipeline.is_image_dataset(source),
                   vq_tokens="int16 [T, grid, grid] dVAE codes per stored frame",
                   source_index="position of the example in the source split")
+  if s.views:  # the view list, in record order (vlx.data.tokenize.views)
+    metadata.update(vq_tokens="int16 [V, T, grid, grid] dVAE codes per view and stored frame",
+                    num_views=len(s.view_list),
+                    view_list=[v.describe() for v in s.view_list])
   built = writer.write(source, s, name, config, ready, metadata)
   echo(f"wrote {name}/{config or 'default'} in {built.data_dir}: "
        f"{ {k: v.num_examples for k, v in built.info.splits.items()} }")

@@ -10,6 +10,7 @@ import json
 import os
 
 from vlx.cli import UsageError
+from vlx.data.tokenize import views as views_lib
 
 FITS = ("pad", "crop")
 CROP_AT = {"top": 0, "center": 1, "bottom": 2}  # VIMPAC's crop offset factor f (int(f*(r-o)/2))
@@ -29,6 +30,7 @@ class Settings:
   short_side: int = 0        # crop: the resized short side (0 = grid * 8)
   crop_at: str = "center"
   hflip: bool = False
+  views: str = ""            # crop: several views per record (views.py); '' = the one above
   feature: str = "video"     # the encoded frames feature of the source
   keep_frames: bool = True
   shard_size: int = 1000
@@ -48,6 +50,25 @@ class Settings:
         raise UsageError(f"--{name}={getattr(self, name)}: must be >= 1")
     if self.dtype not in ("float32", "bfloat16"):
       raise UsageError(f"--dtype={self.dtype!r}: expected float32 or bfloat16")
+    if self.views:
+      self._check_views()
+
+  def _check_views(self) -> None:
+    views_lib.parse(self.views, self.grid)  # a bad SPEC: its one-line error first
+    if self.fit != "crop":
+      raise UsageError(f"--views={self.views!r} needs --fit crop (got --fit {self.fit})")
+    fixed = [f"--{k}" for k, v in (("short_side", self.short_side != 0),
+                                   ("crop_at", self.crop_at != "center"),
+                                   ("hflip", self.hflip)) if v]
+    if fixed:
+      raise UsageError(f"--views={self.views!r} sets the views itself; drop {', '.join(fixed)}")
+
+  @property
+  def view_list(self) -> tuple[views_lib.View, ...]:
+    """The views of one record, in order (one: this run's single view, when `views` is '')."""
+    if self.views:
+      return views_lib.parse(self.views, self.grid)
+    return (views_lib.View(self.hflip, self.crop_at, self.resized_short),)
 
   @property
   def pixels(self) -> int:
@@ -62,14 +83,18 @@ class Settings:
     """'' for VIOLET's default view (pad, grid 7), else e.g. 'g16_crop160top_flip'."""
     if self.fit == "pad" and self.grid == 7 and not self.hflip:
       return ""
+    if self.views:
+      return f"g{self.grid}_{views_lib.canonical(self.views)}"
     tag = f"g{self.grid}_{self.fit}"
     if self.fit == "crop":
       tag += f"{self.resized_short}{self.crop_at}"
     return tag + ("_flip" if self.hflip else "")
 
   def fingerprint(self) -> dict:
-    """What the shard files depend on (not the split, batch, or which frames are kept)."""
-    return dict(builder=self.builder, config=self.config, grid=self.grid, fit=self.fit,
+    """What the shard files depend on (not the split, batch, or which frames are kept); `views`
+    only when set (the shards of single-view runs keep their settings.json)."""
+    views = dict(views=views_lib.canonical(self.views)) if self.views else {}
+    return dict(**views, builder=self.builder, config=self.config, grid=self.grid, fit=self.fit,
                 short_side=self.resized_short if self.fit == "crop" else 0,
                 crop_at=self.crop_at if self.fit == "crop" else "", hflip=self.hflip,
                 feature=self.feature, shard_size=self.shard_size, dtype=self.dtype,

@@ -1,8 +1,9 @@
 """The resumable part: codes of consecutive source examples, one atomically written file per shard.
 
 Shard k holds source examples [k * shard_size, (k + 1) * shard_size) of the split:
-  shard-KKKKK.npz = tokens int16 [sum T, g, g] (frames of the examples in order), lengths int32
-  [n] (T per example), source_index int64 [n].
+  shard-KKKKK.npz = tokens int16 [sum T, g, g] (frames of the examples in order; with `--views`
+  [sum T, V, g, g]: the V views of each frame), lengths int32 [n] (T per example), source_index
+  int64 [n].
 A shard file exists only once complete (temp file + os.replace); a killed run leaves at most a
 stray temp file, ignored and overwritten. `settings.json` beside the shards records the run's
 fingerprint: a different one is refused (pass --overwrite).
@@ -139,10 +140,13 @@ def pixel_batches(builder: tfds.core.DatasetBuilder, split: str, lo: int, hi: in
                   lengths: list[int]) -> Iterator[tuple[np.ndarray, int]]:
   """(pixels float32 [batch, P, P, 3], real frames in it) over source examples [lo, hi): frames
   of consecutive examples packed into fixed-size batches (the last one zero-padded), decoded and
-  resized on the host in parallel. Appends each example's frame count to `lengths`."""
+  resized on the host in parallel. Appends each example's frame count to `lengths`. With
+  `s.views`: the V views of every frame (frames_lib.view_pixels), V rows per frame (V * T
+  appended)."""
   ds = builder.as_dataset(split=f"{split}[{lo}:{hi}]", shuffle_files=False,
                           decoders={s.feature: tfds.decode.SkipDecoding()})
-  ds = ds.map(lambda ex: frames_lib.pixels(ex[s.feature], s),
+  to_pixels = frames_lib.view_pixels if s.views else frames_lib.pixels
+  ds = ds.map(lambda ex: to_pixels(ex[s.feature], s),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(4)
   yield from packed(ds.as_numpy_iterator(), s.batch, lengths)
 
@@ -150,15 +154,19 @@ def pixel_batches(builder: tfds.core.DatasetBuilder, split: str, lo: int, hi: in
 def compute(builder, split: str, lo: int, hi: int, s: Settings, fn: Callable,
             on_first_batch: Callable[[np.ndarray, np.ndarray], None] | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-  """(tokens int16 [sum T, g, g], lengths int32 [hi - lo]) of source examples [lo, hi)."""
+  """(tokens int16 [sum T, g, g] (with `s.views`: [sum T, V, g, g]), lengths int32 [hi - lo])
+  of source examples [lo, hi)."""
   counts = []
   out = apply(pixel_batches(builder, split, lo, hi, s, counts), fn, on_first_batch)
-  lengths = np.asarray(counts, np.int32)
+  v = len(s.view_list) if s.views else 1
+  lengths = np.asarray(counts, np.int32) // v
   if len(lengths) != hi - lo:
     raise RuntimeError(f"read {len(lengths)} examples of {split}[{lo}:{hi}], expected {hi - lo}")
   g = s.grid
   tokens = np.concatenate(out) if out else np.zeros([0, g, g], np.int32)
-  if tokens.shape[1:] != (g, g) or len(tokens) != int(lengths.sum()):
-    raise RuntimeError(f"codes of shape {tokens.shape} for {int(lengths.sum())} frames; the "
+  if tokens.shape[1:] != (g, g) or len(tokens) != int(lengths.sum()) * v:
+    raise RuntimeError(f"codes of shape {tokens.shape} for {int(lengths.sum()) * v} frames; the "
                        f"encoder should give [N, {g}, {g}] for {s.pixels}-px frames")
+  if s.views:
+    tokens = tokens.reshape(-1, v, g, g)
   return tokens.astype(np.int16), lengths

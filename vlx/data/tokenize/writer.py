@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
 from vlx.cli import UsageError
-from vlx.data.builder_base import token_grid_feature
+from vlx.data.builder_base import token_grid_feature, token_views_feature
 from vlx.data.tokenize import shards
 from vlx.data.tokenize.settings import VERSION, Settings
+from vlx.data.tokenize.views import canonical
 
 TOKENS, SOURCE_INDEX = "vq_tokens", "source_index"
 
@@ -31,22 +32,36 @@ class Added:
   shard files, its TFDS feature)}, each array holding `lengths[j]` rows per example. `frames` is
   the source's frames feature (dropped unless `keep_frames`; its length is checked against the
   shard's frame counts). A token dataset adds `vq_tokens`; `python -m vlx.extract_features` its
-  per-second features."""
+  per-second features. `transforms`: {output feature: fn} applied to an example's rows before
+  they are stored (e.g. the [T, V, g, g] rows of `--views` -> [V, T, g, g])."""
   features: Mapping[str, tuple[str, Any]]
   frames: str = "video"
   keep_frames: bool = True
   description: str = ""
+  transforms: Mapping[str, Callable[[np.ndarray], np.ndarray]] = dataclasses.field(
+      default_factory=dict)
 
 
 def _is_image(feature) -> bool:
   return isinstance(feature, (tfds.features.Image, tfds.features.Video))
 
 
+def _views_first(rows: np.ndarray) -> np.ndarray:
+  """[T, V, g, g] shard rows of one example -> its [V, T, g, g] record."""
+  return np.ascontiguousarray(rows.transpose(1, 0, 2, 3))
+
+
 def token_added(s: Settings) -> Added:
-  return Added({TOKENS: ("tokens", token_grid_feature(s.grid, s.grid))}, s.feature,
-               s.keep_frames,
-               f"DALL-E dVAE codes ({s.grid}x{s.grid} per stored frame) of {s.builder}/"
-               f"{s.config or 'default'}, written by `python -m vlx.tokenize`")
+  what = f"DALL-E dVAE codes ({s.grid}x{s.grid} per stored frame) of {s.builder}/" \
+      f"{s.config or 'default'}, written by `python -m vlx.tokenize`"
+  if not s.views:
+    return Added({TOKENS: ("tokens", token_grid_feature(s.grid, s.grid))}, s.feature,
+                 s.keep_frames, what)
+  views = s.view_list
+  return Added({TOKENS: ("tokens", token_views_feature(len(views), s.grid, s.grid))}, s.feature,
+               s.keep_frames, f"{what}; {TOKENS} [V, T, g, g] holds {len(views)} views "
+               f"(--views {canonical(s.views)}), in order: " + "; ".join(v.describe() for v in views),
+               transforms={TOKENS: _views_first})
 
 
 def derived_features(source: tfds.core.DatasetBuilder, added: Added) -> dict:
@@ -85,9 +100,13 @@ def _examples(source: tfds.core.DatasetBuilder, split: str, folder: str, added: 
       out = {key: (list(v) if key in skip else v) for key, v in ex.items()
              if added.keep_frames or key != added.frames}
       for name, (key, _) in added.features.items():
-        out[name] = shard[key][offsets[j]:offsets[j + 1]]
+        out[name] = added.transforms.get(name, _same)(shard[key][offsets[j]:offsets[j + 1]])
       out[SOURCE_INDEX] = int(index)
       yield int(index), out
+
+
+def _same(rows: np.ndarray) -> np.ndarray:
+  return rows
 
 
 def write(source: tfds.core.DatasetBuilder, s: Settings, name: str, config: str,

@@ -47,7 +47,7 @@ def _fixture_mask(inp):
   return vo.mask_from_boxes(jnp.asarray(inp["mlm_block_coords"], jnp.int32), grid)
 
 
-# -- masking ---------------------------------------------------------------------------------------
+# -- masking --------------------------------------------------------------------------------------
 def test_fixture_boxes_reproduce_the_masked_codes_and_labels(arrays):
   inp, out = arrays
 
@@ -103,7 +103,7 @@ def test_bernoulli_and_empty_masks_never_touch_pad():
   assert float(_jit(vo.mlm_loss)(jnp.zeros((64, 3, 8, 8, 5)), labels0)[0]) == 0.0   # no 0 / 0
 
 
-# -- losses from the fixture's tensors --------------------------------------------------------------
+# -- losses from the fixture's tensors ------------------------------------------------------------
 @pytest.mark.parametrize("suffix", ["", "_trainbn"])
 def test_nce_logits_and_loss(arrays, suffix):
   _, out = arrays
@@ -112,14 +112,14 @@ def test_nce_logits_and_loss(arrays, suffix):
   b = la.shape[0]
   off = ~np.eye(b, 2 * b, b, dtype=bool)                              # the -1e9 diagonal apart
   np.testing.assert_allclose(la[off], out[f"nce_logits_a{suffix}"][off], atol=1e-5, rtol=1e-5)
-  np.testing.assert_allclose(np.diagonal(la[:, b:]), np.diagonal(out[f"nce_logits_a{suffix}"][:, b:]),
-                             rtol=1e-6)
+  want = out[f"nce_logits_a{suffix}"]
+  np.testing.assert_allclose(np.diagonal(la[:, b:]), np.diagonal(want[:, b:]), rtol=1e-6)
   if not suffix:
     np.testing.assert_allclose(z, out["nce_normalized"], atol=1e-6)
     np.testing.assert_allclose(lb[off], out["nce_logits_b"][off], atol=1e-5, rtol=1e-5)
   loss = _jit(vo.nce_loss, 1)
   np.testing.assert_allclose(float(loss(proj, 0.2)), out[f"nce_loss{suffix}"], atol=1e-5)
-  # τ·(CE_a + CE_b), not the mean: another temperature moves it
+  # the temperature argument is used (model config nce_temperature)
   assert abs(float(loss(proj, 0.1)) - out[f"nce_loss{suffix}"]) > 1e-3
 
 
@@ -134,7 +134,7 @@ def test_classification_loss_with_and_without_label_smoothing(arrays):
                              out["ft_train_loss_view0_labelsmooth0.1"], atol=1e-5)
 
 
-# -- the family objectives on the converted model ---------------------------------------------------
+# -- the family objectives on the converted model -------------------------------------------------
 def _objectives(model, batch, mask, *, active, train):
   """objectives(...) under jit; also returns the BatchNorm statistics the forward left."""
   graphdef, state = nnx.split(model)
@@ -221,7 +221,7 @@ def test_objectives_refuse_wrong_rows_and_names():
     vo.objectives(model, {}, active=frozenset({"mlm"}), rng=None, train=True)
 
 
-# -- one vlx.steps train step ------------------------------------------------------------------------
+# -- one vlx.steps train step ---------------------------------------------------------------------
 def _small_config(**kw):
   """A one-layer model of the tiny grid (3, 4, 4): quick to compile."""
   cfg = vm.model_config("tiny")

@@ -287,3 +287,24 @@ def test_sharded_batch_gives_the_single_device_losses_and_statistics(fast_build)
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   assert float(one[0][1]["mask_ratio"]) > 0
+
+
+def test_head_on_the_masked_positions_only_is_exact():
+  """masked_rows keeps every labelled position (no sampled clip exceeds max_masked), so the loss
+  and accuracy on the gathered rows equal those over all positions."""
+  from vlx.models.vimpac import objectives as ob   # pylint: disable=import-outside-toplevel
+  grid, blocks, n = (5, 8, 8), 3, 64
+  bound = ob.max_masked(blocks, grid)
+  assert bound == 3 * 3 * 4 * 4 < 5 * 8 * 8
+  mask = ob.sample_mask(jax.random.key(3), n, blocks, grid)
+  assert int(mask.reshape(n, -1).sum(1).max()) <= bound
+  codes = jax.random.randint(jax.random.key(4), (n,) + grid, 0, 50)
+  _, labels, _ = ob.apply_mask(codes, mask)
+  x = jax.random.normal(jax.random.key(5), (n,) + grid + (8,))
+  head = jax.random.normal(jax.random.key(6), (8, 50))
+  full = ob.mlm_loss(x @ head, labels)
+  xs, kept = ob.masked_rows(x, labels, bound)
+  assert xs.shape == (n, bound, 8) and int((kept != ob.IGNORE_INDEX).sum()) == int(mask.sum())
+  part = ob.mlm_loss(xs @ head, kept)
+  np.testing.assert_allclose(np.asarray(part), np.asarray(full), rtol=1e-6)
+  assert ob.max_masked(-5, grid) == ob.max_masked(100, grid) == 5 * 8 * 8

@@ -40,7 +40,7 @@ _ARGS = {"model": "layout", "pos_emb": "pos_emb", "pre_activation": "pre_activat
          "layers": "layers", "hid_dim": "hidden", "halve_mlp": "halve_mlp",
          "halve_att": "halve_att", "frame_size": "frame_size", "clip_len": "clip_len",
          "vocab_size": "vocab_size", "dropout": "dropout", "nce_proj_layers": "nce_proj_layers",
-         "nce_proj_hid_dim": "nce_proj_hid_dim"}
+         "nce_proj_hid_dim": "nce_proj_hid_dim", "mask_blocks": "mask_blocks"}
 _PLAIN = (type(None), bool, int, float, str)
 
 

@@ -52,6 +52,31 @@ def sample_block_boxes(rng: jax.Array, n: int, blocks: int, grid: tuple[int, int
   return jnp.stack([start, start + size], axis=-1).reshape(n, blocks, 6)
 
 
+def max_masked(blocks: int, grid: tuple[int, int, int]) -> int:
+  """The most positions `blocks` sampled boxes can cover in one clip (every box at its largest
+  size, disjoint), capped at L*H*W; L*H*W for Bernoulli / no masking."""
+  length, height, width = grid
+  total = length * height * width
+  if blocks <= 0:
+    return total
+  box = max(length * 2 // 3, 1) * max(height // 2, 1) * max(width // 2, 1)
+  return min(total, blocks * box)
+
+
+def masked_rows(x: jax.Array, labels: jax.Array, bound: int) -> tuple[jax.Array, jax.Array]:
+  """(x [n, K, D], labels [n, K]): each clip's first K = `bound` positions with the labelled
+  ones first (stable order). Exact for the loss when no clip has more than `bound` labels (the
+  sampler's max_masked): the head then runs on K instead of L*H*W positions per clip."""
+  n = labels.shape[0]
+  flat_x, flat_labels = x.reshape(n, -1, x.shape[-1]), labels.reshape(n, -1)
+  if bound >= flat_labels.shape[1]:
+    return flat_x, flat_labels
+  order = jnp.argsort((flat_labels == IGNORE_INDEX).astype(jnp.int8), axis=1,
+                      stable=True)[:, :bound]
+  return (jnp.take_along_axis(flat_x, order[..., None], axis=1),
+          jnp.take_along_axis(flat_labels, order, axis=1))
+
+
 def mask_from_boxes(boxes: jax.Array, grid: tuple[int, int, int]) -> jax.Array:
   """bool [n, L, H, W]: the union of each row's half-open boxes [n, k, 6]."""
   boxes = jnp.asarray(boxes)
@@ -159,15 +184,19 @@ def _pretrain(model, codes, active, rng, train, mask):
   """mlm / nce losses of two-clip rows (one forward on the masked 2B clips)."""
   flat = flatten_clips(jnp.asarray(codes).astype(jnp.int32))
   k_mask, k_drop = jax.random.split(rng)
+  grid = tuple(flat.shape[1:])
+  bound = grid[0] * grid[1] * grid[2]
   if mask is None:
-    mask = sample_mask(k_mask, flat.shape[0], int(getattr(model, "mask_blocks", MASK_BLOCKS)),
-                       tuple(flat.shape[1:]))
+    blocks = int(getattr(model, "mask_blocks", MASK_BLOCKS))
+    mask, bound = sample_mask(k_mask, flat.shape[0], blocks, grid), max_masked(blocks, grid)
   masked, labels, mask = apply_mask(flat, mask)
   rngs = nnx.Rngs(dropout=k_drop) if train else None
   cls, x = model(masked, deterministic=not train, rngs=rngs)
   losses, metrics = {}, {}
   if "mlm" in active:
-    losses["mlm"], metrics["mask_accuracy"] = mlm_loss(model.mlm_logits(x), labels)
+    # the tied head only where a sampled mask can be (exact: every label is kept)
+    xs, kept = masked_rows(x, labels, bound)
+    losses["mlm"], metrics["mask_accuracy"] = mlm_loss(model.mlm_logits(xs), kept)
     metrics["mask_ratio"] = jnp.mean(mask.astype(jnp.float32))
   if "nce" in active:
     temperature = float(getattr(model, "nce_temperature", NCE_TEMPERATURE))

@@ -41,7 +41,7 @@ CONVERTED = {"": "converted/vimpac_small", "large": "converted/vimpac_large_fram
 # scales are decayed (spec §3.5)
 WD_EXCLUDE = (r"bias$", r"^backbone/.*(norm|ln)/scale$")
 DEMO = dict(grid=8, clip_len=5, levels=4, batch=32)
-TINY = dict(grid=4, clip_len=3, levels=4, batch=4)
+TINY = dict(grid=4, clip_len=3, levels=4, batch=8)
 
 
 def parse(arg: str | None, *, splits: bool = False) -> tuple[str, str, str]:
@@ -196,6 +196,6 @@ def finetune_config(arg: str | None, *, builder: str, builder_config: str, num_c
     split_name = "test"
   ev = classification_eval(c, builder="moving_shapes", builder_config=block["builder_config"],
                            split=split_name, token_input_cfg=test_input,
-                           batch_size=100 if preset == "demo" else 4)
+                           batch_size=100 if preset == "demo" else 8)
   c.evals = ml_collections.ConfigDict({"moving_shapes_test": ev})
   return c

@@ -3,7 +3,8 @@
 Options: '' small / `large` / `large_frame256`, `split1` (default) / `split2` / `split3`, e.g.
 `--config configs/vimpac_ucf101.py:large,split2`. Data: `vlx-tfds build data_builders/ucf101
 --config=splitN`, then the token datasets (vlx.tokenize, README "VIMPAC"). `:demo` fine-tunes
-from scratch on moving_shapes' motion directions (CPU, minutes) and reports
+from scratch on moving_shapes tokens (label: the shapes' colour, 8 classes; why not the motion
+direction: vimpac_common.finetune_config) on a CPU in minutes and reports
 eval/moving_shapes_test/top1 with num_classes and num_videos.
 """
 from __future__ import annotations

@@ -110,3 +110,16 @@ def test_examples_depend_only_on_split_and_index():
   spectrum = np.abs(np.fft.rfft(a["audio"]))
   peak = np.fft.rfftfreq(len(a["audio"]), 1 / config.sample_rate)[spectrum.argmax()]
   assert peak == pytest.approx(render.PITCH[a["colour"]], abs=2.0)
+
+
+def test_colour_config_labels_the_colour(tmp_path):
+  """The `colour` config: the same clips, `label` = the shapes' colour (VIMPAC's demo label)."""
+  builder = msb.Builder(config="colour", data_dir=str(tmp_path))
+  assert builder.info.features["label"].names == list(cap.COLOURS)
+  small = dict(num_frames=4, resolution=32, fps=4)
+  by_colour = msb.MovingShapesConfig(name="c", label_attribute="colour", **small)
+  by_direction = msb.MovingShapesConfig(name="d", **small)
+  for index in range(6):
+    e, d = msb.make_example("train", index, by_colour), msb.make_example("train", index, by_direction)
+    assert e["label"] == e["label_name"] == e["colour"] and d["label"] == d["direction"]
+    assert e["video"] == d["video"] and e["captions"] == d["captions"]

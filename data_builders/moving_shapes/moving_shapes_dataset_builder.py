@@ -1,7 +1,8 @@
 """moving_shapes: a synthetic video-language dataset rendered locally (no downloads).
 
 Each clip shows one or two coloured shapes moving in one of eight directions, with templated
-captions, QA pairs, a five-way multiple-choice question, a direction label and an audio tone whose
+captions, QA pairs, a five-way multiple-choice question, a class label (the direction; the
+`colour` config: the colour) and an audio tone whose
 pitch encodes the colour (`audio`: float32 mono at config.sample_rate, num_frames / fps seconds;
 read it with the audio reader, e.g. data.train.inputs.audio = ConfigDict(reader='audio',
 feature='audio', stored_rate=8000, seconds=1.0), see vlx.data.modalities.audio). Clips are a pure
@@ -25,6 +26,7 @@ from data_builders.moving_shapes import captions as cap
 from data_builders.moving_shapes import render
 
 SPLITS = ("train", "val", "test")
+LABEL_NAMES = {"direction": cap.DIRECTIONS, "colour": tuple(cap.COLOURS), "shape": cap.SHAPES}
 
 
 @dataclasses.dataclass
@@ -37,6 +39,13 @@ class MovingShapesConfig(tfds.core.BuilderConfig):
   resolution: int = 64
   fps: int = 16
   sample_rate: int = 8000
+  # which attribute the ClassLabel `label` holds (classification demos): 'direction' (motion,
+  # needs temporal reasoning) or a per-frame one such as 'colour' / 'shape'
+  label_attribute: str = "direction"
+
+  @property
+  def label_names(self) -> tuple[str, ...]:
+    return LABEL_NAMES[self.label_attribute]
 
   @property
   def num_audio_samples(self) -> int:
@@ -70,8 +79,8 @@ def make_example(split: str, index: int, config: MovingShapesConfig) -> dict:
       qa=cap.questions(a),
       mc_choices=choices,
       mc_answer=answer,
-      label=a.direction,
-      label_name=a.direction,
+      label=getattr(a, config.label_attribute),
+      label_name=getattr(a, config.label_attribute),
       audio=render.render_audio(a, num_samples=config.num_audio_samples,
                                 sample_rate=config.sample_rate, rng=np_rng),
       video_id=f"{split}_{index:06d}",
@@ -93,6 +102,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       MovingShapesConfig(name="tiny", description="64/16/16 clips, 8 frames at 32x32 (tests).",
                          num_train=64, num_val=16, num_test=16, num_frames=8, resolution=32,
                          fps=8),
+      MovingShapesConfig(name="colour", description="the default clips; `label` = the colour of "
+                         "the shapes (8 classes) instead of the motion direction.",
+                         label_attribute="colour"),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -108,7 +120,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "qtype": tfds.features.Text()}),
             "mc_choices": text_seq,
             "mc_answer": np.int32,
-            "label": tfds.features.ClassLabel(names=list(cap.DIRECTIONS)),
+            "label": tfds.features.ClassLabel(names=list(c.label_names)),
             "label_name": tfds.features.Text(),
             "audio": tfds.features.Audio(shape=(c.num_audio_samples,), dtype=np.float32,
                                          sample_rate=c.sample_rate),

@@ -45,6 +45,9 @@ _LOCAL_DEVICE_IDS = flags.DEFINE_list("local_device_ids", None,
                                       "Devices this process uses, e.g. 0,1 (multi-process only)")
 _INIT_TIMEOUT = flags.DEFINE_integer("distributed_timeout", 300,
                                      "Seconds to wait for every process to join, then fail")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", None, "Persistent compilation cache folder, or off (default: env "
+    "VLX_COMPILATION_CACHE, else ~/.cache/vlx/jax_compilation_cache; vlx/compile_cache.py)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -84,6 +87,8 @@ def main(argv: list[str]) -> None:
   import jax
   if jax.process_index() > 0:  # one log for the job: the other processes report problems only
     logging.set_verbosity(logging.WARNING)
+  from vlx import compile_cache
+  compile_cache.enable(_COMPILATION_CACHE.value)  # every process: JAX writes from process 0 only
   # Imports after jax.distributed so every module sees the full process topology.
   from vlx import train
   logging.info("process %d/%d (%s), %d devices (%d local)", jax.process_index(),

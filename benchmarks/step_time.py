@@ -9,7 +9,13 @@
 
 Memory comes from XLA's compiled memory analysis of the jitted step lowered on abstract inputs
 (nothing allocated), so it also works for sizes that would not fit; time needs real arrays.
-Prints one JSON object per config.
+Prints one JSON object per config: step_s (median of the timed steps, compile excluded),
+step_s_spread (p90 - p10 of them), compile_s, flops (per step, all devices, from XLA's cost
+analysis of the compiled step), flops_per_s, peak_flops and mfu = flops_per_s / peak_flops. The peak
+is that of the devices the step runs on in the compute dtype (config.model.dtype): from --peak_file
+(benchmarks/matmul_peak.py; by default this host's file when present) or, for known GPUs/TPUs, from
+benchmarks/peak_flops.py; unknown: mfu null. --compilation_cache PATH turns on JAX's persistent
+cache (off by default here, so compile_s is a cold compile unless asked).
 """
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vlx import optim, registry, steps  # noqa: E402
+from benchmarks import matmul_peak, peak_flops  # noqa: E402
+from vlx import compile_cache, optim, registry, steps  # noqa: E402
 from vlx import sharding as shd  # noqa: E402
 
 
@@ -88,7 +95,46 @@ def synthetic_batch(config, batch_size: int, seed: int = 0) -> dict[str, np.ndar
   return b
 
 
-def bench(config, batch_size: int, num_steps: int, memory_only: bool) -> dict:
+def compiled_flops(compiled) -> float | None:
+  """FLOPs of one run of a compiled executable on one device (XLA's cost analysis: a dict, or a
+  list of dicts in some jax versions), or None where the backend gives none."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except (backends without cost analysis raise)
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = cost.get("flops") if isinstance(cost, dict) else None
+  return float(flops) if flops is not None and flops >= 0 else None
+
+
+def peak_for(devices: list, dtype: str, peak_file: str = "") -> tuple[float | None, str]:
+  """(peak FLOP/s of `devices` in `dtype`, where it came from). A matmul_peak.py file gives one
+  host's rate (CPU devices of a host share its cores: counted once per process); the table gives
+  one chip's. A file without `dtype` falls back to its float32 rate on CPU (XLA:CPU computes
+  low-precision dots in float32)."""
+  d0 = devices[0]
+  path = pathlib.Path(peak_file) if peak_file else matmul_peak.default_path()
+  if peak_file or (d0.platform == "cpu" and path.exists()):
+    try:
+      rates = json.loads(path.read_text())["flops_per_s"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"--peak_file={path}: not a matmul_peak.py result ({e})") from None
+    rate = rates.get(dtype, rates.get("float32") if d0.platform == "cpu" else None)
+    if rate is None:
+      return None, f"{path} has no {dtype} rate"
+    per = len({d.process_index for d in devices}) if d0.platform == "cpu" else len(devices)
+    return float(rate) * per, str(path)
+  chip = peak_flops.lookup(d0.device_kind, dtype)
+  if chip is None:
+    return None, f"unknown peak for {d0.device_kind!r} in {dtype}"
+  return chip * len(devices), "benchmarks/peak_flops.py"
+
+
+def bench(config, batch_size: int, num_steps: int, memory_only: bool,
+          peak_file: str = "", compiler_options: dict | None = None) -> dict:
+  """Compiles the config's train step for `batch_size` and times `num_steps` runs (after one
+  warm-up). `compiler_options`: XLA options of the step (tests: fast unoptimised CPU builds)."""
   config.data.global_batch_size = batch_size
   family = registry.get(config.model.family)
   mesh = shd.make_mesh(config.mesh)
@@ -99,16 +145,21 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool) -> dict:
   batch = synthetic_batch(config, batch_size)
   bsh = shd.batch_sharding(mesh, rules)
   fn = steps.jit_train_step(steps.make_train_step(family, config, graphdef, tx, sched),
-                            shardings, mesh)
+                            shardings, mesh, compiler_options)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
-  out = dict(config=config.get("name", ""), batch_size=batch_size, devices=jax.device_count(),
-             platform=jax.devices()[0].platform, params=n_params,
-             dtype=config.model.get("dtype", "float32"))
+  devices = list(mesh.devices.flat)
+  dtype = str(config.model.get("dtype", "float32"))
+  out = dict(config=config.get("name", ""), batch_size=batch_size, devices=len(devices),
+             platform=devices[0].platform, device_kind=devices[0].device_kind, params=n_params,
+             dtype=dtype)
+  out["peak_flops"], out["peak_source"] = peak_for(devices, dtype, peak_file)
   with jax.set_mesh(mesh), shd.use_rules(rules):
     abs_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in batch.items()}
     t0 = time.time()
     compiled = fn.lower(steps.with_shardings(abstract, shardings), abs_batch).compile()
     out["compile_s"] = round(time.time() - t0, 2)
+    per_device = compiled_flops(compiled)   # the partitioned program: one device's share
+    out["flops"] = None if per_device is None else per_device * len(devices)
     mem = compiled.memory_analysis()
     if mem is not None:
       args, outs = mem.argument_size_in_bytes, mem.output_size_in_bytes
@@ -129,8 +180,13 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool) -> dict:
       jax.block_until_ready(m)
       times.append(time.time() - t0)
   step = float(np.median(times))
-  out.update(step_s=round(step, 4), examples_per_s=round(batch_size / step, 2),
-             loss=float(m["loss"]))
+  p10, p90 = np.percentile(times, [10, 90])
+  out.update(step_s=round(step, 4), step_s_spread=round(float(p90 - p10), 4),
+             step_s_min=round(min(times), 4), step_s_max=round(max(times), 4),
+             examples_per_s=round(batch_size / step, 2), loss=float(m["loss"]))
+  out["flops_per_s"] = None if out["flops"] is None else out["flops"] / step
+  out["mfu"] = (None if out["flops_per_s"] is None or not out["peak_flops"] else
+                round(out["flops_per_s"] / out["peak_flops"], 4))
   return out
 
 
@@ -143,9 +199,14 @@ def main() -> None:
   p.add_argument("--memory_only", action="store_true", help="compile + memory analysis only")
   p.add_argument("--dtype", default="", help="override config.model.dtype (e.g. bfloat16)")
   p.add_argument("--remat", action="store_true", help="set config.model.remat (recompute blocks)")
+  p.add_argument("--peak_file", default="",
+                 help="benchmarks/matmul_peak.py JSON (default: this host's, if present)")
+  p.add_argument("--compilation_cache", default="off", metavar="PATH|off",
+                 help="JAX persistent compilation cache folder (off: compile_s is a cold compile)")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                  help="config override, e.g. model.word_vocab_size=100000 (repeatable)")
   a = p.parse_args()
+  compile_cache.enable(a.compilation_cache)
   for spec in a.config:
     config = load_config(spec)
     config.name = spec
@@ -165,7 +226,7 @@ def main() -> None:
     if a.remat:
       config.model.remat = True
     bs = a.batch_size or int(config.data.global_batch_size)
-    print(json.dumps(bench(config, bs, a.steps, a.memory_only)), flush=True)
+    print(json.dumps(bench(config, bs, a.steps, a.memory_only, a.peak_file)), flush=True)
 
 
 if __name__ == "__main__":

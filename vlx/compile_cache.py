@@ -46,8 +46,9 @@ def enable(path: str | None, min_compile_time_s: float = 1.0,
   except OSError as e:
     logging.warning("compilation cache off: cannot create %s (%s)", folder, e.strerror or e)
     return None
-  import jax  # pylint: disable=import-outside-toplevel (callers import jax after distributed init)
-  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel (vlx.main imports jax after jax.distributed.initialize)
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache
   jax.config.update("jax_compilation_cache_dir", folder)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(min_entry_size_bytes))

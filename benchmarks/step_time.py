@@ -151,7 +151,7 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
   dtype = str(config.model.get("dtype", "float32"))
   out = dict(config=config.get("name", ""), batch_size=batch_size, devices=len(devices),
              platform=devices[0].platform, device_kind=devices[0].device_kind, params=n_params,
-             dtype=dtype)
+             dtype=dtype, remat=bool(config.model.get("remat", False)))
   out["peak_flops"], out["peak_source"] = peak_for(devices, dtype, peak_file)
   with jax.set_mesh(mesh), shd.use_rules(rules):
     abs_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in batch.items()}
@@ -185,6 +185,9 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
              step_s_min=round(min(times), 4), step_s_max=round(max(times), 4),
              examples_per_s=round(batch_size / step, 2), loss=float(m["loss"]))
   out["flops_per_s"] = None if out["flops"] is None else out["flops"] / step
+  stats = devices[0].memory_stats()   # GPU/TPU allocators: the peak really used (CPU: None)
+  if stats and "peak_bytes_in_use" in stats:
+    out["device_peak_mb"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
   out["mfu"] = (None if out["flops_per_s"] is None or not out["peak_flops"] else
                 round(out["flops_per_s"] / out["peak_flops"], 4))
   return out

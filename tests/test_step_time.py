@@ -21,7 +21,7 @@ def report(tmp_path_factory):
 
 def test_report_keys_flops_and_mfu(report):
   for key in ("step_s", "compile_s", "params", "flops", "step_s_spread", "flops_per_s",
-              "peak_flops", "mfu", "dtype"):
+              "peak_flops", "mfu", "dtype", "remat"):
     assert key in report, key
   assert report["platform"] == "cpu" and report["devices"] == 8 and report["dtype"] == "float32"
   assert report["params"] > 0 and report["step_s"] > 0 and report["step_s_spread"] >= 0

@@ -9,6 +9,7 @@ compile options, devices and jax/jaxlib version, so a changed program never load
 """
 from __future__ import annotations
 
+import logging as std_logging
 import os
 
 from absl import logging
@@ -53,8 +54,14 @@ def enable(path: str | None, min_compile_time_s: float = 1.0,
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(min_entry_size_bytes))
   # JAX decides once per process whether a cache exists (at the first compile); start over so a
-  # folder set after an earlier compile (or a changed folder) takes effect.
-  compilation_cache.reset_cache()
+  # folder set after an earlier compile (or a changed folder) takes effect (quietly: JAX logs it).
+  jax_log = std_logging.getLogger("jax._src.compilation_cache")
+  level = jax_log.level
+  jax_log.setLevel(max(level, std_logging.WARNING))
+  try:
+    compilation_cache.reset_cache()
+  finally:
+    jax_log.setLevel(level)
   logging.info("persistent compilation cache: %s (turn off with --compilation_cache=off or %s=off)",
                folder, ENV)
   return folder

@@ -2,7 +2,9 @@
 losses and mask metrics; multi-view classification eval), fine-tuning initialised from a
 converted release folder at another clip length / frame size (the positional tables linearly
 interpolated as the reference's --different-shape), and the config checks."""
+import json
 import pathlib
+import shutil
 
 
 import ml_collections
@@ -41,6 +43,25 @@ def test_tiny_pretraining_logs_mask_and_nce_metrics(tiny_runs):
     np.testing.assert_allclose(r["train/loss"], r["train/mlm_loss"] + r["train/nce_loss"],
                                rtol=1e-5)
     assert 0 <= r["train/mask_accuracy"] <= 100 and 0 < r["train/mask_ratio"] < 1
+
+
+def test_resumed_pretraining_draws_the_same_masks_and_batches(tiny_data_dir, tmp_path):
+  """Killed after step 1 and re-run: step 2's masks (mask_ratio / mask_accuracy), NCE batch and
+  losses equal the uninterrupted run's — masks come from the step key, a function of (seed, step)."""
+  c = vimpac_pretrain.get_config("tiny")
+  c.data.data_dir = tiny_data_dir
+  c.train.update(num_steps=2, ckpt_every=1, keep=3, log_every=1)
+  work = str(tmp_path / "w")
+  train.train_and_evaluate(c, work, compiler_options=FAST_COMPILE)
+  shutil.rmtree(pathlib.Path(work, "checkpoints", "2"))
+  train.train_and_evaluate(c, work, mode="train", compiler_options=FAST_COMPILE)
+  lines = pathlib.Path(work, "metrics.jsonl").read_text().splitlines()
+  step2 = [r for r in map(json.loads, lines) if r["step"] == 2 and "train/loss" in r]
+  assert len(step2) == 2      # logged by the first run, then by the resumed one
+  first, resumed = step2
+  for key in ("train/loss", "train/mlm_loss", "train/nce_loss", "train/mask_ratio",
+              "train/mask_accuracy"):
+    assert abs(resumed[key] - first[key]) <= 1e-6, (key, resumed[key], first[key])
 
 
 def test_tiny_finetuning_reports_views_averaged_classification(tiny_runs):

@@ -14,8 +14,11 @@ step_s_spread (p90 - p10 of them), compile_s, flops (per step, all devices, from
 analysis of the compiled step), flops_per_s, peak_flops and mfu = flops_per_s / peak_flops. The peak
 is that of the devices the step runs on in the compute dtype (config.model.dtype): from --peak_file
 (benchmarks/matmul_peak.py; by default this host's file when present) or, for known GPUs/TPUs, from
-benchmarks/peak_flops.py; unknown: mfu null. --compilation_cache PATH turns on JAX's persistent
-cache (off by default here, so compile_s is a cold compile unless asked).
+benchmarks/peak_flops.py; unknown: mfu null. XLA counts what it runs: with --remat (on GPU/TPU,
+where the recomputation is kept) flops include the recomputed forward, so that mfu is a hardware
+utilisation; the model's is the remat-off run's flops over the remat-on run's step_s.
+--compilation_cache PATH turns on JAX's persistent cache (off by default here, so compile_s is a
+cold compile unless asked).
 """
 from __future__ import annotations
 

@@ -8,6 +8,11 @@ if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Subprocess runs of vlx.main (multi-process, SIGTERM tests) use the persistent compilation cache
+# by default: keep it out of the user's ~/.cache, in one folder per test session.
+if "VLX_COMPILATION_CACHE" not in os.environ:
+  import tempfile  # noqa: E402
+  os.environ["VLX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="vlx_test_compile_cache_")
 
 import pytest  # noqa: E402
 

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib.util
 import json
 import pathlib
 import sys
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -134,10 +136,33 @@ def peak_for(devices: list, dtype: str, peak_file: str = "") -> tuple[float | No
   return chip * len(devices), "benchmarks/peak_flops.py"
 
 
-def bench(config, batch_size: int, num_steps: int, memory_only: bool,
-          peak_file: str = "", compiler_options: dict | None = None) -> dict:
-  """Compiles the config's train step for `batch_size` and times `num_steps` runs (after one
-  warm-up). `compiler_options`: XLA options of the step (tests: fast unoptimised CPU builds)."""
+@dataclasses.dataclass
+class Prepared:
+  """The pieces of a jitted train step for a config and batch size (before compilation)."""
+  family: Any
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  tx: Any
+  abstract: Any
+  shardings: Any
+  batch: dict
+  batch_sharding: Any
+  fn: Any
+
+  def lower(self):
+    abs_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self.batch_sharding)
+                 for k, v in self.batch.items()}
+    return self.fn.lower(steps.with_shardings(self.abstract, self.shardings), abs_batch)
+
+  def initial(self, config) -> tuple[Any, dict]:
+    """(train state, device batch) to run the compiled step on."""
+    state = steps.create_state(self.family, config, self.tx, self.shardings)
+    return state, {k: jax.device_put(v, self.batch_sharding) for k, v in self.batch.items()}
+
+
+def prepare(config, batch_size: int, compiler_options: dict | None = None) -> Prepared:
+  """The config's train step for `batch_size` on a synthetic batch (not yet compiled); run
+  `lower()`, `initial()` inside `with jax.set_mesh(p.mesh), shd.use_rules(p.rules)`."""
   config.data.global_batch_size = batch_size
   family = registry.get(config.model.family)
   mesh = shd.make_mesh(config.mesh)
@@ -145,10 +170,18 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
   tx, sched = optim.make_optimizer(config)
   graphdef, abstract = steps.abstract_state(family, config, tx)
   shardings = steps.state_shardings(abstract, tx, mesh, rules, family.frozen_params)
-  batch = synthetic_batch(config, batch_size)
-  bsh = shd.batch_sharding(mesh, rules)
   fn = steps.jit_train_step(steps.make_train_step(family, config, graphdef, tx, sched),
                             shardings, mesh, compiler_options)
+  return Prepared(family, mesh, rules, tx, abstract, shardings,
+                  synthetic_batch(config, batch_size), shd.batch_sharding(mesh, rules), fn)
+
+
+def bench(config, batch_size: int, num_steps: int, memory_only: bool,
+          peak_file: str = "", compiler_options: dict | None = None) -> dict:
+  """Compiles the config's train step for `batch_size` and times `num_steps` runs (after one
+  warm-up). `compiler_options`: XLA options of the step (tests: fast unoptimised CPU builds)."""
+  prep = prepare(config, batch_size, compiler_options)
+  mesh, rules, abstract = prep.mesh, prep.rules, prep.abstract
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract["params"]))
   devices = list(mesh.devices.flat)
   dtype = str(config.model.get("dtype", "float32"))
@@ -157,9 +190,8 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
              dtype=dtype, remat=bool(config.model.get("remat", False)))
   out["peak_flops"], out["peak_source"] = peak_for(devices, dtype, peak_file)
   with jax.set_mesh(mesh), shd.use_rules(rules):
-    abs_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in batch.items()}
     t0 = time.time()
-    compiled = fn.lower(steps.with_shardings(abstract, shardings), abs_batch).compile()
+    compiled = prep.lower().compile()
     out["compile_s"] = round(time.time() - t0, 2)
     per_device = compiled_flops(compiled)   # the partitioned program: one device's share
     out["flops"] = None if per_device is None else per_device * len(devices)
@@ -172,8 +204,7 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
                  peak_mb=round((args + outs + temp - alias) / 2**20, 1))
     if memory_only:
       return out
-    state = steps.create_state(family, config, tx, shardings)
-    gb = {k: jax.device_put(v, bsh) for k, v in batch.items()}
+    state, gb = prep.initial(config)
     state, m = compiled(state, gb)                      # warm-up
     jax.block_until_ready(m)
     times = []
@@ -196,6 +227,21 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
   return out
 
 
+def apply_overrides(config, items: list[str]) -> None:
+  """`FIELD=VALUE` strings (`--set`) into the config; values as Python literals, else strings."""
+  for item in items:
+    field, _, value = item.partition("=")
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass   # a plain string
+    node = config
+    *parents, leaf = field.split(".")
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", action="append", required=True,
@@ -216,17 +262,7 @@ def main() -> None:
   for spec in a.config:
     config = load_config(spec)
     config.name = spec
-    for item in a.set:
-      field, _, value = item.partition("=")
-      try:
-        value = ast.literal_eval(value)
-      except (ValueError, SyntaxError):
-        pass   # a plain string
-      node = config
-      *parents, leaf = field.split(".")
-      for name in parents:
-        node = node[name]
-      node[leaf] = value
+    apply_overrides(config, a.set)
     if a.dtype:
       config.model.dtype = a.dtype
     if a.remat:

@@ -12,7 +12,7 @@ ops are counted instead). Each op is put in a group from the HLO and its JAX met
   the differentiated function: optimizer, clipping, metrics);
 * kind: `matmul` (dot / convolution, or a fusion built around one, incl. the XNNPACK /
   oneDNN custom fusions), `rng` (threefry / uniform / bernoulli draws), `copy/transpose` (ops and
-  fusions that change a layout, e.g. the backward pass's gradient sums written transposed),
+  fusions that only move data: copies, transposes, reshapes, slices, concatenations),
   `reduce` (fusions with a reduction: softmax, norms, losses), `gelu(erf)` (the exact GELU's erf
   polynomials), `elementwise` (other fusions).
 
@@ -39,6 +39,9 @@ from step_time import apply_overrides, load_config, prepare  # noqa: E402
 
 from vlx import sharding as shd  # noqa: E402
 
+MOVEMENT = {"copy", "transpose", "bitcast", "parameter", "reshape", "broadcast", "slice",
+            "concatenate", "dynamic-slice", "dynamic-update-slice", "tuple", "get-tuple-element",
+            "pad", "constant", "fusion"}
 CONTAINERS = ("while", "call", "conditional", "async-start", "async-done")
 RNG = re.compile(r"threefry|_uniform|_bernoulli|_gumbel|random_bits|rng")
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*\S.*?\s([a-z][\w\-]*)\((.*)$")
@@ -73,7 +76,7 @@ def kind_of(info: dict, comps: dict[str, set[str]]) -> str:
     return "rng"
   if inside & {"dot", "convolution"} or (info["opcode"] == "fusion" and info["custom"]):
     return "matmul"
-  if inside & {"copy", "transpose"}:   # a layout change (with whatever XLA fused into it)
+  if inside & {"copy", "transpose"} and inside <= MOVEMENT:   # a pure layout change
     return "copy/transpose"
   if "reduce" in inside or "reduce-window" in inside:
     return "reduce"

@@ -255,8 +255,10 @@ def test_remat_same_gradients(tiny):
     return g.token_embedding.embedding[...], g.blocks[0].attn.query.kernel[...]
   step = _fast_jit(grads)
   for a, b in zip(step(rm, inp["text_ids"]), step(model.text, inp["text_ids"])):
-    assert float(jnp.abs(b).max()) > 0
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+    scale = float(jnp.abs(b).max())
+    assert scale > 0
+    # fp32 reassociation noise scales with the tensor (entries up to ~80 here): 1e-6 of it.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6 * scale, rtol=1e-4)
 
 
 def test_quick_gelu_and_normalisation():

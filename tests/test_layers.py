@@ -8,6 +8,7 @@ from flax import nnx
 
 import vlx  # noqa: F401
 from vlx.layers import common
+from vlx.layers import attention
 from vlx.layers.attention import Attention, additive_mask
 from vlx.layers.bert import BertEncoder, BertLayer, MlmHead
 from vlx.layers.mlp import Mlp
@@ -73,6 +74,22 @@ def test_attention_dropout_needs_rngs_and_bf16_runs(rng, fast_jit):
   assert plain.dtype == jnp.bfloat16
   assert np.all(np.isfinite(np.asarray(a, np.float32)))
   assert not np.allclose(np.asarray(a, np.float32), np.asarray(plain, np.float32))
+
+
+@pytest.mark.parametrize("mask_shape", [None, (3, 1, 1, 7), (2, 1, 1, 1, 7), (1, 4, 5, 7), (5, 7), (2, 3, 4, 5, 7)])
+def test_batched_and_fused_attention_match_numpy(rng, mask_shape, fast_jit):
+  """Leading dims [2, 3], 4 heads of width 6, Lq 5, Lk 7, masks of every broadcast form."""
+  q, k, v = (rng.normal(size=(2, 3, n, 4, 6)).astype(np.float32) for n in (5, 7, 7))
+  mask = None if mask_shape is None else rng.normal(size=mask_shape).astype(np.float32)
+  s = np.einsum("abqhd,abkhd->abhqk", q, k) / np.sqrt(6) + (0.0 if mask is None else mask)
+  probs = np_softmax(s)
+  want = np.einsum("abhqk,abkhd->abqhd", probs, v)
+  ctx, got_probs = fast_jit(attention.batched_attention)(q, k, v, mask)
+  np.testing.assert_allclose(ctx, want, **RTOL)
+  np.testing.assert_allclose(got_probs, probs, **RTOL)
+  # Off-GPU the cuDNN request is refused at trace time and the XLA form answers: same numbers.
+  np.testing.assert_allclose(fast_jit(attention.fused_attention)(q, k, v, mask), want, **RTOL)
+  assert not attention.fused_attention_applies(jnp.float32)
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])

@@ -18,9 +18,10 @@ Setup (once, outside /work/main; nothing goes into the main environment):
   git -C /work/.mirror/showlab+all-in-one/repo archive HEAD | tar -x -C /work/orig/allinone
   python -m venv --system-site-packages /work/origenv     # sees torch 2.13.0+cpu, jax, numpy
   /work/origenv/bin/pip install --no-deps timm==1.0.31 torchvision==0.28.0
-  /work/origenv/bin/pip install pytorch-lightning==2.6.6 sacred==0.8.7
-  # (pulls lightning-utilities 0.15.3, torchmetrics 1.9.0; transformers 5.23 / einops 0.8.2
-  #  come from the system site packages)
+  /work/origenv/bin/pip install pytorch-lightning==2.6.6 sacred==0.8.7 "setuptools<81"
+  # (pulls lightning-utilities 0.15.3, torchmetrics 1.9.0; setuptools < 81 keeps the
+  #  pkg_resources that sacred imports; transformers 5.23 / einops 0.8.2 / numpy come from the
+  #  system site packages). ALPRO needs only einops + transformers; All-in-one all of these.
 
 Runs (the lead times these with benchmarks/side_by_side.py; single runs):
 
@@ -353,7 +354,7 @@ def build_alpro(repo: str, f: dict, batch_size: int):
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     opt.zero_grad(set_to_none=False)
-    return float(loss)
+    return float(loss.detach())
   return model, step
 
 
@@ -424,7 +425,7 @@ def build_allinone(repo: str, f: dict, batch_size: int):
     loss.backward()
     opt.step()
     opt.zero_grad()
-    return float(loss)
+    return float(loss.detach())
   return model, step
 
 

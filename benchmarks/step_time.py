@@ -28,6 +28,7 @@ import dataclasses
 import importlib.util
 import json
 import pathlib
+import resource
 import sys
 import time
 from typing import Any
@@ -219,6 +220,7 @@ def bench(config, batch_size: int, num_steps: int, memory_only: bool,
              step_s_min=round(min(times), 4), step_s_max=round(max(times), 4),
              examples_per_s=round(batch_size / step, 2), loss=float(m["loss"]))
   out["flops_per_s"] = None if out["flops"] is None else out["flops"] / step
+  out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   stats = devices[0].memory_stats()   # GPU/TPU allocators: the peak really used (CPU: None)
   if stats and "peak_bytes_in_use" in stats:
     out["device_peak_mb"] = round(stats["peak_bytes_in_use"] / 2**20, 1)

@@ -7,9 +7,19 @@ with the itm + mlm pre-training objectives) by importing it from an extracted co
 authors' repository (--repo; nothing of it is copied here), sizes it from the vlx config
 (`benchmarks/step_time.py`'s `load_config` + `apply_overrides`), initialises it randomly (no
 downloads), and times full training steps: forward + backward + the original's optimizer, on a
-synthetic batch of the shapes vlx's step uses. Prints ONE JSON line:
-family, config, batch_size, params (original), vlx_params, step_s (median, warm-up excluded),
-step_s_spread (p90 - p10), peak_rss_mb (getrusage max RSS of this process), torch_threads.
+synthetic batch of the shapes vlx's step uses (benchmarks/step_time.py's synthetic_batch recipe:
+normal-noise frames, text ids with the last quarter padding, 15 % MLM labels; ALPRO: the crop
+= the clip and a 70 % patch mask for PEM; All-in-one: one random negative clip per row), with
+torch.set_num_threads(os.cpu_count()). Prints ONE JSON line: family, config, overrides,
+batch_size, params (original), params_unused (built but never used by the step, see UNUSED),
+step_s (median, warm-up excluded), step_s_spread (p90 - p10), loss, peak_rss_mb (getrusage max
+RSS of this process), torch_threads, vlx_params (vlx's count, from its abstract state in a
+subprocess after the timing, so jax never enters this process) and params_match (params -
+params_unused == vlx_params). Verified: params_match at configs/alpro_pretrain.py (465,663,874
+- 615,200 = 465,048,674), :demo with PEM on (2,489,398 - 103,200 = 2,386,198),
+configs/allinone_pretrain.py (133,932,860) and :demo (891,010).
+Time only on an idle machine: torch's OpenMP threads slow down by orders of magnitude when
+another process holds the cores.
 
 Setup (once, outside /work/main; nothing goes into the main environment):
 
@@ -383,7 +393,7 @@ def build_allinone(repo: str, f: dict, batch_size: int):
   loss_names.update(mlm=int(objectives.get("mlm", 0) > 0), itm=int(objectives.get("itm", 0) > 0))
   cfg.update(loss_names=loss_names, vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
              num_layers=m["num_layers"], num_heads=m["num_heads"],
-             mlp_ratio=int(m["mlp_ratio"]), max_text_len=f["max_text_len"],
+             mlp_ratio=int(m["mlp_ratio"]), max_text_len=m["max_text_len"],  # position table
              drop_rate=m["drop_rate"], num_frames=f["num_frames"], image_size=m["img_size"],
              patch_size=m["patch_size"], shared_embedding_dim=m["shared_embedding_dim"],
              learning_rate=f["optim"]["lr"], weight_decay=f["optim"]["weight_decay"],

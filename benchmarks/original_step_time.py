@@ -66,6 +66,8 @@ Stubs / aliases (only modules that are unavailable here or do no model compute):
 - `numpy.Inf` (removed in numpy 2) -> `numpy.inf`.
 - `BertForMaskedLM.from_pretrained('bert-base-uncased', config)` -> `BertForMaskedLM(config)`:
   random init instead of a hub download (same modules, same compute).
+- All-in-one `transformers.optimization.AdamW` (removed in transformers 5) ->
+  `torch.optim.AdamW` (the same decoupled-weight-decay Adam update).
 - All-in-one `pytorch_lightning.metrics` -> `torchmetrics` (the running loss / accuracy
   meters, moved there in PL 1.5); `AllInOne.modules.retrieval_metrics` (sklearn/ipdb, eval-only)
   -> empty stub; `torchvision._meta_registrations` -> empty module (the CPU torchvision wheel's
@@ -74,7 +76,11 @@ Stubs / aliases (only modules that are unavailable here or do no model compute):
 - Sizes the originals hard-code are set from the vlx config: ALPRO's TimeSformer width 768 /
   depth 12 / heads 12 and its 768 -> 256 projections (+ the prompt feature tables) and
   All-in-one's ViT constructor (a registered variant that never downloads `pretrained` weights).
-  At the base configs these are exactly the original values.
+  At the base configs these are exactly the original values. TimeSformer's lookup of its
+  pretrained-weights metadata by patch size (only 16 / 32 listed) reuses patch 16's entry for
+  other patch sizes (metadata only).
+- ALPRO's prompt feature tables (built once before training from the entity prompts by the
+  prompter's text encoder, not part of a step) are random unit vectors of the same shape.
 
 Optimizers (as the training scripts configure them):
 - ALPRO (src/pretrain/run_pretrain_sparse.py): its own AdamW(model.parameters(), lr, betas)
@@ -83,10 +89,12 @@ Optimizers (as the training scripts configure them):
   in the original), `clip_grad_norm_` over all parameters (threshold = vlx's optim.grad_clip;
   the original always clips, at 20), `zero_grad(set_to_none=False)` (torch 1.x's default, the
   era of the code).
-- All-in-one (`set_schedule`): AdamW over the four no-decay / head parameter groups, eps 1e-8,
-  betas (0.9, 0.98) (transformers' AdamW: removed in transformers 5, so torch.optim.AdamW, the
-  same update); pytorch_lightning's default: no gradient clipping; loss = sum of the
-  `*loss*` outputs (mlm + itm + 0.1 x wpa), as `training_step`.
+- All-in-one: the module's own `configure_optimizers` (`set_schedule`: AdamW over its
+  decay / no-decay / head parameter groups, eps 1e-8, betas (0.9, 0.98), weight decay from the
+  vlx config, polynomial schedule stepped per step; transformers' AdamW was removed in
+  transformers 5 and is aliased to torch.optim.AdamW, the same update), `training_step` (loss =
+  sum of the `*loss*` outputs: mlm + itm + 0.1 x wpa), backward, step; no gradient clipping
+  (the Trainer of run.py sets none).
 """
 from __future__ import annotations
 
@@ -420,20 +428,20 @@ def build_allinone(repo: str, f: dict, batch_size: int):
                text_labels=torch.full_like(torch.from_numpy(ids), -100),
                text_ids_mlm=torch.from_numpy(mlm_ids),
                text_labels_mlm=torch.from_numpy(labels))
-  # set_schedule's parameter groups (no decay for biases / norms), its AdamW settings
-  no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight", "norm.bias", "norm.weight",
-              "norm1.bias", "norm1.weight", "norm2.bias", "norm2.weight")
-  named = list(model.named_parameters())
-  groups = [dict(params=[p for n, p in named if not any(x in n for x in no_decay)],
-                 weight_decay=cfg["weight_decay"]),
-            dict(params=[p for n, p in named if any(x in n for x in no_decay)],
-                 weight_decay=0.0)]
-  opt = torch.optim.AdamW(groups, lr=cfg["learning_rate"], eps=1e-8, betas=(0.9, 0.98))
+  # The module's own configure_optimizers (set_schedule: AdamW over its decay / no-decay
+  # parameter groups + the polynomial warm-up/decay schedule stepped every step). It reads only
+  # trainer.max_steps: a stand-in trainer is attached for that call and detached again (with no
+  # trainer, `self.log` stays a no-op).
+  model._trainer = types.SimpleNamespace(max_steps=int(cfg["max_steps"]))  # pylint: disable=protected-access
+  (opt,), (sched,) = model.configure_optimizers()
+  model._trainer = None  # pylint: disable=protected-access
+  scheduler = sched["scheduler"]
 
   def step():
     loss = model.training_step(batch, 0)
     loss.backward()
     opt.step()
+    scheduler.step()
     opt.zero_grad()
     return float(loss.detach())
   return model, step

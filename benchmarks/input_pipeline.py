@@ -2,7 +2,7 @@
 
   python benchmarks/input_pipeline.py [--parts build,moving_shapes,video_text,allinone_demo]
       [--videos 16] [--workers 1] [--steps 20] [--batch 8] [--frames 8] [--resolution 224]
-      [--false_videos 0,1] [--data_dir DIR]
+      [--false_videos 0,1] [--antialias 1,0] [--data_dir DIR]
 
 * build: `vlx.data.builder_base.generate_examples` over `--videos` generated 320x240, 10-s mp4s
   (25 fps, vlx.data.testing.write_video), each decoded `--rounds` times, with the builders'
@@ -66,13 +66,18 @@ def bench_build(paths: list, workers: int, rounds: int) -> None:
 
 
 def bench_read(data_dir: str, builder: str, builder_config: str, *, frames: int,
-               resolution: int, batch: int, steps: int) -> None:
-  c = common.base_config()
-  c.data.update(data_dir=data_dir, global_batch_size=batch, tokenizer="moving_shapes")
-  c.data.train.update(builder=builder, builder_config=builder_config, num_frames=frames,
-                      resolution=resolution, sampling="rand", max_text_len=40)
-  time_train_input(c, f"{builder}/{builder_config} ({frames}x{resolution}^2, batch {batch})",
-                   steps)
+               resolution: int, batch: int, steps: int, antialias: tuple[bool, ...] = (True,)
+               ) -> None:
+  """Training reads of the builder, once per `antialias` value (config.data.train.antialias)."""
+  for aa in antialias:
+    c = common.base_config()
+    c.data.update(data_dir=data_dir, global_batch_size=batch, tokenizer="moving_shapes")
+    c.data.train.update(builder=builder, builder_config=builder_config, num_frames=frames,
+                        resolution=resolution, sampling="rand", max_text_len=40, antialias=aa)
+    clips = time_train_input(c, f"{builder}/{builder_config} ({frames}x{resolution}^2, batch "
+                             f"{batch}, antialias={aa})", steps)
+    print(f"  = {clips * frames / (os.cpu_count() or 1):.0f} frames/s per core "
+          f"({os.cpu_count()} cores)")
 
 
 def time_train_input(c, label: str, steps: int) -> float:
@@ -117,11 +122,15 @@ def main() -> None:
   p.add_argument("--resolution", type=int, default=224)
   p.add_argument("--frames", type=int, default=8)
   p.add_argument("--false_videos", default="0,1", help="allinone_demo: values to time")
+  p.add_argument("--antialias", default="1,0",
+                 help="moving_shapes / video_text 224² reads: config.data.train.antialias "
+                      "values to time (1 = the default antialiased resize)")
   args = p.parse_args()
   parts = set(args.parts.split(","))
   root = pathlib.Path(args.data_dir or tempfile.mkdtemp(prefix="vlx_input_bench_"))
   videos = root / "manual" / "clips"
-  read = dict(frames=args.frames, resolution=args.resolution, batch=args.batch, steps=args.steps)
+  read = dict(frames=args.frames, resolution=args.resolution, batch=args.batch, steps=args.steps,
+              antialias=tuple(bool(int(x)) for x in args.antialias.split(",")))
   if parts & {"build", "video_text"}:
     t0 = time.perf_counter()
     paths = write_videos(videos, args.videos)

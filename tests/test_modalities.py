@@ -358,3 +358,30 @@ def test_moving_shapes_audio_input_in_train_and_eval_batches(tiny_data_dir):
                                                    process_count=1)]
   assert all(b["audio"].shape == (8, 100, 40) for b in rows)
   assert sum(int(b["audio_mask"][:, 0].sum()) for b in rows) == 16   # 16 test clips, real audio
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def test_frames_antialias_field_reaches_the_resize():
+  """A 1-pixel checkerboard shrunk 64 -> 20 (uniform sampling of 2 of 3 identical frames):
+  antialiased bilinear averages it to grey, plain bilinear samples it; both equal TF's resize."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from vlx.data import video_ops  # pylint: disable=import-outside-toplevel
+  from vlx.data.modalities import frames  # pylint: disable=import-outside-toplevel
+  board = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+  frame = np.repeat(board[:, :, None], 3, axis=2)
+  encoded = np.stack([tf.io.encode_png(frame).numpy()] * 3)
+  cfg = ml_collections.ConfigDict(dict(num_frames=2, resolution=20, norm="clip"))
+  assert frames.from_config(cfg, "config.evals.x").antialias  # default: antialiased
+  outs = {}
+  for antialias in (True, False):
+    cfg.antialias = antialias
+    reader = frames.from_config(cfg, "config.evals.x")
+    assert reader.antialias is antialias
+    outs[antialias] = _read(reader, encoded)["video"]
+    want = video_ops.normalize(tf.image.resize(tf.cast(frame, tf.float32)[None], [20, 20],
+                                               method="bilinear", antialias=antialias))
+    np.testing.assert_allclose(outs[antialias][0], want.numpy()[0], atol=1e-5)
+  spatial_std = lambda v: v[..., 0].std()   # one channel: the spread over the pixels
+  assert spatial_std(outs[True]) < 0.5 * spatial_std(outs[False])   # averaged vs sampled

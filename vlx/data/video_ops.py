@@ -113,9 +113,12 @@ def decode_frames(encoded: tf.Tensor) -> tf.Tensor:
                    encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def resize(frames: tf.Tensor, resolution: int, mode: str = "square") -> tf.Tensor:
+def resize(frames: tf.Tensor, resolution: int, mode: str = "square",
+           antialias: bool = True) -> tf.Tensor:
   """float32 in [0, 255]. 'square': to resolution x resolution (aspect ignored, as ALPRO's decord
-  reader); 'short_side': aspect kept, the shorter side becomes `resolution`."""
+  reader); 'short_side': aspect kept, the shorter side becomes `resolution`. `antialias` widens
+  the bilinear kernel when shrinking; it is ~60 % of a 224² training read's time per frame
+  (README "Throughput"), so training may turn it off (config.data.train.antialias=False)."""
   frames = tf.cast(frames, tf.float32)
   if mode == "square":
     size = tf.constant([resolution, resolution], tf.int32)
@@ -131,7 +134,7 @@ def resize(frames: tf.Tensor, resolution: int, mode: str = "square") -> tf.Tenso
   else:
     raise ValueError(f"unknown resize {mode!r}; expected one of {RESIZES} "
                      "(config.data.train.resize / evals.<name>.resize)")
-  out = tf.image.resize(frames, size, method="bilinear", antialias=True)
+  out = tf.image.resize(frames, size, method="bilinear", antialias=antialias)
   return tf.clip_by_value(out, 0.0, 255.0)
 
 
@@ -163,7 +166,8 @@ def normalize(frames: tf.Tensor, norm: str = "clip") -> tf.Tensor:
 
 def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resolution: int,
                     crop: int = 0, seed: tf.Tensor | None = None, resize_mode: str = "square",
-                    norm: str = "clip", center: bool = False, augment: str = "") -> tf.Tensor:
+                    norm: str = "clip", center: bool = False, augment: str = "",
+                    antialias: bool = True) -> tf.Tensor:
   """Encoded frames [N] (any size, any N >= 1) -> normalised float32 [T, S, S, 3], S = crop or
   resolution. Crops are random (from `seed`) unless `center` (evaluation).
 
@@ -190,7 +194,7 @@ def preprocess_clip(encoded: tf.Tensor, *, num_frames: int, sampling: str, resol
     out = normalize(aug.image_randaug(decode_frames(tf.gather(encoded, idx)), size, aug_seed),
                     norm)
     return tf.ensure_shape(out, [num_frames, size, size, 3])
-  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode)
+  frames = resize(decode_frames(tf.gather(encoded, idx)), resolution, resize_mode, antialias)
   if crop or resize_mode not in ("square", "pad_square"):
     if center:
       frames = center_crop(frames, size)

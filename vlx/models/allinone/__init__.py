@@ -6,7 +6,6 @@ import ml_collections
 from flax import nnx
 
 from vlx import registry
-from vlx.models.allinone import data as _data
 from vlx.models.allinone import model as _model
 from vlx.models.allinone.layout import BACKBONE_LAYOUT
 from vlx.models.allinone.model import AllInOne, model_config
@@ -40,7 +39,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Family checks: data.train.false_videos / false_texts (data.false_counts); every active
   objective has its head; data frames / size match the model; the text length fits the position
   table; model.eval_patch_order is 'random' or 'raster'."""
-  _data.false_counts(config.data.train, config.data.train.get("task", "") or "retrieval")
+  from vlx.models.allinone import data  # pylint: disable=import-outside-toplevel (TensorFlow)
+  data.false_counts(config.data.train, config.data.train.get("task", "") or "retrieval")
   m = config.model
   _model.check_eval_patch_order(m)
   for name, w in config.objectives.items():
@@ -96,6 +96,13 @@ def compute_fixture_outputs(fixture_dir):
   return run(fixture_dir)
 
 
+def _data_hooks(config):
+  """vlx.models.allinone.data.data_hooks, imported on first use: the data module brings TensorFlow
+  (~0.5 GB of resident memory), which a process that only builds or steps the model never needs."""
+  from vlx.models.allinone import data  # pylint: disable=import-outside-toplevel
+  return data.data_hooks(config)
+
+
 FAMILY = registry.Family(
     name="allinone", build=build, objectives=_objectives.objectives, objective_names=OBJECTIVES,
     validate_config=validate_config,
@@ -104,7 +111,7 @@ FAMILY = registry.Family(
     qa_logits=qa_logits, mc_scores=mc_scores, class_logits=class_logits,
     converter="vlx.models.allinone.convert", fixture_outputs=compute_fixture_outputs,
     parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
-    data_hooks=_data.data_hooks)
+    data_hooks=_data_hooks)
 
 __all__ = ["FAMILY", "AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
            "fixture_outputs", "mc_scores", "model_config", "pair_scores", "qa_logits",

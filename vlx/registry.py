@@ -98,6 +98,16 @@ class Family:
     return fn
 
 
+def on_first_call(package: str, module: str, attr: str) -> Callable[..., Any]:
+  """`<package>.<module>.<attr>` as a hook that imports its module when first called, so importing
+  a family stays cheap (no TensorFlow, torch or model code until a hook runs)."""
+  def call(*args, **kwargs):
+    return getattr(importlib.import_module(f"{package}.{module}"), attr)(*args, **kwargs)
+  call.__name__ = attr
+  call.__doc__ = f"{package}.{module}.{attr}"
+  return call
+
+
 def available() -> list[str]:
   """Names of the families that ship with vlx."""
   return sorted(m.name for m in pkgutil.iter_modules(vlx.models.__path__) if m.ispkg)

@@ -2,6 +2,8 @@
 multiple choice and classification scorers, converter, parity runner, config checks."""
 from __future__ import annotations
 
+import functools
+
 import ml_collections
 from flax import nnx
 
@@ -96,11 +98,9 @@ def compute_fixture_outputs(fixture_dir):
   return run(fixture_dir)
 
 
-def _data_hooks(config):
-  """vlx.models.allinone.data.data_hooks, imported on first use: the data module brings TensorFlow
-  (~0.5 GB of resident memory), which a process that only builds or steps the model never needs."""
-  from vlx.models.allinone import data  # pylint: disable=import-outside-toplevel
-  return data.data_hooks(config)
+# Imported on first call: the data module brings TensorFlow (~0.5 GB resident), which a
+# process that only builds or steps the model never needs.
+_late = functools.partial(registry.on_first_call, __name__)  # (module, attr)
 
 
 FAMILY = registry.Family(
@@ -111,7 +111,7 @@ FAMILY = registry.Family(
     qa_logits=qa_logits, mc_scores=mc_scores, class_logits=class_logits,
     converter="vlx.models.allinone.convert", fixture_outputs=compute_fixture_outputs,
     parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
-    data_hooks=_data_hooks)
+    data_hooks=_late("data", "data_hooks"))
 
 __all__ = ["FAMILY", "AllInOne", "OBJECTIVES", "build", "class_logits", "encode_texts", "encode_videos",
            "fixture_outputs", "mc_scores", "model_config", "pair_scores", "qa_logits",

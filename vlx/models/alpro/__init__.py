@@ -1,5 +1,7 @@
 """ALPRO family (README "Design": the family contract): model, objectives, retrieval and QA
 scorers, converter, parity runner and the PEM hooks."""
+import functools
+
 from vlx import registry
 from vlx.models.alpro.layout import BACKBONE_LAYOUT
 from vlx.models.alpro.model import AlproModel, PromptFeatures, build
@@ -19,18 +21,10 @@ def fixture_outputs(fixture_dir):
   return compute_fixture_outputs(fixture_dir)
 
 
-def prepare_fresh_state(*args, **kwargs):
-  """vlx.models.alpro.pem_setup.prepare_fresh_state, imported on first use (its prompt
-  tokenization brings TensorFlow)."""
-  from vlx.models.alpro import pem_setup  # pylint: disable=import-outside-toplevel
-  return pem_setup.prepare_fresh_state(*args, **kwargs)
-
-
-def _data_hooks(config):
-  """vlx.models.alpro.data.data_hooks, imported on first use: the data module brings TensorFlow
-  (~0.5 GB of resident memory), which a process that only builds or steps the model never needs."""
-  from vlx.models.alpro import data  # pylint: disable=import-outside-toplevel
-  return data.data_hooks(config)
+# Imported on first call: the data module and PEM's prompt tokenization bring TensorFlow
+# (~0.5 GB resident), which a process that only builds or steps the model never needs.
+_late = functools.partial(registry.on_first_call, __name__)  # (module, attr)
+prepare_fresh_state = _late("pem_setup", "prepare_fresh_state")
 
 
 FAMILY = registry.Family(
@@ -41,7 +35,7 @@ FAMILY = registry.Family(
     retrieval_modes=("vtc", "vtm", "rerank"), pair_scores=pair_scores, qa_logits=qa_logits,
     converter="vlx.models.alpro.convert", fixture_outputs=fixture_outputs,
     parity_tolerances=PARITY_TOLERANCES, backbone_layout=BACKBONE_LAYOUT,
-    resizable_params={r"(^|/)video/time_embed$": 1}, data_hooks=_data_hooks)
+    resizable_params={r"(^|/)video/time_embed$": 1}, data_hooks=_late("data", "data_hooks"))
 
 __all__ = ["FAMILY", "AlproModel", "PromptFeatures", "build", "encode_videos",
            "encode_texts", "retrieval_scores", "pair_scores", "qa_logits", "OBJECTIVES",

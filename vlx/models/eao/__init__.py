@@ -10,8 +10,8 @@ the family stays cheap.
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Callable
 
 from vlx import registry
 
@@ -28,14 +28,7 @@ def _retrieval_modes() -> tuple[str, ...]:
     return ("t2v", "t2va")
 
 
-def _late(module: str, attr: str) -> Callable[..., Any]:
-  """`vlx.models.eao.<module>.<attr>`, imported when first called."""
-  def call(*args, **kwargs):
-    fn = getattr(importlib.import_module(f"vlx.models.eao.{module}"), attr)
-    return fn(*args, **kwargs)
-  call.__name__ = attr
-  call.__doc__ = f"vlx.models.eao.{module}.{attr}"
-  return call
+_late = functools.partial(registry.on_first_call, __name__)  # (module, attr)
 
 
 def _parity_tolerances() -> tuple[tuple[str, float, float], ...]:

@@ -8,8 +8,8 @@ Functions are looked up in their modules on first call, so importing the family 
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Callable
 
 from vlx import registry
 
@@ -20,14 +20,7 @@ OBJECTIVES = ("mlm", "nce", "classification")
 RESIZABLE = {r"^backbone/positional_embedding/(?!cls_pos)": (0, "linear")}
 
 
-def _late(module: str, attr: str) -> Callable[..., Any]:
-  """`vlx.models.vimpac.<module>.<attr>`, imported when first called."""
-  def call(*args, **kwargs):
-    fn = getattr(importlib.import_module(f"vlx.models.vimpac.{module}"), attr)
-    return fn(*args, **kwargs)
-  call.__name__ = attr
-  call.__doc__ = f"vlx.models.vimpac.{module}.{attr}"
-  return call
+_late = functools.partial(registry.on_first_call, __name__)  # (module, attr)
 
 
 def _parity_tolerances() -> tuple[tuple[str, float, float], ...]:

@@ -7,8 +7,7 @@ Functions are looked up in their modules on first call, so importing the family 
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, Callable
+import functools
 
 from vlx import registry
 from vlx.models.violet.layout import BACKBONE_LAYOUT
@@ -17,14 +16,7 @@ from vlx.models.violet.layout import BACKBONE_LAYOUT
 OBJECTIVES = ("vtm", "mlm", "mvm", "ret", "vtc", "qa", "mc")
 
 
-def _late(module: str, attr: str) -> Callable[..., Any]:
-  """`vlx.models.violet.<module>.<attr>`, imported when first called."""
-  def call(*args, **kwargs):
-    fn = getattr(importlib.import_module(f"vlx.models.violet.{module}"), attr)
-    return fn(*args, **kwargs)
-  call.__name__ = attr
-  call.__doc__ = f"vlx.models.violet.{module}.{attr}"
-  return call
+_late = functools.partial(registry.on_first_call, __name__)  # (module, attr)
 
 
 # Parity tolerances beyond the generic ones (tiny/README.md, tiny_dalle/README.md): integer
